@@ -1,0 +1,511 @@
+//! The `PackerBuilder` custom resource: what to build with Packer, from which base AMI, how often.
+//!
+//! Field names and shapes of the original operator (seed documents 000/001) are kept so existing YAML applies
+//! unchanged; additions are optional. Doc comments here become `kubectl explain` text.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    common::{
+        ACCOUNT_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, DNS_LABEL_PATTERN, IMAGE_PATTERN,
+        K8S_NAME_PATTERN, OWNER_PATTERN, REGION_PATTERN, RELATIVE_PATH_PATTERN, is_false,
+    },
+    duration::HumanDuration,
+};
+
+/// Desired state of a PackerBuilder: keep one fresh, company-built AMI for a cluster.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "ami.refresh.ops",
+    version = "v1alpha1",
+    kind = "PackerBuilder",
+    namespaced,
+    status = "PackerBuilderStatus",
+    shortname = "pb",
+    category = "ami-operator",
+    derive = "PartialEq",
+    doc = "Builds and maintains an AMI with HashiCorp Packer, run as a Kubernetes Job.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Base AMI",
+        type_ = "string",
+        json_path = ".status.lastRunBaseImageID"
+    ),
+    printcolumn(
+        name = "Built AMI",
+        type_ = "string",
+        json_path = ".status.lastRunBuiltImageID"
+    ),
+    printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!(has(self.amiFilters) && size(self.amiFilters) > 0 && has(self.baseAmi) && has(self.baseAmi.ssmParameter))"
+).message("set either amiFilters or baseAmi.ssmParameter to find the base AMI, not both").field_path(".baseAmi.ssmParameter"))]
+#[serde(rename_all = "camelCase")]
+pub struct PackerBuilderSpec {
+    /// EC2 DescribeImages filters that find the base AMI (the newest match wins). Optional: without them (and
+    /// without `baseAmi.ssmParameter`) the Packer project is self-contained and no `ami_id`/`region` variables
+    /// are passed to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub ami_filters: Vec<AmiFilter>,
+
+    /// Other ways to find the base AMI, and the owners to restrict the search to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ami: Option<BaseAmiSpec>,
+
+    /// Name of the EKS cluster the AMI is for. Written to the AMI's `cluster-name` tag.
+    #[schemars(length(min = 1, max = 100), regex(pattern = CLUSTER_NAME_PATTERN))]
+    pub cluster_name: String,
+
+    /// AWS region the AMI is built in, e.g. `us-west-2`.
+    #[schemars(length(min = 1, max = 32), regex(pattern = REGION_PATTERN))]
+    pub region: String,
+
+    /// How long a built AMI is used and how often the controller re-checks.
+    #[serde(default)]
+    pub time_outs: TimeOuts,
+
+    /// Where to announce state transitions (build started, succeeded, failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifier: Option<NotifierSpec>,
+
+    /// The git-sync init container that fetches the Packer project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_sync: Option<GitSyncSpec>,
+
+    /// The Packer project and how to run it.
+    pub builder: BuilderSpec,
+
+    /// Failed build Jobs tolerated before the controller stops building and sets `Degraded=True`. The count
+    /// resets when the spec changes.
+    #[serde(default = "default_max_failed_jobs")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_failed_jobs: i32,
+
+    /// Copy the built AMI to other regions and share it with other accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<DistributionSpec>,
+
+    /// Clean-up of old managed AMIs. Without it, old AMIs are only tagged `status=deprecated`, never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
+}
+
+fn default_max_failed_jobs() -> i32 {
+    3
+}
+
+/// Alternative base-AMI sources and the owner restriction for `amiFilters`.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseAmiSpec {
+    /// An SSM parameter whose value is the base AMI ID, e.g.
+    /// `/aws/service/eks/optimized-ami/1.30/amazon-linux-2023/x86_64/standard/recommended/image_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(
+            pattern = r"^(arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter)?/?[A-Za-z0-9_.\-/]+$"
+        )
+    )]
+    pub ssm_parameter: Option<String>,
+
+    /// AMI owners passed to DescribeImages with `amiFilters` (account IDs or `self`, `amazon`,
+    /// `aws-marketplace`). Strongly recommended: without an owner anyone's public AMI can match a name filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = OWNER_PATTERN)))]
+    pub owners: Vec<String>,
+}
+
+/// Lifetimes and periods. Durations take humantime forms plus `d` and `w`: `"48h"`, `"5m"`, `"30d"`, `"2w"`.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeOuts {
+    /// How long a managed AMI stays eligible after its `create-timestamp`; an expired AMI is rebuilt.
+    #[serde(default = "default_expires_in")]
+    pub expires_in: HumanDuration,
+    /// How often the controller re-checks the base AMI and expiry when nothing else happens.
+    #[serde(default = "default_controller_timer")]
+    pub controller_timer: HumanDuration,
+    /// Longest a build Job may run before Kubernetes stops it (`activeDeadlineSeconds`).
+    #[serde(default = "default_build_timeout")]
+    pub build_timeout: HumanDuration,
+    /// How long a finished build Job and its logs are kept (`ttlSecondsAfterFinished`).
+    #[serde(default = "default_job_ttl")]
+    pub job_ttl: HumanDuration,
+}
+
+fn default_expires_in() -> HumanDuration {
+    HumanDuration::new("30d")
+}
+fn default_controller_timer() -> HumanDuration {
+    HumanDuration::new("1h")
+}
+fn default_build_timeout() -> HumanDuration {
+    HumanDuration::new("2h")
+}
+fn default_job_ttl() -> HumanDuration {
+    HumanDuration::new("24h")
+}
+
+impl Default for TimeOuts {
+    fn default() -> Self {
+        Self {
+            expires_in: default_expires_in(),
+            controller_timer: default_controller_timer(),
+            build_timeout: default_build_timeout(),
+            job_ttl: default_job_ttl(),
+        }
+    }
+}
+
+/// Notification channels. Each is optional; every configured channel receives every transition.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifierSpec {
+    /// Slack via the Web API (`chat.postMessage`), one message per channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slack: Option<SlackSpec>,
+    /// Amazon SNS topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sns: Option<SnsSpec>,
+    /// Amazon SES e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ses: Option<SesSpec>,
+    /// Discord webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord: Option<DiscordSpec>,
+    /// Generic JSON webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// Slack settings.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlackSpec {
+    /// Channel IDs (e.g. `C0123456789`), one per entry; each receives its own message.
+    #[serde(rename = "channelIDs")]
+    #[schemars(
+        length(min = 1, max = 50),
+        inner(length(min = 1, max = 80), regex(pattern = r"^[^\s,]+$"))
+    )]
+    pub channel_ids: Vec<String>,
+    /// Name of a Secret in the same namespace with the bot token under key `token`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub secret: String,
+}
+
+/// SNS settings. Credentials come from the controller's own AWS identity.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnsSpec {
+    /// ARN of the topic to publish to.
+    #[schemars(regex(
+        pattern = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
+    ))]
+    pub topic_arn: String,
+}
+
+/// SES settings. Credentials come from the controller's own AWS identity.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SesSpec {
+    /// Verified sender address.
+    #[schemars(length(min = 3, max = 320), regex(pattern = r"^[^@\s]+@[^@\s]+$"))]
+    pub from: String,
+    /// Recipient addresses.
+    #[schemars(
+        length(min = 1, max = 50),
+        inner(length(min = 3, max = 320), regex(pattern = r"^[^@\s]+@[^@\s]+$"))
+    )]
+    pub to: Vec<String>,
+}
+
+/// Discord settings.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscordSpec {
+    /// Name of a Secret in the same namespace with the webhook URL under key `webhookURL`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub secret: String,
+}
+
+/// Generic webhook settings.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Name of a Secret in the same namespace with the URL under key `url` and, optionally, an HMAC-SHA256 key
+    /// under `signingKey`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub secret: String,
+}
+
+/// The git-sync init container.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSyncSpec {
+    /// git-sync image. Defaults to the controller's pinned git-sync image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub image: Option<String>,
+    /// Name of the init container. Defaults to `git-sync`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub name: Option<String>,
+    /// Name of a Secret in the same namespace with keys `username` and `token` for a private repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub secret: Option<String>,
+}
+
+/// The Packer project and the Job that runs it.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(r"!self.repoURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')")
+    .message("repoURL must not embed credentials; put them in the gitSync.secret Secret").field_path(".repoURL"))]
+pub struct BuilderSpec {
+    /// Git repository holding the Packer project (`https://`, `ssh://`, `git@host:path` or `file://`).
+    /// Credentials belong in `gitSync.secret`, never in the URL.
+    #[serde(rename = "repoURL")]
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(
+            pattern = r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s]+|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s]+)$"
+        )
+    )]
+    pub repo_url: String,
+    /// Branch (or tag) to check out.
+    #[serde(default = "default_branch")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
+    )]
+    pub branch: String,
+    /// Container image with the `packer` binary.
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
+    pub image: String,
+    /// Directory of the Packer project inside the repository; the default working directory of every command.
+    #[serde(default = "default_dir")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = RELATIVE_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(r"!self.matches('(^|/)[.][.](/|$)')").message("dir must stay inside the repository (no '..')"))]
+    pub dir: String,
+    /// Name of a Secret in the same namespace whose keys become environment variables of the Packer container
+    /// (e.g. `AWS_ACCESS_KEY_ID`). Not needed with IRSA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub secret: Option<String>,
+    /// ServiceAccount the build Job runs as (e.g. one with an IRSA role for Packer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub job_service_account_name: Option<String>,
+    /// Packer commands. They always run in the order `init`, `validate`, `build`; missing ones are added with
+    /// default settings. Empty means `packer init . && packer validate . && packer build -color=false .`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.subCommand == c.subCommand))")
+        .message("each subCommand may appear at most once"))]
+    pub commands: Vec<PackerCommand>,
+}
+
+fn default_branch() -> String {
+    "main".to_owned()
+}
+fn default_dir() -> String {
+    ".".to_owned()
+}
+
+/// One Packer sub-command and its options. Every value is passed to Packer as its own argument, never through a
+/// shell.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.onError) || self.subCommand == 'build'")
+    .message("onError applies to the build subCommand only").field_path(".onError"))]
+pub struct PackerCommand {
+    /// The Packer sub-command.
+    pub sub_command: PackerSubCommand,
+    /// Extra arguments, each one argv entry (e.g. `-force`). `-debug` is refused: it waits for a keypress inside
+    /// a Job; use `debug: true`. `-on-error` is refused: use `onError`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 4096)))]
+    #[x_kube(validation = Rule::new("!self.exists(a, a == '-debug' || a == '--debug' || a.startsWith('-debug=') || a.startsWith('-on-error') || a.startsWith('--on-error'))")
+        .message("args must not contain -debug (it waits for a keypress; use debug: true) or -on-error (use onError)"))]
+    pub args: Vec<String>,
+    /// Packer variables, passed as `-var name=value` in name order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 200))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_-]*$') && size(k) <= 128)")
+        .message("variable names must be Packer identifiers ([A-Za-z_][A-Za-z0-9_-]*)"))]
+    pub variables: BTreeMap<String, String>,
+    /// A variables file relative to the working directory, passed as `-var-file=<file>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = RELATIVE_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(r"!self.matches('(^|/)[.][.](/|$)')").message("variablesFile must stay inside the repository (no '..')"))]
+    pub variables_file: Option<String>,
+    /// Working directory relative to the repository root. Defaults to `builder.dir`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = RELATIVE_PATH_PATTERN))]
+    #[x_kube(validation = Rule::new(r"!self.matches('(^|/)[.][.](/|$)')").message("workingDir must stay inside the repository (no '..')"))]
+    pub working_dir: Option<String>,
+    /// Coloured output. Off by default (`-color=false`) so logs stay readable.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub color: bool,
+    /// Verbose Packer logs (`PACKER_LOG=1`). Never `packer -debug`, which would wait for a keypress.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub debug: bool,
+    /// What Packer does when the build fails (`-on-error=`). `ask` is not offered: nobody can answer inside a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<OnError>,
+}
+
+/// Packer sub-commands the controller runs.
+#[derive(
+    JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PackerSubCommand {
+    /// `packer init`: install the plugins the template requires.
+    Init,
+    /// `packer validate`: check the template.
+    Validate,
+    /// `packer build`: build the AMI.
+    Build,
+}
+
+/// Packer's `-on-error` behaviours usable in a non-interactive Job.
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnError {
+    /// Clean up the temporary resources (Packer's default).
+    Cleanup,
+    /// Leave everything as it is for debugging.
+    Abort,
+    /// Run the cleanup provisioner, then clean up.
+    RunCleanupProvisioner,
+}
+
+impl OnError {
+    /// The value Packer expects after `-on-error=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cleanup => "cleanup",
+            Self::Abort => "abort",
+            Self::RunCleanupProvisioner => "run-cleanup-provisioner",
+        }
+    }
+}
+
+/// Copies and shares of the built AMI.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionSpec {
+    /// Regions to copy the AMI to (tags are copied too).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 30), inner(regex(pattern = REGION_PATTERN)))]
+    pub regions: Vec<String>,
+    /// AWS account IDs to grant launch permission to.
+    #[serde(default, rename = "accountIDs", skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(regex(pattern = ACCOUNT_ID_PATTERN)))]
+    pub account_ids: Vec<String>,
+}
+
+/// Retention of old managed AMIs of this PackerBuilder.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSpec {
+    /// Managed AMIs to keep, newest first, including the active one. Older ones are deregistered, unless a
+    /// launch template still references them.
+    #[schemars(range(min = 1, max = 1000))]
+    pub keep: i32,
+    /// Delete the EBS snapshots of deregistered AMIs.
+    #[serde(default = "default_true")]
+    pub delete_snapshots: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Observed state of a PackerBuilder.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackerBuilderStatus {
+    /// Identifier of the current or most recent build (a UUID), written to the AMI's `build-id` tag.
+    #[serde(default, rename = "buildID", skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// The Packer command of the most recent build, shell-quoted for reading (it is never run through a shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Standard conditions: `Ready`, `Building`, `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Failed build Jobs since the spec last changed.
+    #[serde(default)]
+    pub failed_job_count: i32,
+    /// Short identifier of the most recent Job; part of its name and the AMI's `job-id` tag.
+    #[serde(default, rename = "jobID", skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// Name of the most recent build Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// State of the most recent build Job: `running`, `completed` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<String>,
+    /// When the most recent build started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<Time>,
+    /// Base AMI of the most recent build.
+    #[serde(
+        default,
+        rename = "lastRunBaseImageID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_run_base_image_id: Option<String>,
+    /// AMI produced (or adopted) by the most recent run: the AMI in use.
+    #[serde(
+        default,
+        rename = "lastRunBuiltImageID",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub last_run_built_image_id: Option<String>,
+    /// Human-readable summary of the most recent run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_message: Option<String>,
+    /// Outcome of the most recent run: `running`, `succeeded` or `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_status: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Summary for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PackerBuilderPhase>,
+}
+
+/// Coarse state of a PackerBuilder, for `kubectl get`. Conditions carry the detail.
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PackerBuilderPhase {
+    /// Not reconciled yet, or deciding.
+    Pending,
+    /// A build Job is running.
+    Building,
+    /// A usable managed AMI exists.
+    Ready,
+    /// The last build failed; a retry is scheduled.
+    Failed,
+    /// `maxFailedJobs` reached: no more builds until the spec changes.
+    Degraded,
+    /// The spec cannot be acted on; see the Ready condition.
+    Invalid,
+}
