@@ -1,1 +1,135 @@
-fn main() {}
+//! `cargo xtask <task>`: the project's own commands.
+//!
+//! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
+//!   subchart's `crds/` folder (`--check` only reports drift).
+//! - `test [-- <args>]`: install what the tests need when missing, then run the whole workspace test suite. This is
+//!   the one test command; `.ci/run` calls it.
+//!
+//! Commands run as argv (never through a shell) and every step says what it does.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "opsy-ami-operator project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand, Debug)]
+enum Task {
+    /// Generate the CRD YAML from the Rust types.
+    GenCrds {
+        /// Do not write; fail when the committed files differ from the generated ones.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Set up what the tests need, then run every test of the workspace.
+    Test {
+        /// Extra arguments for the test runner (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::GenCrds { check } => gen_crds(&root, check),
+        Task::Test { args } => test(&root, &args),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn gen_crds(root: &Path, check: bool) -> Result<()> {
+    let mut drifted = Vec::new();
+    for crd in api_types::crd::rendered_crds().context("rendering CRDs")? {
+        for dir in [
+            root.join("deploy/crds"),
+            root.join("charts/opsy-ami-operator/charts")
+                .join(crd.subchart)
+                .join("crds"),
+        ] {
+            let path = dir.join(&crd.file_name);
+            let current = std::fs::read_to_string(&path).unwrap_or_default();
+            if current == crd.yaml {
+                continue;
+            }
+            if check {
+                drifted.push(path);
+            } else {
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::write(&path, &crd.yaml).with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.strip_prefix(root).unwrap_or(&path).display());
+            }
+        }
+    }
+    if !drifted.is_empty() {
+        let list: Vec<String> = drifted.iter().map(|p| p.display().to_string()).collect();
+        bail!("CRDs out of date (run `cargo xtask gen-crds`): {}", list.join(", "));
+    }
+    if check {
+        println!("CRDs are up to date");
+    }
+    Ok(())
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    step("rustfmt check");
+    run(Command::new(cargo())
+        .current_dir(root)
+        .args(["fmt", "--all", "--check"]))
+    .context("code is not formatted: run `cargo fmt --all`")?;
+
+    let mut runner = Command::new(cargo());
+    runner.current_dir(root);
+    if has_nextest() {
+        step("cargo nextest run --workspace");
+        runner.args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"]);
+    } else {
+        step("cargo test --workspace (cargo-nextest not installed)");
+        runner.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
+    }
+    if !extra.is_empty() {
+        runner.arg("--").args(extra);
+    }
+    run(&mut runner).context("tests failed")
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn has_nextest() -> bool {
+    Command::new(cargo())
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn step(what: &str) {
+    println!("==> {what}");
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("could not start {:?}", command.get_program()))?;
+    if !status.success() {
+        bail!("{:?} exited with {status}", command.get_program());
+    }
+    Ok(())
+}

@@ -171,11 +171,7 @@ pub fn decide_build<'a>(inputs: RebuildInputs<'a>) -> BuildDecision<'a> {
     let newest = inputs
         .images
         .iter()
-        .filter(|image| {
-            selector.matches(image)
-                && image.is_available()
-                && image.status() == Some(AmiStatus::Active)
-        })
+        .filter(|image| selector.matches(image) && image.is_available() && image.status() == Some(AmiStatus::Active))
         .filter_map(|image| created_at(image, inputs.now).map(|(created, _)| (image, created)))
         .max_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.id.cmp(&b.id)));
     let Some((image, created)) = newest else {
@@ -247,12 +243,7 @@ mod tests {
         }
     }
 
-    fn inputs<'a>(
-        images: &'a [Image],
-        identity: &'a Identity,
-        base: Option<&'a str>,
-        now: &str,
-    ) -> RebuildInputs<'a> {
+    fn inputs<'a>(images: &'a [Image], identity: &'a Identity, base: Option<&'a str>, now: &str) -> RebuildInputs<'a> {
         RebuildInputs {
             images,
             identity,
@@ -275,21 +266,12 @@ mod tests {
     fn only_foreign_or_deprecated_amis_means_build() {
         let id = identity();
         let mut deprecated = managed("ami-1", "2026-11-20T00:00:00Z", Some("ami-base1"));
-        deprecated
-            .tags
-            .insert(keys::STATUS.into(), "deprecated".into());
+        deprecated.tags.insert(keys::STATUS.into(), "deprecated".into());
         let mut foreign = managed("ami-2", "2026-11-20T00:00:00Z", Some("ami-base1"));
-        foreign
-            .tags
-            .insert(keys::CREATED_BY.into(), "someone-else".into());
+        foreign.tags.insert(keys::CREATED_BY.into(), "someone-else".into());
         let images = [deprecated, foreign];
         assert_eq!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base1"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::NoManagedAmi)
         );
     }
@@ -298,12 +280,7 @@ mod tests {
     fn fresh_ami_from_current_base_is_kept() {
         let id = identity();
         let images = [managed("ami-1", "2026-11-20T00:00:00Z", Some("ami-base1"))];
-        match decide_build(inputs(
-            &images,
-            &id,
-            Some("ami-base1"),
-            "2026-11-21T00:00:00Z",
-        )) {
+        match decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")) {
             BuildDecision::Keep {
                 image,
                 add_tags,
@@ -322,12 +299,7 @@ mod tests {
         let id = identity();
         let images = [managed("ami-1", "2026-11-20T00:00:00Z", Some("ami-base1"))];
         assert_eq!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base2"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base2"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::BaseChanged {
                 ami_id: "ami-1".into(),
                 built_from: "ami-base1".into(),
@@ -341,12 +313,7 @@ mod tests {
         let id = identity();
         let images = [managed("ami-1", "2026-11-18T00:00:00Z", Some("ami-base1"))];
         assert_eq!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base1"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::Expired {
                 ami_id: "ami-1".into(),
                 expired_at: ts("2026-11-20T00:00:00Z")
@@ -375,12 +342,7 @@ mod tests {
             managed("ami-old", "2026-11-19T00:00:00Z", Some("ami-base0")),
             managed("ami-new", "2026-11-20T12:00:00Z", Some("ami-base1")),
         ];
-        match decide_build(inputs(
-            &images,
-            &id,
-            Some("ami-base1"),
-            "2026-11-21T00:00:00Z",
-        )) {
+        match decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")) {
             BuildDecision::Keep { image, .. } => assert_eq!(image.id, "ami-new"),
             other => panic!("expected Keep, got {other:?}"),
         }
@@ -405,12 +367,7 @@ mod tests {
         let mut image = managed("ami-go", "2026-11-20T00:00:00Z", None);
         image.tags.remove(keys::CREATED_BY_NAMESPACE);
         let images = [image];
-        match decide_build(inputs(
-            &images,
-            &id,
-            Some("ami-base9"),
-            "2026-11-21T00:00:00Z",
-        )) {
+        match decide_build(inputs(&images, &id, Some("ami-base9"), "2026-11-21T00:00:00Z")) {
             BuildDecision::Keep {
                 image,
                 add_tags,
@@ -432,17 +389,10 @@ mod tests {
     fn go_operator_ami_with_unparsable_timestamp_ages_from_creation_date() {
         let id = identity();
         let mut image = managed("ami-go", "2026-11-10T00:00:00Z", Some("ami-base1"));
-        image
-            .tags
-            .insert(keys::CREATE_TIMESTAMP.into(), "not a time".into());
+        image.tags.insert(keys::CREATE_TIMESTAMP.into(), "not a time".into());
         let images = [image];
         assert!(matches!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base1"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::Expired { .. })
         ));
     }
@@ -456,12 +406,7 @@ mod tests {
             .insert(keys::CREATE_TIMESTAMP.into(), "2099-01-01T00:00:00Z".into());
         let images = [image];
         assert!(matches!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base1"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::Expired { .. })
         ));
     }
@@ -473,12 +418,7 @@ mod tests {
         image.state = Some("pending".into());
         let images = [image];
         assert_eq!(
-            decide_build(inputs(
-                &images,
-                &id,
-                Some("ami-base1"),
-                "2026-11-21T00:00:00Z"
-            )),
+            decide_build(inputs(&images, &id, Some("ami-base1"), "2026-11-21T00:00:00Z")),
             BuildDecision::Build(BuildReason::NoManagedAmi)
         );
     }
@@ -512,10 +452,7 @@ mod tests {
         let now = ts("2026-11-21T00:00:00Z");
 
         let ok = managed("ami-ok", "2026-11-20T00:00:00Z", None);
-        assert_eq!(
-            evaluate(&ok, &selector, &policy, now),
-            Ok(ts("2026-11-20T00:00:00Z"))
-        );
+        assert_eq!(evaluate(&ok, &selector, &policy, now), Ok(ts("2026-11-20T00:00:00Z")));
 
         let mut untagged = ok.clone();
         untagged.tags.clear();
@@ -525,9 +462,7 @@ mod tests {
         );
 
         let mut deprecated = ok.clone();
-        deprecated
-            .tags
-            .insert(keys::STATUS.into(), "deprecated".into());
+        deprecated.tags.insert(keys::STATUS.into(), "deprecated".into());
         assert_eq!(
             evaluate(&deprecated, &selector, &policy, now),
             Err(Ineligible::NotActive)
@@ -572,9 +507,7 @@ mod tests {
         let now = ts("2026-11-21T00:00:00Z");
         let good = managed("ami-good", "2026-11-20T00:00:00Z", None);
         let mut newer_deprecated = managed("ami-dep", "2026-11-20T12:00:00Z", None);
-        newer_deprecated
-            .tags
-            .insert(keys::STATUS.into(), "deprecated".into());
+        newer_deprecated.tags.insert(keys::STATUS.into(), "deprecated".into());
         // A third-party public AMI: newer, forged future timestamp, but none of our identity tags.
         let third_party = Image {
             id: "ami-evil".into(),
@@ -582,10 +515,7 @@ mod tests {
             state: Some("available".into()),
             tags: BTreeMap::from([
                 (keys::STATUS.to_owned(), "active".to_owned()),
-                (
-                    keys::CREATE_TIMESTAMP.to_owned(),
-                    "2099-01-01T00:00:00Z".to_owned(),
-                ),
+                (keys::CREATE_TIMESTAMP.to_owned(), "2099-01-01T00:00:00Z".to_owned()),
             ]),
             ..Image::default()
         };
@@ -613,10 +543,7 @@ mod tests {
                 ..Image::default()
             },
         ];
-        assert_eq!(
-            newest_base_image(&images).map(|i| i.id.as_str()),
-            Some("ami-b")
-        );
+        assert_eq!(newest_base_image(&images).map(|i| i.id.as_str()), Some("ami-b"));
         assert_eq!(newest_base_image(&[]), None);
     }
 

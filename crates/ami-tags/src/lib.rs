@@ -9,11 +9,10 @@ pub mod decide;
 pub mod scheme;
 
 pub use decide::{
-    BuildDecision, BuildReason, EligibilityPolicy, Ineligible, RebuildInputs, decide_build,
-    evaluate, newest_base_image, newest_eligible,
+    BuildDecision, BuildReason, EligibilityPolicy, Ineligible, RebuildInputs, decide_build, evaluate,
+    newest_base_image, newest_eligible,
 };
 pub use scheme::{
-    AmiStatus, BuildRecord, Identity, Image, MAX_CLOCK_SKEW, OPERATOR_SIGNATURE, Selector,
-    TimestampSource, adoption_tags, build_tags, created_at, deprecation_tags, keys,
-    sanitize_repo_url,
+    AmiStatus, BuildRecord, Identity, Image, MAX_CLOCK_SKEW, OPERATOR_SIGNATURE, Selector, TimestampSource,
+    adoption_tags, build_tags, created_at, deprecation_tags, keys, sanitize_repo_url,
 };

@@ -190,14 +190,11 @@ impl Selector {
 
     /// Whether the image carries the identity tags.
     pub fn matches(&self, image: &Image) -> bool {
-        let tags_match = self
-            .required
-            .iter()
-            .all(|(key, want)| match image.tag(key) {
-                Some(have) if key == keys::PACKER_REPO => sanitize_repo_url(have) == *want,
-                Some(have) => have == want,
-                None => false,
-            });
+        let tags_match = self.required.iter().all(|(key, want)| match image.tag(key) {
+            Some(have) if key == keys::PACKER_REPO => sanitize_repo_url(have) == *want,
+            Some(have) => have == want,
+            None => false,
+        });
         let namespace_matches = match (&self.namespace, image.tag(keys::CREATED_BY_NAMESPACE)) {
             (Some(want), Some(have)) => want == have,
             _ => true,
@@ -227,23 +224,14 @@ pub fn build_tags(identity: &Identity, record: &BuildRecord) -> BTreeMap<String,
     if let Some(base) = &record.base_ami {
         tags.insert(keys::BASE_AMI.to_owned(), base.clone());
     }
-    tags.insert(
-        keys::CREATE_TIMESTAMP.to_owned(),
-        format_timestamp(record.created_at),
-    );
-    tags.insert(
-        keys::STATUS.to_owned(),
-        AmiStatus::Active.as_str().to_owned(),
-    );
+    tags.insert(keys::CREATE_TIMESTAMP.to_owned(), format_timestamp(record.created_at));
+    tags.insert(keys::STATUS.to_owned(), AmiStatus::Active.as_str().to_owned());
     tags
 }
 
 /// Tags that retire an AMI superseded by a newer build.
 pub fn deprecation_tags() -> BTreeMap<String, String> {
-    BTreeMap::from([(
-        keys::STATUS.to_owned(),
-        AmiStatus::Deprecated.as_str().to_owned(),
-    )])
+    BTreeMap::from([(keys::STATUS.to_owned(), AmiStatus::Deprecated.as_str().to_owned())])
 }
 
 /// Tags to add when adopting an existing AMI: only the ones it lacks. An existing `create-timestamp` (even an
@@ -252,10 +240,7 @@ pub fn deprecation_tags() -> BTreeMap<String, String> {
 pub fn adoption_tags(image: &Image, identity: &Identity) -> BTreeMap<String, String> {
     let mut add = BTreeMap::new();
     if image.tag(keys::CREATED_BY_NAMESPACE).is_none() {
-        add.insert(
-            keys::CREATED_BY_NAMESPACE.to_owned(),
-            identity.namespace.clone(),
-        );
+        add.insert(keys::CREATED_BY_NAMESPACE.to_owned(), identity.namespace.clone());
     }
     if image.tag(keys::CREATE_TIMESTAMP).is_none()
         && let Some(created) = image.creation_date
@@ -285,9 +270,7 @@ pub fn created_at(image: &Image, now: Timestamp) -> Option<(Timestamp, Timestamp
         .filter(|ts| *ts <= believable_until);
     match from_tag {
         Some(ts) => Some((ts, TimestampSource::Tag)),
-        None => image
-            .creation_date
-            .map(|ts| (ts, TimestampSource::CreationDate)),
+        None => image.creation_date.map(|ts| (ts, TimestampSource::CreationDate)),
     }
 }
 
@@ -308,9 +291,7 @@ pub fn sanitize_repo_url(url: &str) -> String {
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let authority_end = rest.find('/').unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     format!("{scheme}{host}{path}")
 }
 
@@ -338,10 +319,7 @@ mod tests {
             ("brought-to-you-by", "opsy-the-ami-operator"),
             ("cluster-name", "opsy-gitops"),
             ("created-by", "packer-builder-local"),
-            (
-                "packer-repo",
-                "https://github.com/ibeify/eks-node-group-ami-refresh",
-            ),
+            ("packer-repo", "https://github.com/ibeify/eks-node-group-ami-refresh"),
             ("packer-repo-branch", "main"),
             ("build-id", "728d7a64-ca85-42c9-9acd-60c681d4efe3"),
             ("job-id", "3cb1b"),
@@ -420,10 +398,7 @@ mod tests {
             sanitize_repo_url("ssh://git@host:22/org/repo"),
             "ssh://host:22/org/repo"
         );
-        assert_eq!(
-            sanitize_repo_url("file:///srv/git/packer"),
-            "file:///srv/git/packer"
-        );
+        assert_eq!(sanitize_repo_url("file:///srv/git/packer"), "file:///srv/git/packer");
     }
 
     #[test]
@@ -507,10 +482,7 @@ mod tests {
         assert!(Selector::for_cluster("opsy-gitops").matches(&image));
         assert!(!Selector::for_cluster("other").matches(&image));
         let filters = Selector::for_cluster("opsy-gitops").ec2_tag_filters();
-        assert!(filters.contains(&(
-            "tag:brought-to-you-by".into(),
-            "opsy-the-ami-operator".into()
-        )));
+        assert!(filters.contains(&("tag:brought-to-you-by".into(), "opsy-the-ami-operator".into())));
         assert!(filters.contains(&("tag:cluster-name".into(), "opsy-gitops".into())));
     }
 
@@ -527,9 +499,7 @@ mod tests {
             created_at(&image, now),
             Some((ts("2024-09-01T18:30:48Z"), TimestampSource::Tag))
         );
-        image
-            .tags
-            .insert(keys::CREATE_TIMESTAMP.into(), "yesterday-ish".into());
+        image.tags.insert(keys::CREATE_TIMESTAMP.into(), "yesterday-ish".into());
         assert_eq!(
             created_at(&image, now),
             Some((ts("2024-09-01T18:00:00Z"), TimestampSource::CreationDate))
@@ -563,10 +533,7 @@ mod tests {
         image
             .tags
             .insert(keys::CREATE_TIMESTAMP.into(), "2026-11-21T00:04:00Z".into());
-        assert_eq!(
-            created_at(&image, now).map(|(_, s)| s),
-            Some(TimestampSource::Tag)
-        );
+        assert_eq!(created_at(&image, now).map(|(_, s)| s), Some(TimestampSource::Tag));
     }
 
     #[test]
@@ -579,10 +546,7 @@ mod tests {
         };
         let add = adoption_tags(&image, &identity());
         assert!(!add.contains_key(keys::CREATE_TIMESTAMP));
-        assert_eq!(
-            add.get(keys::CREATED_BY_NAMESPACE).map(String::as_str),
-            Some("default")
-        );
+        assert_eq!(add.get(keys::CREATED_BY_NAMESPACE).map(String::as_str), Some("default"));
     }
 
     #[test]

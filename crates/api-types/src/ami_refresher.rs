@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     common::{
-        AMI_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, K8S_NAME_PATTERN, NODE_GROUP_NAME_PATTERN,
-        OWNER_PATTERN, REGION_PATTERN, is_false,
+        AMI_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, K8S_NAME_PATTERN, NODE_GROUP_NAME_PATTERN, OWNER_PATTERN,
+        REGION_PATTERN, is_false,
     },
     duration::HumanDuration,
 };
@@ -37,11 +37,7 @@ use crate::{
         description = "node groups on the target / node groups considered",
         json_path = ".status.progress"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(
     "(has(self.ami) ? 1 : 0) + (has(self.amiFilters) && size(self.amiFilters) > 0 ? 1 : 0) + (has(self.packerBuilderRef) ? 1 : 0) == 1"
@@ -213,10 +209,7 @@ pub struct MaintenanceWindow {
     pub duration: HumanDuration,
     /// IANA time zone of `schedule`, e.g. `Europe/Berlin`. Defaults to `UTC`.
     #[serde(default = "default_time_zone")]
-    #[schemars(
-        length(min = 1, max = 64),
-        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+/-]*$")
-    )]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+/-]*$"))]
     pub time_zone: String,
 }
 
@@ -232,11 +225,7 @@ pub struct AMIRefresherStatus {
     #[serde(default, rename = "targetAMI", skip_serializing_if = "Option::is_none")]
     pub target_ami: Option<String>,
     /// How the target was chosen, e.g. `spec.ami`, `amiFilters`, `packerBuilderRef default/my-builder`.
-    #[serde(
-        default,
-        rename = "targetAMISource",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "targetAMISource", skip_serializing_if = "Option::is_none")]
     pub target_ami_source: Option<String>,
     /// Summary for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,21 +274,13 @@ pub struct NodeGroupStatus {
     /// `Managed` (EKS managed node group) or `SelfManaged` (Auto Scaling group).
     pub kind: NodeGroupKind,
     /// AMI the node group ran when last observed.
-    #[serde(
-        default,
-        rename = "currentAMI",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "currentAMI", skip_serializing_if = "Option::is_none")]
     pub current_ami: Option<String>,
     /// AMI the node group is being moved to.
     #[serde(default, rename = "targetAMI", skip_serializing_if = "Option::is_none")]
     pub target_ami: Option<String>,
     /// Launch template of the node group.
-    #[serde(
-        default,
-        rename = "launchTemplateID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "launchTemplateID", skip_serializing_if = "Option::is_none")]
     pub launch_template_id: Option<String>,
     /// Launch template version carrying the target AMI.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,8 +14,7 @@ pub const CLUSTER_NAME_PATTERN: &str = r"^[0-9A-Za-z][A-Za-z0-9_-]*$";
 /// An EKS node group or Auto Scaling group name.
 pub const NODE_GROUP_NAME_PATTERN: &str = r"^[0-9A-Za-z][A-Za-z0-9_.:/-]*$";
 /// A Kubernetes object name (DNS-1123 subdomain), used for Secret, ServiceAccount and PackerBuilder references.
-pub const K8S_NAME_PATTERN: &str =
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+pub const K8S_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A Kubernetes container name (DNS-1123 label).
 pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A twelve-digit AWS account ID.

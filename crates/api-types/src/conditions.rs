@@ -153,11 +153,7 @@ mod tests {
         Timestamp::from_second(secs).expect("valid timestamp")
     }
 
-    fn ready(
-        status: ConditionStatus,
-        reason: &'static str,
-        message: &str,
-    ) -> ConditionUpdate<'static> {
+    fn ready(status: ConditionStatus, reason: &'static str, message: &str) -> ConditionUpdate<'static> {
         ConditionUpdate {
             type_: types::READY,
             status,
@@ -210,9 +206,7 @@ mod tests {
             at(300)
         ));
         assert_eq!(
-            get_condition(&conds, types::READY)
-                .expect("set")
-                .last_transition_time,
+            get_condition(&conds, types::READY).expect("set").last_transition_time,
             Time(at(300))
         );
         assert!(is_condition_true(&conds, types::READY));

@@ -225,14 +225,8 @@ mod tests {
     fn empty_and_zero_are_refused() {
         assert_eq!(parse_duration(""), Err(DurationError::Empty));
         assert_eq!(parse_duration("   "), Err(DurationError::Empty));
-        assert!(matches!(
-            parse_duration("0s"),
-            Err(DurationError::Zero { .. })
-        ));
-        assert!(matches!(
-            parse_duration("0h 0m"),
-            Err(DurationError::Zero { .. })
-        ));
+        assert!(matches!(parse_duration("0s"), Err(DurationError::Zero { .. })));
+        assert!(matches!(parse_duration("0h 0m"), Err(DurationError::Zero { .. })));
     }
 
     #[test]
@@ -245,10 +239,7 @@ mod tests {
     fn human_duration_keeps_the_text() {
         let d: HumanDuration = "2w".parse().expect("valid");
         assert_eq!(d.as_str(), "2w");
-        assert_eq!(
-            serde_json::to_value(&d).expect("serialize"),
-            serde_json::json!("2w")
-        );
+        assert_eq!(serde_json::to_value(&d).expect("serialize"), serde_json::json!("2w"));
         assert!("nope".parse::<HumanDuration>().is_err());
     }
 }

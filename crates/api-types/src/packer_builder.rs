@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     common::{
-        ACCOUNT_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, DNS_LABEL_PATTERN, IMAGE_PATTERN,
-        K8S_NAME_PATTERN, OWNER_PATTERN, REGION_PATTERN, RELATIVE_PATH_PATTERN, is_false,
+        ACCOUNT_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, DNS_LABEL_PATTERN, IMAGE_PATTERN, K8S_NAME_PATTERN,
+        OWNER_PATTERN, REGION_PATTERN, RELATIVE_PATH_PATTERN, is_false,
     },
     duration::HumanDuration,
 };
@@ -31,22 +31,10 @@ use crate::{
     derive = "PartialEq",
     doc = "Builds and maintains an AMI with HashiCorp Packer, run as a Kubernetes Job.",
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(
-        name = "Base AMI",
-        type_ = "string",
-        json_path = ".status.lastRunBaseImageID"
-    ),
-    printcolumn(
-        name = "Built AMI",
-        type_ = "string",
-        json_path = ".status.lastRunBuiltImageID"
-    ),
+    printcolumn(name = "Base AMI", type_ = "string", json_path = ".status.lastRunBaseImageID"),
+    printcolumn(name = "Built AMI", type_ = "string", json_path = ".status.lastRunBuiltImageID"),
     printcolumn(name = "Last Run", type_ = "date", json_path = ".status.lastRun"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[x_kube(validation = Rule::new(
     "!(has(self.amiFilters) && size(self.amiFilters) > 0 && has(self.baseAmi) && has(self.baseAmi.ssmParameter))"
@@ -115,9 +103,7 @@ pub struct BaseAmiSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 2048),
-        regex(
-            pattern = r"^(arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter)?/?[A-Za-z0-9_.\-/]+$"
-        )
+        regex(pattern = r"^(arn:aws[a-z-]*:ssm:[a-z0-9-]+:[0-9]{12}:parameter)?/?[A-Za-z0-9_.\-/]+$")
     )]
     pub ssm_parameter: Option<String>,
 
@@ -212,9 +198,7 @@ pub struct SlackSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SnsSpec {
     /// ARN of the topic to publish to.
-    #[schemars(regex(
-        pattern = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"
-    ))]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:[0-9]{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$"))]
     pub topic_arn: String,
 }
 
@@ -281,17 +265,12 @@ pub struct BuilderSpec {
     #[serde(rename = "repoURL")]
     #[schemars(
         length(min = 1, max = 2048),
-        regex(
-            pattern = r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s]+|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s]+)$"
-        )
+        regex(pattern = r"^([A-Za-z][A-Za-z0-9+.-]*://[^\s]+|[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+:[^\s]+)$")
     )]
     pub repo_url: String,
     /// Branch (or tag) to check out.
     #[serde(default = "default_branch")]
-    #[schemars(
-        length(min = 1, max = 255),
-        regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
-    )]
+    #[schemars(length(min = 1, max = 255), regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$"))]
     pub branch: String,
     /// Container image with the `packer` binary.
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
@@ -370,9 +349,7 @@ pub struct PackerCommand {
 }
 
 /// Packer sub-commands the controller runs.
-#[derive(
-    JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PackerSubCommand {
     /// `packer init`: install the plugins the template requires.
@@ -466,18 +443,10 @@ pub struct PackerBuilderStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<Time>,
     /// Base AMI of the most recent build.
-    #[serde(
-        default,
-        rename = "lastRunBaseImageID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "lastRunBaseImageID", skip_serializing_if = "Option::is_none")]
     pub last_run_base_image_id: Option<String>,
     /// AMI produced (or adopted) by the most recent run: the AMI in use.
-    #[serde(
-        default,
-        rename = "lastRunBuiltImageID",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, rename = "lastRunBuiltImageID", skip_serializing_if = "Option::is_none")]
     pub last_run_built_image_id: Option<String>,
     /// Human-readable summary of the most recent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]

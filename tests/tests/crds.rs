@@ -1,0 +1,98 @@
+//! The committed CRD files are exactly what the Rust types generate, and carry the names users type.
+
+use api_types::crd::rendered_crds;
+use integration_tests::{committed_crd, workspace_root};
+
+#[test]
+fn committed_crds_match_the_rust_types() {
+    let root = workspace_root();
+    let mut drift = Vec::new();
+    for crd in rendered_crds().expect("render") {
+        for dir in [
+            root.join("deploy/crds"),
+            root.join("charts/opsy-ami-operator/charts")
+                .join(crd.subchart)
+                .join("crds"),
+        ] {
+            let path = dir.join(&crd.file_name);
+            let committed = std::fs::read_to_string(&path).unwrap_or_default();
+            if committed != crd.yaml {
+                let diff = similar::TextDiff::from_lines(&committed, &crd.yaml)
+                    .unified_diff()
+                    .header("committed", "generated")
+                    .to_string();
+                drift.push(format!("{}:\n{diff}", path.display()));
+            }
+        }
+    }
+    assert!(
+        drift.is_empty(),
+        "CRDs drifted; run `cargo xtask gen-crds` and commit:\n{}",
+        drift.join("\n")
+    );
+}
+
+#[test]
+fn crds_have_the_names_users_type() {
+    for (kind, plural, short) in [
+        ("PackerBuilder", "packerbuilders", "pb"),
+        ("AMIRefresher", "amirefreshers", "amr"),
+    ] {
+        let crd = committed_crd(kind);
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some(format!("{plural}.ami.refresh.ops").as_str())
+        );
+        assert_eq!(crd.spec.group, "ami.refresh.ops");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
+        assert_eq!(
+            crd.spec.names.categories.as_deref(),
+            Some(&["ami-operator".to_owned()][..])
+        );
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.served && version.storage);
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{kind} has no status subresource"
+        );
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
+        let expected: &[&str] = if kind == "PackerBuilder" {
+            &["Phase", "Base AMI", "Built AMI", "Last Run", "Age"]
+        } else {
+            &["Phase", "Target AMI", "Node Groups", "Age"]
+        };
+        assert_eq!(columns, expected);
+    }
+}
+
+#[test]
+fn every_schema_field_has_a_description_for_kubectl_explain() {
+    fn walk(schema: &serde_json::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, child) in props {
+                let child_path = format!("{path}.{name}");
+                if child.get("description").is_none() {
+                    missing.push(child_path.clone());
+                }
+                walk(child, &child_path, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let mut missing = Vec::new();
+    for kind in ["PackerBuilder", "AMIRefresher"] {
+        let crd = committed_crd(kind);
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).expect("schema");
+        walk(&schema["openAPIV3Schema"], kind, &mut missing);
+    }
+    assert!(missing.is_empty(), "fields without a doc comment: {missing:#?}");
+}

@@ -1,0 +1,44 @@
+//! Every object under `tests/fixtures/invalid/` is refused by the committed CRD schema, with an error that names
+//! the field given in the fixture's `# expect-error:` header and contains its `# expect-message:` text.
+
+use integration_tests::{validator_for, workspace_root, yaml_documents, yaml_files};
+
+fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
+        l.strip_prefix('#')?
+            .trim()
+            .strip_prefix(key)?
+            .strip_prefix(':')
+            .map(str::trim)
+    })
+}
+
+#[test]
+fn every_invalid_fixture_is_rejected_naming_its_field() {
+    let files = yaml_files(&workspace_root().join("tests/fixtures/invalid"));
+    assert!(
+        files.len() >= 30,
+        "expected the invalid fixture set, found {}",
+        files.len()
+    );
+    let mut failures = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read fixture");
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let (Some(path), Some(message)) = (header(&text, "expect-error"), header(&text, "expect-message")) else {
+            failures.push(format!("{name}: missing expect-error/expect-message header"));
+            continue;
+        };
+        let doc = yaml_documents(file).pop().expect("one document");
+        let kind = doc["kind"].as_str().expect("kind");
+        match validator_for(kind).validate(&doc) {
+            Ok(()) => failures.push(format!("{name}: accepted, expected a refusal at {path}")),
+            Err(errors) => {
+                if !errors.iter().any(|e| e.path == path && e.message.contains(message)) {
+                    failures.push(format!("{name}: expected {path}: …{message}…, got {errors:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
