@@ -96,3 +96,50 @@ fn every_schema_field_has_a_description_for_kubectl_explain() {
     }
     assert!(missing.is_empty(), "fields without a doc comment: {missing:#?}");
 }
+
+/// The API server estimates each CEL rule's cost when the CRD is created and refuses rules that could exceed the
+/// budget or iterate unbounded lists; check the same before anyone runs `kubectl apply`.
+#[test]
+fn cel_rules_are_bounded_and_within_cost_budget() {
+    for kind in ["PackerBuilder", "AMIRefresher"] {
+        let validator = integration_tests::validator_for(kind);
+        let findings = crd_schema::analyze_rules(validator.structural_schema());
+        assert!(findings.is_empty(), "{kind}: {findings:#?}");
+    }
+}
+
+/// The API server evaluates `pattern` and CEL `matches()` with RE2: no look-around, no back-references. The
+/// `regex` crate has the same restrictions, so every expression must compile with it.
+#[test]
+fn every_pattern_is_re2_compatible() {
+    fn walk(schema: &serde_json::Value, found: &mut Vec<String>) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("pattern", serde_json::Value::String(p)) => found.push(p.clone()),
+                        ("rule", serde_json::Value::String(rule)) => {
+                            for part in rule.split("matches('").skip(1) {
+                                found.push(part.split("')").next().unwrap_or_default().to_owned());
+                            }
+                        }
+                        _ => walk(value, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, found)),
+            _ => {}
+        }
+    }
+    let mut patterns = Vec::new();
+    for kind in ["PackerBuilder", "AMIRefresher"] {
+        walk(
+            integration_tests::validator_for(kind).structural_schema(),
+            &mut patterns,
+        );
+    }
+    assert!(patterns.len() > 20, "found only {} patterns", patterns.len());
+    for p in patterns {
+        assert!(regex::Regex::new(&p).is_ok(), "not RE2-compatible: {p}");
+    }
+}

@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: the project's own commands.
 //!
 //! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
-//!   subchart's `crds/` folder (`--check` only reports drift).
+//!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
 //! - `test [-- <args>]`: install what the tests need when missing, then run the whole workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
 //!
@@ -75,6 +75,19 @@ fn gen_crds(root: &Path, check: bool) -> Result<()> {
                 std::fs::write(&path, &crd.yaml).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.strip_prefix(root).unwrap_or(&path).display());
             }
+        }
+    }
+    let reference = root.join(api_types::crd::FIELD_REFERENCE_PATH);
+    let generated = api_types::crd::field_reference();
+    if std::fs::read_to_string(&reference).unwrap_or_default() != generated {
+        if check {
+            drifted.push(reference);
+        } else {
+            if let Some(dir) = reference.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&reference, generated).with_context(|| format!("writing {}", reference.display()))?;
+            println!("wrote {}", api_types::crd::FIELD_REFERENCE_PATH);
         }
     }
     if !drifted.is_empty() {

@@ -165,7 +165,7 @@ fn default_parallelism() -> i32 {
     1
 }
 
-/// EKS `updateConfig.updateStrategy`.
+/// EKS managed node group update strategy (`updateConfig.updateStrategy`).
 #[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum UpdateStrategy {
     /// Scale up, drain and replace nodes, respecting `maxUnavailable` (EKS `DEFAULT`).

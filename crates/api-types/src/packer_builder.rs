@@ -360,7 +360,8 @@ pub enum PackerSubCommand {
     Build,
 }
 
-/// Packer's `-on-error` behaviours usable in a non-interactive Job.
+/// What Packer does when the build fails (`-on-error=`). Packer's `ask` is not offered: nobody can answer a
+/// prompt inside a Job.
 #[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnError {

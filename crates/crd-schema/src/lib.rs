@@ -105,8 +105,7 @@ impl CrdValidator {
 
     /// Applies defaults, then checks the object: schema, unknown fields and CEL rules. Returns every refusal.
     pub fn validate(&self, object: &Value) -> Result<(), Vec<FieldError>> {
-        let mut defaulted = object.clone();
-        apply_defaults(&self.structural, &mut defaulted);
+        let defaulted = apply_defaults(&self.structural, object);
         let mut errors: Vec<FieldError> = self
             .json_schema
             .iter_errors(&defaulted)
@@ -128,9 +127,16 @@ impl CrdValidator {
     }
 }
 
-/// Fills in `default` values from the schema wherever a field is absent, recursively (the API server's
-/// structural defaulting). Defaults inside a default are applied too.
-pub fn apply_defaults(schema: &Value, value: &mut Value) {
+/// Fills in `default` values from the schema wherever a field is absent, recursively, including defaults of
+/// fields inside a default that was just applied (the API server's structural defaulting; `kube_cel`'s own
+/// `apply_defaults` stops at the first level, which is why this one exists).
+pub fn apply_defaults(schema: &Value, value: &Value) -> Value {
+    let mut out = value.clone();
+    default_in_place(schema, &mut out);
+    out
+}
+
+fn default_in_place(schema: &Value, value: &mut Value) {
     match value {
         Value::Object(map) => {
             if let Some(Value::Object(props)) = schema.get("properties") {
@@ -141,24 +147,54 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
                         map.insert(name.clone(), default.clone());
                     }
                     if let Some(child) = map.get_mut(name) {
-                        apply_defaults(prop_schema, child);
+                        default_in_place(prop_schema, child);
                     }
                 }
             }
             if let Some(additional @ Value::Object(_)) = schema.get("additionalProperties") {
                 for child in map.values_mut() {
-                    apply_defaults(additional, child);
+                    default_in_place(additional, child);
                 }
             }
         }
         Value::Array(items) => {
             if let Some(item_schema) = schema.get("items") {
                 for item in items {
-                    apply_defaults(item_schema, item);
+                    default_in_place(item_schema, item);
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// Static analysis of every CEL rule in the schema as the API server does when the CRD is created: the estimated
+/// cost within the per-rule budget, and bounds (`maxItems`, `maxLength`) on what the rule iterates. (`kube_cel`'s
+/// scope check is not used: it reports comprehension variables such as `x` in `self.all(x, ...)` as unknown.) Returns one line per finding, naming the schema path and the rule.
+pub fn analyze_rules(schema: &Value) -> Vec<String> {
+    let mut findings = Vec::new();
+    analyze_at(schema, "", &mut findings);
+    findings
+}
+
+fn analyze_at(schema: &Value, path: &str, findings: &mut Vec<String>) {
+    if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+        let compiled = kube_cel::compile_schema(schema);
+        for rule in rules.iter().filter_map(|r| r.get("rule").and_then(Value::as_str)) {
+            for warning in kube_cel::estimate_rule_cost(rule, &compiled) {
+                findings.push(format!("{path}: {}: {}", warning.rule, warning.message));
+            }
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            analyze_at(child, &join(path, name), findings);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child @ Value::Object(_)) = schema.get(key) {
+            analyze_at(child, &format!("{path}[]"), findings);
+        }
     }
 }
 
@@ -335,8 +371,7 @@ mod tests {
 
     #[test]
     fn defaults_are_applied_recursively() {
-        let mut obj = json!({"spec": {"region": "us-west-2"}});
-        apply_defaults(&schema(), &mut obj);
+        let obj = apply_defaults(&schema(), &json!({"spec": {"region": "us-west-2"}}));
         assert_eq!(obj["spec"]["timer"], "5m");
         assert_eq!(obj["spec"]["opts"]["n"], 3);
     }
@@ -404,6 +439,15 @@ mod tests {
             CrdValidator::from_structural_schema(bad),
             Err(SchemaError::Cel(_))
         ));
+    }
+
+    #[test]
+    fn unbounded_list_in_a_rule_is_reported() {
+        let schema = json!({"type": "object", "properties": {"xs": {"type": "array", "items": {"type": "string"},
+            "x-kubernetes-validations": [{"rule": "self.all(x, self.exists(y, y == x))"}]}}});
+        let findings = analyze_rules(&schema);
+        assert!(!findings.is_empty());
+        assert!(findings[0].starts_with("xs: "), "{findings:?}");
     }
 
     #[test]
