@@ -2,6 +2,7 @@
 //!
 //! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
 //!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
+//! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
 //! - `test [-- <args>]`: install what the tests need when missing, then run the whole workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
 //!
@@ -30,6 +31,12 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Check PackerBuilder/AMIRefresher YAML files offline against the generated CRD schemas (OpenAPI and CEL).
+    Validate {
+        /// YAML files (several documents per file allowed).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Set up what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -38,11 +45,21 @@ enum Task {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run_task(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(cli: Cli) -> Result<()> {
     let root = workspace_root();
     match cli.task {
         Task::GenCrds { check } => gen_crds(&root, check),
+        Task::Validate { files } => validate(&files),
         Task::Test { args } => test(&root, &args),
     }
 }
@@ -96,6 +113,47 @@ fn gen_crds(root: &Path, check: bool) -> Result<()> {
     }
     if check {
         println!("CRDs are up to date");
+    }
+    Ok(())
+}
+
+fn validate(files: &[PathBuf]) -> Result<()> {
+    use serde::Deserialize;
+
+    let validators = api_types::crd::crds()
+        .into_iter()
+        .map(|crd| {
+            let kind = crd.spec.names.kind.clone();
+            crd_schema::CrdValidator::new(&crd, api_types::VERSION).map(|v| (kind, v))
+        })
+        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+    let mut refused = 0;
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        for doc in serde_norway::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
+            let kind = value["kind"].as_str().unwrap_or_default();
+            let name = value["metadata"]["name"].as_str().unwrap_or("<unnamed>");
+            let Some(validator) = validators.get(kind) else {
+                println!(
+                    "{}: {kind} {name}: skipped (not a kind of this operator)",
+                    file.display()
+                );
+                continue;
+            };
+            match validator.validate(&value) {
+                Ok(()) => println!("{}: {kind} {name}: valid", file.display()),
+                Err(errors) => {
+                    refused += 1;
+                    for error in errors {
+                        println!("{}: {kind} {name}: {error}", file.display());
+                    }
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        bail!("{refused} object(s) refused");
     }
     Ok(())
 }
