@@ -3,7 +3,8 @@
 //! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
 //!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
 //! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
-//! - `test [-- <args>]`: install what the tests need when missing, then run the whole workspace test suite. This is
+//! - `test [-- <args>]`: install what the tests need when missing, check formatting and lints, then run the whole
+//!   workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
 //!
 //! Commands run as argv (never through a shell) and every step says what it does.
@@ -164,6 +165,12 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .current_dir(root)
         .args(["fmt", "--all", "--check"]))
     .context("code is not formatted: run `cargo fmt --all`")?;
+
+    step("clippy (workspace lints deny warnings)");
+    run(Command::new(cargo())
+        .current_dir(root)
+        .args(["clippy", "--workspace", "--all-targets", "--quiet"]))
+    .context("clippy found problems")?;
 
     let mut runner = Command::new(cargo());
     runner.current_dir(root);
