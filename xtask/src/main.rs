@@ -89,7 +89,9 @@ fn gen_crds(root: &Path, check: bool) -> Result<()> {
             if check {
                 drifted.push(path);
             } else {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                }
                 std::fs::write(&path, &crd.yaml).with_context(|| format!("writing {}", path.display()))?;
                 println!("wrote {}", path.strip_prefix(root).unwrap_or(&path).display());
             }

@@ -22,6 +22,19 @@ pub struct RenderedCrd {
     pub yaml: String,
 }
 
+impl RenderedCrd {
+    /// Where the file is committed, relative to the repository root: `deploy/crds/` and the subchart's `crds/`.
+    pub fn destinations(&self) -> [std::path::PathBuf; 2] {
+        [
+            std::path::Path::new("deploy/crds").join(&self.file_name),
+            std::path::Path::new("charts/opsy-ami-operator/charts")
+                .join(self.subchart)
+                .join("crds")
+                .join(&self.file_name),
+        ]
+    }
+}
+
 /// Both CRDs as objects.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![PackerBuilder::crd(), AMIRefresher::crd()]
