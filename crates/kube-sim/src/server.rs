@@ -1,0 +1,491 @@
+//! HTTP front end: routing of Kubernetes REST paths onto the store, list and watch, discovery, pod logs, and
+//! the request record.
+
+use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    extract::{Query, State},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    Shared,
+    error::ApiError,
+    patch::PatchType,
+    resources::ResourceType,
+    selectors::{FieldSelector, LabelSelector},
+    store::{DeleteOptions, Propagation, WriteOptions},
+};
+
+/// One request served, in RBAC terms.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RequestRecord {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: String,
+    /// API group ("" for core).
+    pub group: String,
+    /// Plural resource name.
+    pub resource: String,
+    /// Namespace ("" for cluster-scoped or all namespaces).
+    pub namespace: String,
+    /// Subresource, e.g. `status` or `log` ("" for none).
+    pub subresource: String,
+    /// Object name ("" for collections).
+    pub name: String,
+}
+
+/// A parsed resource path.
+#[derive(Debug)]
+struct Target {
+    t: ResourceType,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+pub(crate) async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    match route(&shared, &method, &uri, &headers, &query, body).await {
+        Ok(response) => response,
+        Err(error) => error_response(&error),
+    }
+}
+
+fn error_response(error: &ApiError) -> Response {
+    let code = StatusCode::from_u16(error.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &error.to_status())
+}
+
+fn json_response(code: StatusCode, value: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+}
+
+fn ok(value: &Value) -> Response {
+    json_response(StatusCode::OK, value)
+}
+
+async fn route(
+    shared: &Arc<Shared>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path().trim_end_matches('/');
+    match path {
+        "/healthz" | "/readyz" | "/livez" => return Ok((StatusCode::OK, "ok").into_response()),
+        "/version" => {
+            return Ok(ok(
+                &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kube-sim",
+                "gitCommit": "kube-sim", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                "goVersion": "n/a", "compiler": "rustc", "platform": "linux/amd64"}),
+            ));
+        }
+        "/api" => return Ok(ok(&shared.lock().registry.core_versions())),
+        "/apis" => return Ok(ok(&shared.lock().registry.group_list())),
+        "/sim/requests" => return Ok(ok(&serde_json::to_value(shared.requests()).unwrap_or_default())),
+        _ => {}
+    }
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        ["apis", group] => {
+            let list = shared.lock().registry.group_list();
+            let found = list["groups"]
+                .as_array()
+                .and_then(|g| g.iter().find(|g| g["name"] == *group))
+                .cloned();
+            return found.map(|g| ok(&g)).ok_or_else(|| ApiError::no_route(path));
+        }
+        _ => return Err(ApiError::no_route(path)),
+    };
+    if rest.is_empty() {
+        let store = shared.lock();
+        if !store.registry.group_version_exists(group, version) {
+            return Err(ApiError::no_route(path));
+        }
+        return Ok(ok(&store.registry.resource_list(group, version)));
+    }
+    let target = {
+        let store = shared.lock();
+        let lookup = |plural: &str| store.registry.get(group, version, plural).cloned();
+        match rest {
+            ["namespaces", ns, plural, more @ ..]
+                if lookup(plural).is_some_and(|t| t.namespaced) && more.len() <= 2 =>
+            {
+                Target {
+                    t: lookup(plural).ok_or_else(|| ApiError::no_route(path))?,
+                    namespace: Some((*ns).to_owned()),
+                    name: more.first().map(|s| (*s).to_owned()),
+                    subresource: more.get(1).map(|s| (*s).to_owned()),
+                }
+            }
+            [plural, more @ ..] if more.len() <= 2 => Target {
+                t: lookup(plural).ok_or_else(|| ApiError::no_route(path))?,
+                namespace: None,
+                name: more.first().map(|s| (*s).to_owned()),
+                subresource: more.get(1).map(|s| (*s).to_owned()),
+            },
+            _ => return Err(ApiError::no_route(path)),
+        }
+    };
+    if target.t.namespaced && target.name.is_some() && target.namespace.is_none() {
+        return Err(ApiError::no_route(path));
+    }
+    let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let verb = match (method.as_str(), target.name.is_some(), watch) {
+        ("GET", _, true) => "watch",
+        ("GET", true, false) => "get",
+        ("GET", false, false) => "list",
+        ("POST", false, _) => "create",
+        ("PUT", true, _) => "update",
+        ("PATCH", true, _) => "patch",
+        ("DELETE", true, _) => "delete",
+        ("DELETE", false, _) => "deletecollection",
+        _ => {
+            return Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported on {path}"
+            )));
+        }
+    };
+    shared.record(RequestRecord {
+        verb: verb.to_owned(),
+        group: group.to_owned(),
+        resource: target.t.plural.clone(),
+        namespace: target.namespace.clone().unwrap_or_default(),
+        subresource: target.subresource.clone().unwrap_or_default(),
+        name: target.name.clone().unwrap_or_default(),
+    });
+    serve(shared, verb, &target, headers, query, &body).await
+}
+
+async fn serve(
+    shared: &Arc<Shared>,
+    verb: &str,
+    target: &Target,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let t = &target.t;
+    let ns = target.namespace.clone().unwrap_or_default();
+    let name = target.name.clone().unwrap_or_default();
+    let sub = target.subresource.as_deref();
+    match sub {
+        None | Some("status") => {}
+        Some("log") if t.kind == "Pod" && verb == "get" => return pod_log(shared, &ns, &name, query).await,
+        Some(other) => return Err(ApiError::no_route(&format!("{}/{other}", t.plural))),
+    }
+    if sub == Some("status") && !t.status_subresource {
+        return Err(ApiError::no_route(&format!("{}/status", t.plural)));
+    }
+    let status_only = sub == Some("status");
+    let write = WriteOptions {
+        dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+        strict_fields: query.get("fieldValidation").is_some_and(|v| v == "Strict"),
+    };
+    let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+    match verb {
+        "get" => Ok(ok(&shared.lock().get(t, &ns, &name)?)),
+        "list" => {
+            let store = shared.lock();
+            let items = store.list(t, target.namespace.as_deref(), &labels, &fields);
+            Ok(ok(&json!({
+                "kind": format!("{}List", t.kind),
+                "apiVersion": t.api_version(),
+                "metadata": {"resourceVersion": store.resource_version().to_string()},
+                "items": items,
+            })))
+        }
+        "watch" => watch(shared, target, query, labels, fields),
+        "create" => {
+            let obj = parse_body(body)?;
+            let created = shared.lock().create(t, &ns, obj, &write)?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        "update" => {
+            let obj = parse_body(body)?;
+            Ok(ok(&shared.lock().update(t, &ns, &name, obj, status_only, &write)?))
+        }
+        "patch" => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let patch_type = PatchType::from_content_type(content_type)?;
+            if patch_type == PatchType::Apply && query.get("fieldManager").is_none_or(String::is_empty) {
+                return Err(ApiError::bad_request("PATCH with apply requires a fieldManager"));
+            }
+            let mut store = shared.lock();
+            let existing = match store.get(t, &ns, &name) {
+                Ok(existing) => existing,
+                Err(e) if e.code == 404 && patch_type == PatchType::Apply && !status_only => {
+                    let obj: Value = serde_norway::from_slice(body)
+                        .map_err(|e| ApiError::bad_request(format!("invalid apply configuration: {e}")))?;
+                    let created = store.create(t, &ns, obj, &write)?;
+                    return Ok(json_response(StatusCode::CREATED, &created));
+                }
+                Err(e) => return Err(e),
+            };
+            let patched = crate::patch::apply(&existing, patch_type, body, t.validator.is_none())?;
+            Ok(ok(&store.update(t, &ns, &name, patched, status_only, &write)?))
+        }
+        "delete" => {
+            let opts = delete_options(body, query)?;
+            Ok(ok(&shared.lock().delete(t, &ns, &name, &opts)?))
+        }
+        "deletecollection" => {
+            let opts = delete_options(body, query)?;
+            let mut store = shared.lock();
+            let victims = store.list(t, target.namespace.as_deref(), &labels, &fields);
+            let mut deleted = Vec::new();
+            for victim in victims {
+                let vns = victim["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+                let vname = victim["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                deleted.push(store.delete(t, &vns, &vname, &opts)?);
+            }
+            Ok(ok(
+                &json!({"kind": format!("{}List", t.kind), "apiVersion": t.api_version(),
+                "metadata": {"resourceVersion": store.resource_version().to_string()}, "items": deleted}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed(verb.to_owned())),
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    serde_json::from_slice(body)
+        .or_else(|_| serde_norway::from_slice(body))
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
+}
+
+fn delete_options(body: &[u8], query: &HashMap<String, String>) -> Result<DeleteOptions, ApiError> {
+    let opts: Value = if body.is_empty() { json!({}) } else { parse_body(body)? };
+    let policy = opts["propagationPolicy"]
+        .as_str()
+        .or(query.get("propagationPolicy").map(String::as_str));
+    Ok(DeleteOptions {
+        propagation: if policy == Some("Orphan") || opts["orphanDependents"] == true {
+            Propagation::Orphan
+        } else {
+            Propagation::Background
+        },
+        uid: opts["preconditions"]["uid"].as_str().map(str::to_owned),
+        resource_version: opts["preconditions"]["resourceVersion"].as_str().map(str::to_owned),
+        dry_run: opts["dryRun"].as_array().is_some_and(|d| d.iter().any(|v| v == "All"))
+            || query.get("dryRun").is_some_and(|d| d == "All"),
+    })
+}
+
+fn watch(
+    shared: &Arc<Shared>,
+    target: &Target,
+    query: &HashMap<String, String>,
+    labels: LabelSelector,
+    fields: FieldSelector,
+) -> Result<Response, ApiError> {
+    let t = target.t.clone();
+    let key = t.key();
+    let namespace = target.namespace.clone();
+    let name_filter = target.name.clone();
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+    let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(Duration::from_secs(1800), Duration::from_secs);
+    let requested_rv = query.get("resourceVersion").cloned().unwrap_or_default();
+    let matches = move |obj: &Value| {
+        labels.matches(obj)
+            && fields.matches(obj)
+            && name_filter
+                .as_deref()
+                .is_none_or(|n| obj["metadata"]["name"].as_str() == Some(n))
+    };
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let (initial, mut live, start_rv, gone) = {
+        let store = shared.lock();
+        let live = store.subscribe();
+        let current = store.resource_version();
+        if requested_rv.is_empty() || requested_rv == "0" || send_initial {
+            let objects = store.list(
+                &t,
+                namespace.as_deref(),
+                &LabelSelector::default(),
+                &FieldSelector::default(),
+            );
+            let initial: Vec<Value> = objects
+                .into_iter()
+                .filter(|o| matches(o))
+                .map(|o| json!({"type": "ADDED", "object": o}))
+                .collect();
+            (initial, live, current, None)
+        } else {
+            let from = requested_rv
+                .parse::<u64>()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {requested_rv:?}")))?;
+            match store.events_since(&key, namespace.as_deref(), from) {
+                Ok(events) => {
+                    let backlog = events
+                        .iter()
+                        .filter(|e| matches(&e.object))
+                        .map(|e| event_json(&e.kind, &e.object, &t))
+                        .collect();
+                    (backlog, live, current, None)
+                }
+                Err(gone) => (Vec::new(), live, current, Some(gone)),
+            }
+        }
+    };
+    let kind = t.kind.clone();
+    let api_version = t.api_version();
+    tokio::spawn(async move {
+        let send = |v: Value| {
+            let tx = tx.clone();
+            async move { tx.send(Bytes::from(format!("{v}\n"))).await.is_ok() }
+        };
+        if let Some(gone) = gone {
+            let _ = send(json!({"type": "ERROR", "object": gone.to_status()})).await;
+            return;
+        }
+        for event in initial {
+            if !send(event).await {
+                return;
+            }
+        }
+        let bookmark = |rv: u64| {
+            json!({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
+                "metadata": {"resourceVersion": rv.to_string()}}})
+        };
+        if send_initial && bookmarks {
+            let mut b = bookmark(start_rv);
+            b["object"]["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            if !send(b).await {
+                return;
+            }
+        }
+        let mut processed = start_rv;
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                _ = tick.tick(), if bookmarks => {
+                    if !send(bookmark(processed)).await { return; }
+                }
+                received = live.recv() => match received {
+                    Ok(event) => {
+                        if event.rv <= processed {
+                            continue;
+                        }
+                        processed = event.rv;
+                        let in_scope = event.key == key && namespace.as_deref().is_none_or(|ns| event.namespace == ns);
+                        if in_scope && matches(&event.object) && !send(event_json(&event.kind, &event.object, &t)).await {
+                            return;
+                        }
+                    }
+                    // Lagged or closed: end the stream; the client resumes from its last resourceVersion.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
+
+fn event_json(kind: &crate::store::EventType, object: &Value, t: &ResourceType) -> Value {
+    let mut object = object.clone();
+    object["apiVersion"] = json!(t.api_version());
+    object["kind"] = json!(t.kind);
+    json!({"type": kind.as_str(), "object": object})
+}
+
+async fn pod_log(
+    shared: &Arc<Shared>,
+    ns: &str,
+    pod: &str,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let pods = shared
+        .lock()
+        .registry
+        .get("", "v1", "pods")
+        .cloned()
+        .ok_or_else(|| ApiError::no_route("pods"))?;
+    let pod_obj = shared.lock().get(&pods, ns, pod)?;
+    let container = match query.get("container") {
+        Some(c) => c.clone(),
+        None => {
+            let containers = pod_obj["spec"]["containers"].as_array().cloned().unwrap_or_default();
+            if containers.len() != 1 {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {pod}, choose one of: {:?}",
+                    containers.iter().filter_map(|c| c["name"].as_str()).collect::<Vec<_>>()
+                )));
+            }
+            containers[0]["name"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let tail = query.get("tailLines").and_then(|t| t.parse::<usize>().ok());
+    let follow = query.get("follow").is_some_and(|f| f == "true");
+    let key = crate::logs::LogKey {
+        namespace: ns.to_owned(),
+        pod: pod.to_owned(),
+        container,
+    };
+    let snapshot = shared.logs.snapshot(&key, tail);
+    if !follow {
+        return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain")], snapshot.0).into_response());
+    }
+    let logs = shared.logs.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let (first, mut offset) = snapshot;
+        if !first.is_empty() && tx.send(Bytes::from(first)).await.is_err() {
+            return;
+        }
+        loop {
+            let (chunk, next, finished) = logs.read_from(&key, offset).await;
+            offset = next;
+            if !chunk.is_empty() && tx.send(Bytes::from(chunk)).await.is_err() {
+                return;
+            }
+            if finished {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
+}
