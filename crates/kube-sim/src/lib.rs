@@ -11,6 +11,7 @@
 //! selector" into DELETED; no protobuf, no Table output, no OpenAPI documents (use `kubectl --validate=false`).
 
 pub mod error;
+pub mod executor;
 pub mod logs;
 pub mod patch;
 pub mod resources;
@@ -34,6 +35,8 @@ pub struct ServerOptions {
     pub port: u16,
     /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.
     pub event_log_capacity: usize,
+    /// Run Jobs as local processes ([`executor`]); `None` leaves Jobs untouched.
+    pub executor: Option<executor::ExecutorOptions>,
 }
 
 impl Default for ServerOptions {
@@ -41,6 +44,7 @@ impl Default for ServerOptions {
         Self {
             port: 0,
             event_log_capacity: 100_000,
+            executor: None,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    executor: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl ApiServer {
@@ -95,6 +100,7 @@ impl ApiServer {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
         let addr = listener.local_addr()?;
         let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
+        let executor = options.executor.map(|opts| executor::spawn(shared.clone(), opts));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -107,6 +113,7 @@ impl ApiServer {
             addr,
             shared,
             shutdown: Some(tx),
+            executor,
         })
     }
 
@@ -150,6 +157,9 @@ impl Drop for ApiServer {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(executor) = self.executor.take() {
+            executor.abort();
         }
     }
 }

@@ -10,6 +10,9 @@ struct Args {
     /// Port on 127.0.0.1 (0 = a free port).
     #[arg(long, default_value_t = 0, env = "KUBE_SIM_PORT")]
     port: u16,
+    /// Run Jobs as local processes (the local Job executor).
+    #[arg(long, env = "KUBE_SIM_EXECUTOR")]
+    executor: bool,
     /// Where to write a kubeconfig for the server.
     #[arg(long, env = "KUBE_SIM_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,

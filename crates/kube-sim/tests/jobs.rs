@@ -1,0 +1,321 @@
+//! The local Job executor: Jobs run as local processes, with git-sync emulated by `git clone`, and report status
+//! and logs through the API like a real cluster.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use futures::TryStreamExt;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api, Client, Config, ResourceExt,
+    api::{ListParams, LogParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use kube_sim::{ApiServer, ServerOptions, executor::ExecutorOptions};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn start() -> (ApiServer, Client) {
+    let server = ApiServer::start(ServerOptions {
+        executor: Some(ExecutorOptions::default()),
+        ..Default::default()
+    })
+    .await
+    .expect("server starts");
+    let client = Client::try_from(Config::new(server.url().parse().expect("url"))).expect("client");
+    (server, client)
+}
+
+/// A local git repository with one commit on `main`.
+fn test_repo(dir: &Path) {
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "--quiet"]);
+    std::fs::create_dir_all(dir.join("packer")).expect("mkdir");
+    std::fs::write(dir.join("packer/hello.txt"), "hello from the repo\n").expect("write");
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "init"]);
+}
+
+fn job(name: &str, repo_url: &str, script: &str, extra: serde_json::Value) -> Job {
+    let mut spec = json!({
+        "backoffLimit": 0,
+        "template": {"spec": {
+            "restartPolicy": "Never",
+            "volumes": [{"name": "git", "emptyDir": {}}],
+            "initContainers": [{
+                "name": "git-sync",
+                "image": "registry.k8s.io/git-sync/git-sync:v4.2.3",
+                "args": [format!("--repo={repo_url}"), "--ref=main", "--depth=1", "--one-time", "--root=/git", "--link=repo"],
+                "volumeMounts": [{"name": "git", "mountPath": "/git"}]
+            }],
+            "containers": [{
+                "name": "main",
+                "image": "busybox:1.36",
+                "command": ["sh", "-c", script],
+                "workingDir": "/git/repo/packer",
+                "env": [{"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}}],
+                "volumeMounts": [{"name": "git", "mountPath": "/git"}]
+            }]
+        }}
+    });
+    json_patch::merge(&mut spec, &extra);
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).expect("job")
+}
+
+async fn wait_for_job(client: &Client, name: &str, condition: &str) -> Job {
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut stream = Box::pin(watcher::watcher(jobs, config).applied_objects());
+    let wait = async {
+        while let Some(job) = stream.try_next().await.expect("watch") {
+            let done = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == condition && c.status == "True"));
+            if done {
+                return job;
+            }
+        }
+        panic!("watch ended");
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("job {name} not {condition} in time"))
+}
+
+async fn secret(client: &Client) {
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "creds"}, "stringData": {}, "data": {"token": "c2VudGluZWw="}}),
+    )
+    .expect("secret");
+    secrets.create(&PostParams::default(), &s).await.expect("secret");
+}
+
+#[tokio::test]
+async fn job_clones_a_local_repo_runs_its_command_and_completes_with_logs() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let script = "cat hello.txt; echo \"token=$FROM_SECRET\"; echo artifact-id > /dev/termination-log";
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(&PostParams::default(), &job("ok", &url, script, json!({})))
+        .await
+        .expect("create");
+
+    let done = wait_for_job(&client, "ok", "Complete").await;
+    let status = done.status.expect("status");
+    assert_eq!(status.succeeded, Some(1));
+    assert!(status.start_time.is_some() && status.completion_time.is_some());
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let list = pods
+        .list(&ListParams::default().labels("job-name=ok"))
+        .await
+        .expect("pods");
+    assert_eq!(list.items.len(), 1);
+    let pod = &list.items[0];
+    assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded"));
+    let main = &pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.clone())
+        .expect("statuses")[0];
+    let terminated = main
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!(terminated.exit_code, 0);
+    assert_eq!(terminated.message.as_deref(), Some("artifact-id\n"));
+    let logs = pods
+        .logs(
+            &pod.name_any(),
+            &LogParams {
+                container: Some("main".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("logs");
+    assert!(logs.contains("hello from the repo"), "{logs}");
+    assert!(logs.contains("token=sentinel"), "{logs}");
+    let tail = pods
+        .logs(
+            &pod.name_any(),
+            &LogParams {
+                container: Some("main".into()),
+                tail_lines: Some(1),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("tail");
+    assert_eq!(tail.trim(), "token=sentinel");
+}
+
+#[tokio::test]
+async fn failing_command_fails_the_job_with_the_exit_code_after_the_backoff_limit() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job("bad", &url, "echo boom >&2; exit 3", json!({"backoffLimit": 1})),
+    )
+    .await
+    .expect("create");
+    let failed = wait_for_job(&client, "bad", "Failed").await;
+    let status = failed.status.expect("status");
+    assert_eq!(status.failed, Some(2), "backoffLimit 1 means two attempts");
+    let condition = status
+        .conditions
+        .expect("conditions")
+        .into_iter()
+        .find(|c| c.type_ == "Failed")
+        .expect("Failed");
+    assert_eq!(condition.reason.as_deref(), Some("BackoffLimitExceeded"));
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let list = pods
+        .list(&ListParams::default().labels("job-name=bad"))
+        .await
+        .expect("pods");
+    assert_eq!(list.items.len(), 2);
+    for pod in &list.items {
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .expect("statuses");
+        let terminated = statuses[0]
+            .state
+            .as_ref()
+            .and_then(|s| s.terminated.clone())
+            .expect("terminated");
+        assert_eq!(terminated.exit_code, 3);
+        assert_eq!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Failed"));
+    }
+}
+
+#[tokio::test]
+async fn a_missing_branch_fails_in_the_init_container() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let mut j = job("nobranch", &url, "true", json!({}));
+    let spec = j.spec.as_mut().and_then(|s| s.template.spec.as_mut()).expect("spec");
+    spec.init_containers.as_mut().expect("init")[0]
+        .args
+        .as_mut()
+        .expect("args")[1] = "--ref=does-not-exist".into();
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(&PostParams::default(), &j).await.expect("create");
+    wait_for_job(&client, "nobranch", "Failed").await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=nobranch"))
+        .await
+        .expect("pods")
+        .items
+        .remove(0);
+    let init = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.init_container_statuses.clone())
+        .expect("init statuses");
+    let terminated = init[0]
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_ne!(terminated.exit_code, 0);
+    assert!(
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .is_none_or(|c| c.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn active_deadline_kills_a_long_job() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job("slow", &url, "sleep 30", json!({"activeDeadlineSeconds": 1})),
+    )
+    .await
+    .expect("create");
+    let failed = wait_for_job(&client, "slow", "Failed").await;
+    let reason = failed.status.and_then(|s| s.conditions).expect("conditions")[0]
+        .reason
+        .clone();
+    assert_eq!(reason.as_deref(), Some("DeadlineExceeded"));
+}
+
+#[tokio::test]
+async fn ttl_after_finished_deletes_the_job_and_its_pods() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job("short-lived", &url, "true", json!({"ttlSecondsAfterFinished": 1})),
+    )
+    .await
+    .expect("create");
+    wait_for_job(&client, "short-lived", "Complete").await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let gone = async {
+        loop {
+            let job_gone = jobs.get_opt("short-lived").await.expect("get").is_none();
+            let pods_gone = pods
+                .list(&ListParams::default().labels("job-name=short-lived"))
+                .await
+                .expect("pods")
+                .items
+                .is_empty();
+            if job_gone && pods_gone {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("job and pods deleted after the TTL");
+}
