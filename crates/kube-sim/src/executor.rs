@@ -400,7 +400,7 @@ async fn run_container(
         merge_status(shared, &pods, &ns, &pod_name, &json!({status_key: list}));
     }
 
-    let mut command = match action {
+    let (mut command, tool_env) = match action {
         Some(ImageAction::GitSync) => git_sync_command(&argv, &env)?,
         None => {
             let Some((program, rest)) = argv.split_first() else {
@@ -408,13 +408,14 @@ async fn run_container(
             };
             let mut c = Command::new(program);
             c.args(rest);
-            c
+            (c, BTreeMap::new())
         }
     };
     command.env_clear();
     command.env("PATH", std::env::var("PATH").unwrap_or_default());
     command.env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/tmp".into()));
     command.envs(&env);
+    command.envs(&tool_env);
     if let Some(dir) = &working_dir {
         command.current_dir(dir);
     }
@@ -549,7 +550,10 @@ fn image_action(image: &str, options: &ExecutorOptions) -> Option<ImageAction> {
 }
 
 /// git-sync `--one-time` as `git clone --depth N --branch REF REPO ROOT/LINK`, from flags or `GITSYNC_*` env.
-fn git_sync_command(argv: &[String], env: &BTreeMap<String, String>) -> anyhow::Result<Command> {
+fn git_sync_command(
+    argv: &[String],
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<(Command, BTreeMap<String, String>)> {
     let mut flags: HashMap<String, String> = HashMap::new();
     for arg in argv {
         if let Some((k, v)) = arg.trim_start_matches('-').split_once('=') {
@@ -593,15 +597,15 @@ fn git_sync_command(argv: &[String], env: &BTreeMap<String, String>) -> anyhow::
         command.arg("--branch").arg(&reference);
     }
     command.arg("--").arg(&repo).arg(&target);
+    let mut git_env = BTreeMap::from([("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned())]);
     if let (Some(user), Some(pass)) = (username, password) {
         // Credentials go through git's environment config, never argv.
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        command.env("GIT_CONFIG_COUNT", "1");
-        command.env("GIT_CONFIG_KEY_0", "http.extraHeader");
-        command.env("GIT_CONFIG_VALUE_0", format!("Authorization: Basic {basic}"));
+        git_env.insert("GIT_CONFIG_COUNT".into(), "1".into());
+        git_env.insert("GIT_CONFIG_KEY_0".into(), "http.extraHeader".into());
+        git_env.insert("GIT_CONFIG_VALUE_0".into(), format!("Authorization: Basic {basic}"));
     }
-    command.env("GIT_TERMINAL_PROMPT", "0");
-    Ok(command)
+    Ok((command, git_env))
 }
 
 fn resolve_env(shared: &Shared, ns: &str, pod: &Value, container: &Value) -> BTreeMap<String, String> {

@@ -97,9 +97,38 @@ async fn wait_for_job(client: &Client, name: &str, condition: &str) -> Job {
         }
         panic!("watch ended");
     };
-    tokio::time::timeout(WAIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("job {name} not {condition} in time"))
+    match tokio::time::timeout(WAIT, wait).await {
+        Ok(job) => job,
+        Err(_) => panic!(
+            "job {name} not {condition} in time; pods and logs:\n{}",
+            describe_pods(client, name).await
+        ),
+    }
+}
+
+/// Pod statuses and every container's log of a Job, for failure messages.
+async fn describe_pods(client: &Client, job: &str) -> String {
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let mut out = String::new();
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await;
+    for pod in list.map(|l| l.items).unwrap_or_default() {
+        let status = pod
+            .status
+            .as_ref()
+            .map(|s| (&s.phase, &s.init_container_statuses, &s.container_statuses));
+        out.push_str(&format!("{}: {status:?}\n", pod.name_any()));
+        for container in ["git-sync", "main"] {
+            let params = LogParams {
+                container: Some(container.into()),
+                ..LogParams::default()
+            };
+            let logs = pods.logs(&pod.name_any(), &params).await.unwrap_or_default();
+            out.push_str(&format!("--- {container}:\n{logs}\n"));
+        }
+    }
+    out
 }
 
 async fn secret(client: &Client) {
@@ -318,4 +347,182 @@ async fn ttl_after_finished_deletes_the_job_and_its_pods() {
     tokio::time::timeout(WAIT, gone)
         .await
         .expect("job and pods deleted after the TTL");
+}
+
+/// A git smart-HTTP server for one bare repository that demands Basic credentials: `git http-backend` behind a
+/// small CGI adapter. Returns its base URL.
+async fn private_git_server(project_root: std::path::PathBuf, user: &'static str, password: &'static str) -> String {
+    use axum::{
+        body::Bytes,
+        http::{HeaderMap, Method, StatusCode, Uri, header},
+        response::{IntoResponse, Response},
+    };
+    use base64::Engine as _;
+
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    );
+    let handler = move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+        let root = project_root.clone();
+        let expected = expected.clone();
+        async move {
+            let auth = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if auth != expected {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"git\"")],
+                    "",
+                )
+                    .into_response();
+            }
+            let mut cgi = tokio::process::Command::new("git");
+            cgi.arg("http-backend")
+                .env("GIT_PROJECT_ROOT", &root)
+                .env("GIT_HTTP_EXPORT_ALL", "1")
+                .env("REMOTE_USER", user)
+                .env("PATH_INFO", uri.path())
+                .env("QUERY_STRING", uri.query().unwrap_or_default())
+                .env("REQUEST_METHOD", method.as_str())
+                .env(
+                    "CONTENT_TYPE",
+                    headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default(),
+                )
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped());
+            let mut child = cgi.spawn().expect("git http-backend");
+            let mut stdin = child.stdin.take().expect("stdin");
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, &body)
+                .await
+                .expect("cgi stdin");
+            drop(stdin);
+            let output = child.wait_with_output().await.expect("cgi output");
+            let split = output
+                .stdout
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map(|p| (p, 4))
+                .or_else(|| output.stdout.windows(2).position(|w| w == b"\n\n").map(|p| (p, 2)));
+            let (head_len, sep) = split.expect("CGI headers");
+            let head = String::from_utf8_lossy(&output.stdout[..head_len]).into_owned();
+            let mut response = Response::builder();
+            let mut status = StatusCode::OK;
+            for line in head.lines() {
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("status") {
+                        status = v
+                            .trim()
+                            .split(' ')
+                            .next()
+                            .and_then(|c| c.parse().ok())
+                            .map_or(StatusCode::OK, |c: u16| {
+                                StatusCode::from_u16(c).unwrap_or(StatusCode::OK)
+                            });
+                    } else {
+                        response = response.header(k.trim(), v.trim());
+                    }
+                }
+            }
+            response
+                .status(status)
+                .body(axum::body::Body::from(output.stdout[head_len + sep..].to_vec()))
+                .expect("response")
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().fallback(handler)).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn private_repository_is_cloned_with_credentials_from_a_secret_and_refused_without() {
+    let (_server, client) = start().await;
+    secret(&client).await;
+    let work = tempfile::tempdir().expect("tmp");
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).expect("mkdir");
+    test_repo(&source);
+    let bare = work.path().join("srv/packer.git");
+    let status = Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(&source)
+        .arg(&bare)
+        .status()
+        .expect("git clone --bare");
+    assert!(status.success());
+    let base = private_git_server(work.path().join("srv"), "bot", "s3cr3t-sentinel").await;
+    let url = format!("{base}/packer.git");
+
+    let secrets: Api<Secret> = Api::default_namespaced(client.clone());
+    let creds: Secret = serde_json::from_value(json!({"metadata": {"name": "git-credentials"},
+        "data": {"username": "Ym90", "token": "czNjcjN0LXNlbnRpbmVs"}}))
+    .expect("secret");
+    secrets.create(&PostParams::default(), &creds).await.expect("secret");
+    let with_credentials = json!({"template": {"spec": {"initContainers": [{
+        "name": "git-sync",
+        "image": "registry.k8s.io/git-sync/git-sync:v4.2.3",
+        "args": [format!("--repo={url}"), "--ref=main", "--depth=1", "--one-time", "--root=/git", "--link=repo"],
+        "env": [
+            {"name": "GITSYNC_USERNAME", "valueFrom": {"secretKeyRef": {"name": "git-credentials", "key": "username"}}},
+            {"name": "GITSYNC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "git-credentials", "key": "token"}}}
+        ],
+        "volumeMounts": [{"name": "git", "mountPath": "/git"}]
+    }]}}});
+    let jobs: Api<Job> = Api::default_namespaced(client.clone());
+    jobs.create(
+        &PostParams::default(),
+        &job("private", &url, "cat hello.txt", with_credentials),
+    )
+    .await
+    .expect("create");
+    wait_for_job(&client, "private", "Complete").await;
+    jobs.create(
+        &PostParams::default(),
+        &job("anonymous", &url, "cat hello.txt", json!({})),
+    )
+    .await
+    .expect("create");
+    wait_for_job(&client, "anonymous", "Failed").await;
+
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    let pod = pods
+        .list(&ListParams::default().labels("job-name=private"))
+        .await
+        .expect("pods")
+        .items
+        .remove(0);
+    let main = pods
+        .logs(
+            &pod.name_any(),
+            &LogParams {
+                container: Some("main".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("logs");
+    assert!(main.contains("hello from the repo"), "{main}");
+    let sync = pods
+        .logs(
+            &pod.name_any(),
+            &LogParams {
+                container: Some("git-sync".into()),
+                ..LogParams::default()
+            },
+        )
+        .await
+        .expect("logs");
+    assert!(
+        !sync.contains("s3cr3t-sentinel"),
+        "the password leaked into logs: {sync}"
+    );
 }
