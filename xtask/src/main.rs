@@ -196,8 +196,45 @@ fn ensure_kube_tools(root: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// The AWS emulator: moto pinned (its extension touches moto internals).
+const MOTO: &str = "moto[server]==5.2.5";
+
+/// Creates `<target>/tools/venv` with the pinned moto unless it is already there; returns its Python.
+fn ensure_moto(root: &Path) -> Result<PathBuf> {
+    let venv = target_dir(root).join("tools/venv");
+    let python = venv.join("bin/python");
+    let marker = venv.join(".opsy-installed");
+    if python.is_file() && std::fs::read_to_string(&marker).is_ok_and(|m| m == MOTO) {
+        return Ok(python);
+    }
+    step(&format!("creating {} with {MOTO}", venv.display()));
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context("creating the Python venv")?;
+    run(Command::new(&python).args(["-m", "pip", "install", "--quiet", MOTO])).context("installing moto")?;
+    std::fs::write(&marker, MOTO)?;
+    Ok(python)
+}
+
+/// Debian's packer (1.6.6, amazon-ebs built in) when no packer is on PATH.
+fn ensure_packer() -> Result<()> {
+    if Command::new("packer")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(());
+    }
+    step("installing Debian's packer (apt-get)");
+    run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update (packer is installed as root)")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "packer"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .context("apt-get install packer")
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let tools = ensure_kube_tools(root)?;
+    let python = ensure_moto(root)?;
+    ensure_packer()?;
     step("rustfmt check");
     run(Command::new(cargo())
         .current_dir(root)

@@ -1,0 +1,713 @@
+"""AWS emulator for opsy-ami-operator tests: the moto server (pinned 5.2.5) plus what moto lacks.
+
+Test infrastructure, not a product component. Started by the Rust helper in crates/aws-sim; prints
+"READY <port>" on stdout once it serves on 127.0.0.1.
+
+Added to moto:
+- EKS UpdateNodegroupVersion, DescribeUpdate, ListUpdates; node groups with a launch template are backed by a real
+  moto Auto Scaling group using that template (listed in the node group's resources).
+- Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
+- EC2 CreateLaunchTemplateVersion honouring SourceVersion.
+- Progress of updates and refreshes: automatic (finished after N describe calls) or driven by the test.
+- Fault injection per service/action (HTTP status, error code, delay, count) and a log of calls per action.
+- Seeding of public AMIs (owner, creation date, tags) and public SSM parameters.
+
+Control API (JSON), all under /_ext/: see the handlers in `control()`.
+It touches moto internals, so it refuses to run on another moto version.
+"""
+
+import argparse
+import datetime
+import io
+import json
+import os
+import re
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+
+os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+import botocore.session  # noqa: E402
+import moto  # noqa: E402
+from importlib.metadata import version as package_version  # noqa: E402
+
+PINNED_MOTO = "5.2.5"
+if package_version("moto") != PINNED_MOTO:
+    sys.exit(f"opsy_aws_emulator needs moto {PINNED_MOTO}, found {package_version('moto')}")
+
+from moto.autoscaling.exceptions import AutoscalingClientError  # noqa: E402
+from moto.autoscaling.models import autoscaling_backends  # noqa: E402
+from moto.autoscaling.responses import AutoScalingResponse  # noqa: E402
+from moto.core.responses import ActionResult  # noqa: E402
+from moto.ec2.models import ec2_backends  # noqa: E402
+from moto.ec2.models.amis import Ami  # noqa: E402
+from moto.ec2.responses.launch_templates import LaunchTemplates  # noqa: E402
+from moto.ec2.utils import random_ami_id  # noqa: E402
+from moto.eks import urls as eks_urls  # noqa: E402
+from moto.eks.exceptions import (  # noqa: E402
+    InvalidParameterException,
+    ResourceInUseException,
+    ResourceNotFoundException,
+)
+from moto.eks.models import EKSBackend, eks_backends  # noqa: E402
+from moto.eks.responses import EKSResponse  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from moto.ssm.models import Parameter, ssm_backends  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
+
+DEFAULT_ACCOUNT = "123456789012"
+LOCK = threading.RLock()
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+class State:
+    """Everything the extension keeps besides moto's own backends."""
+
+    def __init__(self):
+        self.faults = []
+        self.calls = []
+        self.mode = "auto"
+        self.steps = 2
+        self.updates = {}  # (account, region, cluster) -> {update_id: dict}
+        self.refreshes = {}  # (account, region, asg) -> [dict], newest last
+        self.outcomes = {}  # ("eks"|"asg", account, region, name) -> (status, code, message)
+
+
+STATE = State()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EKS: node groups backed by ASGs, UpdateNodegroupVersion, DescribeUpdate, ListUpdates
+# --------------------------------------------------------------------------------------------------------------
+
+_original_create_nodegroup = EKSBackend.create_nodegroup
+
+
+def _create_nodegroup(self, *args, **kwargs):
+    nodegroup = _original_create_nodegroup(self, *args, **kwargs)
+    lt = nodegroup.launch_template
+    if lt:
+        ec2 = ec2_backends[self.account_id][self.region_name]
+        template = ec2.get_launch_template(lt["id"]) if lt.get("id") else ec2.get_launch_template_by_name(lt["name"])
+        version = str(lt.get("version") or template.default_version_number)
+        nodegroup.launch_template = {"id": template.id, "name": template.name, "version": version}
+        scaling = nodegroup.scaling_config or {}
+        asg_name = f"eks-{nodegroup.nodegroup_name}-{nodegroup.uuid[:8]}"
+        autoscaling_backends[self.account_id][self.region_name].create_auto_scaling_group(
+            name=asg_name,
+            availability_zones=[f"{self.region_name}a"],
+            desired_capacity=scaling.get("desiredSize", 1),
+            max_size=scaling.get("maxSize", 1),
+            min_size=scaling.get("minSize", 0),
+            launch_config_name=None,
+            launch_template={"LaunchTemplateId": template.id, "Version": version},
+            vpc_zone_identifier=None,
+            default_cooldown=None,
+            health_check_period=None,
+            health_check_type=None,
+            load_balancers=[],
+            target_group_arns=[],
+            placement_group=None,
+            termination_policies=[],
+            tags=[
+                {
+                    "ResourceId": asg_name,
+                    "ResourceType": "auto-scaling-group",
+                    "Key": "eks:nodegroup-name",
+                    "Value": nodegroup.nodegroup_name,
+                    "PropagateAtLaunch": False,
+                }
+            ],
+        )
+        nodegroup.resources = {"autoScalingGroups": [{"name": asg_name}]}
+    return nodegroup
+
+
+EKSBackend.create_nodegroup = _create_nodegroup
+
+
+def _nodegroup(account, region, cluster_name, nodegroup_name):
+    backend = eks_backends[account][region]
+    cluster = backend.clusters.get(cluster_name)
+    if cluster is None:
+        raise ResourceNotFoundException(clusterName=cluster_name, message=f"No cluster found for name: {cluster_name}.")
+    nodegroup = cluster.nodegroups.get(nodegroup_name)
+    if nodegroup is None:
+        raise ResourceNotFoundException(
+            clusterName=cluster_name, nodegroupName=nodegroup_name, message=f"No node group found for name: {nodegroup_name}."
+        )
+    return nodegroup
+
+
+def _finish_update(account, region, update, status, code=None, message=None):
+    update["status"] = status
+    nodegroup = _nodegroup(account, region, update["_cluster"], update["_nodegroup"])
+    nodegroup.status = "ACTIVE"
+    if status == "Successful":
+        new_version = update["_version"]
+        nodegroup.launch_template = dict(nodegroup.launch_template, version=new_version)
+        for asg in (nodegroup.resources or {}).get("autoScalingGroups", []):
+            group = autoscaling_backends[account][region].autoscaling_groups.get(asg["name"])
+            if group is not None:
+                group.launch_template_version = new_version
+                group.provided_launch_template_version = new_version
+    elif status == "Failed":
+        update["errors"] = [
+            {
+                "errorCode": code or "NodeCreationFailure",
+                "errorMessage": message or "Instances failed to join the kubernetes cluster",
+                "resourceIds": [update["_nodegroup"]],
+            }
+        ]
+
+
+def _public(update):
+    return {k: v for k, v in update.items() if not k.startswith("_")}
+
+
+def update_nodegroup_version(self):
+    cluster_name = self._get_param("name")
+    nodegroup_name = self._get_param("nodegroupName")
+    launch_template = self._get_param("launchTemplate") or {}
+    account, region = self.current_account, self.region
+    with LOCK:
+        nodegroup = _nodegroup(account, region, cluster_name, nodegroup_name)
+        updates = STATE.updates.setdefault((account, region, cluster_name), {})
+        if any(u["_nodegroup"] == nodegroup_name and u["status"] == "InProgress" for u in updates.values()):
+            raise ResourceInUseException(
+                clusterName=cluster_name,
+                nodegroupName=nodegroup_name,
+                message=f"Nodegroup {nodegroup_name} is currently in use by another update",
+            )
+        current = nodegroup.launch_template
+        if launch_template and not current:
+            raise InvalidParameterException(message="The node group was not created with a launch template")
+        params = []
+        new_version = None
+        if launch_template:
+            wanted_id = launch_template.get("id")
+            wanted_name = launch_template.get("name")
+            if (wanted_id and wanted_id != current["id"]) or (wanted_name and wanted_name != current["name"]):
+                raise InvalidParameterException(
+                    message="You cannot specify a different launch template than the one the node group was created with"
+                )
+            ec2 = ec2_backends[account][region]
+            template = ec2.get_launch_template(current["id"])
+            version = launch_template.get("version") or str(template.default_version_number)
+            resolved = template.get_version(version)
+            new_version = str(resolved.number)
+            params = [
+                {"type": "LaunchTemplateName", "value": template.name},
+                {"type": "LaunchTemplateVersion", "value": new_version},
+            ]
+        if self._get_param("force"):
+            params.append({"type": "Force", "value": "true"})
+        update = {
+            "id": str(uuid.uuid4()),
+            "status": "InProgress",
+            "type": "VersionUpdate",
+            "params": params,
+            "createdAt": utcnow(),
+            "errors": [],
+            "_cluster": cluster_name,
+            "_nodegroup": nodegroup_name,
+            "_version": new_version or current.get("version") if current else None,
+            "_polls": 0,
+        }
+        updates[update["id"]] = update
+        nodegroup.status = "UPDATING"
+        outcome = STATE.outcomes.pop(("eks", account, region, nodegroup_name), None)
+        if outcome is not None:
+            update["_scripted"] = outcome
+        return ActionResult({"update": _public(update)})
+
+
+def describe_update(self):
+    cluster_name = self._get_param("name")
+    update_id = self._get_param("updateId")
+    account, region = self.current_account, self.region
+    with LOCK:
+        update = STATE.updates.get((account, region, cluster_name), {}).get(update_id)
+        if update is None:
+            raise ResourceNotFoundException(clusterName=cluster_name, message=f"No update found for ID: {update_id}")
+        if update["status"] == "InProgress":
+            update["_polls"] += 1
+            scripted = update.get("_scripted")
+            if STATE.mode == "auto" and update["_polls"] >= STATE.steps:
+                if scripted is not None:
+                    _finish_update(account, region, update, *scripted)
+                else:
+                    _finish_update(account, region, update, "Successful")
+        return ActionResult({"update": _public(update)})
+
+
+def list_updates(self):
+    cluster_name = self._get_param("name")
+    nodegroup_name = self._get_param("nodegroupName")
+    account, region = self.current_account, self.region
+    with LOCK:
+        updates = STATE.updates.get((account, region, cluster_name), {}).values()
+        ids = [u["id"] for u in updates if nodegroup_name is None or u["_nodegroup"] == nodegroup_name]
+    return ActionResult({"updateIds": ids})
+
+
+EKSResponse.update_nodegroup_version = update_nodegroup_version
+EKSResponse.describe_update = describe_update
+EKSResponse.list_updates = list_updates
+eks_urls.url_paths.update(
+    {
+        "{0}/clusters/(?P<name>[^/]+)/node-groups/(?P<nodegroupName>[^/]+)/update-version$": eks_urls.response.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/updates$": eks_urls.response.dispatch,
+        "{0}/clusters/(?P<name>[^/]+)/updates/(?P<updateId>[^/]+)$": eks_urls.response.dispatch,
+    }
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Auto Scaling instance refresh
+# --------------------------------------------------------------------------------------------------------------
+
+ACTIVE_REFRESH = ("Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking")
+
+
+def _asg(account, region, name):
+    group = autoscaling_backends[account][region].autoscaling_groups.get(name)
+    if group is None:
+        raise AutoscalingClientError("ValidationError", f"AutoScalingGroup name not found - {name}")
+    return group
+
+
+def _finish_refresh(account, region, refresh, status, reason=None):
+    refresh["Status"] = status
+    refresh["EndTime"] = utcnow()
+    refresh["StatusReason"] = reason or status
+    if status == "Successful":
+        refresh["PercentageComplete"] = 100
+        template = (refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate")
+        if template:
+            group = _asg(account, region, refresh["AutoScalingGroupName"])
+            version = str(template.get("Version") or "$Default")
+            group.launch_template_version = version
+            group.provided_launch_template_version = version
+
+
+def start_instance_refresh(self):
+    name = self._get_param("AutoScalingGroupName")
+    account, region = self.current_account, self.region
+    with LOCK:
+        group = _asg(account, region, name)
+        history = STATE.refreshes.setdefault((account, region, name), [])
+        if any(r["Status"] in ACTIVE_REFRESH for r in history):
+            raise AutoscalingClientError("InstanceRefreshInProgress", f"An Instance Refresh is already in progress for {name}")
+        refresh = {
+            "InstanceRefreshId": str(uuid.uuid4()),
+            "AutoScalingGroupName": name,
+            "Status": "InProgress",
+            "StatusReason": "Refreshing instances",
+            "StartTime": utcnow(),
+            "PercentageComplete": 0,
+            "InstancesToUpdate": len(group.instance_states),
+            "Preferences": self._get_param("Preferences") or {},
+            "DesiredConfiguration": self._get_param("DesiredConfiguration") or {},
+            "Strategy": self._get_param("Strategy") or "Rolling",
+            "_polls": 0,
+        }
+        scripted = STATE.outcomes.pop(("asg", account, region, name), None)
+        if scripted is not None:
+            refresh["_scripted"] = scripted
+        history.append(refresh)
+        return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
+
+
+def describe_instance_refreshes(self):
+    name = self._get_param("AutoScalingGroupName")
+    ids = self._get_param("InstanceRefreshIds") or []
+    account, region = self.current_account, self.region
+    with LOCK:
+        _asg(account, region, name)
+        history = STATE.refreshes.get((account, region, name), [])
+        out = []
+        for refresh in reversed(history):
+            if ids and refresh["InstanceRefreshId"] not in ids:
+                continue
+            if refresh["Status"] in ACTIVE_REFRESH:
+                refresh["_polls"] += 1
+                if STATE.mode == "auto" and refresh["_polls"] >= STATE.steps:
+                    status, _code, message = refresh.get("_scripted") or ("Successful", None, None)
+                    _finish_refresh(account, region, refresh, status, message)
+                else:
+                    refresh["PercentageComplete"] = min(90, refresh["PercentageComplete"] + 45)
+            out.append({k: v for k, v in refresh.items() if not k.startswith("_")})
+    return ActionResult({"InstanceRefreshes": out})
+
+
+def _active_refresh(account, region, name):
+    for refresh in STATE.refreshes.get((account, region, name), []):
+        if refresh["Status"] in ACTIVE_REFRESH:
+            return refresh
+    raise AutoscalingClientError("ActiveInstanceRefreshNotFound", f"No in progress or pending Instance Refresh found for {name}")
+
+
+def cancel_instance_refresh(self):
+    name = self._get_param("AutoScalingGroupName")
+    with LOCK:
+        _asg(self.current_account, self.region, name)
+        refresh = _active_refresh(self.current_account, self.region, name)
+        _finish_refresh(self.current_account, self.region, refresh, "Cancelled", "Cancelled by the caller")
+        return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
+
+
+def rollback_instance_refresh(self):
+    name = self._get_param("AutoScalingGroupName")
+    with LOCK:
+        _asg(self.current_account, self.region, name)
+        refresh = _active_refresh(self.current_account, self.region, name)
+        _finish_refresh(self.current_account, self.region, refresh, "RollbackSuccessful", "Rolled back by the caller")
+        return ActionResult({"InstanceRefreshId": refresh["InstanceRefreshId"]})
+
+
+AutoScalingResponse.start_instance_refresh = start_instance_refresh
+AutoScalingResponse.describe_instance_refreshes = describe_instance_refreshes
+AutoScalingResponse.cancel_instance_refresh = cancel_instance_refresh
+AutoScalingResponse.rollback_instance_refresh = rollback_instance_refresh
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EC2 CreateLaunchTemplateVersion with SourceVersion
+# --------------------------------------------------------------------------------------------------------------
+
+
+def create_launch_template_version(self):
+    name = self._get_param("LaunchTemplateName")
+    tmpl_id = self._get_param("LaunchTemplateId")
+    template = self.ec2_backend.get_launch_template_by_name(name) if name else self.ec2_backend.get_launch_template(tmpl_id)
+    description = self._get_param("VersionDescription")
+    data = self._get_param("LaunchTemplateData", {}) or {}
+    source_version = self._get_param("SourceVersion")
+    if source_version:
+        # AWS semantics: start from the source version; the given top-level parameters replace its values.
+        merged = dict(template.get_version(source_version).data)
+        merged.update(data)
+        data = merged
+    self.error_on_dryrun()
+    version = template.create_version(data, description)
+    return ActionResult(
+        {
+            "LaunchTemplateVersion": {
+                "CreateTime": version.create_time,
+                "CreatedBy": f"arn:{self.partition}:iam::{self.current_account}:root",
+                "DefaultVersion": template.is_default(version),
+                "LaunchTemplateData": version.data,
+                "LaunchTemplateId": template.id,
+                "LaunchTemplateName": template.name,
+                "VersionDescription": version.description,
+                "VersionNumber": version.number,
+            }
+        }
+    )
+
+
+LaunchTemplates.create_launch_template_version = create_launch_template_version
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Request identification, call log, fault injection
+# --------------------------------------------------------------------------------------------------------------
+
+_BOTOCORE = botocore.session.get_session()
+_MODELS = {}
+_REST_ROUTES = {}
+
+
+def _model(service):
+    if service not in _MODELS:
+        name = {"email": "sesv2", "ses": "sesv2"}.get(service, service)
+        try:
+            _MODELS[service] = _BOTOCORE.get_service_model(name)
+        except Exception:  # noqa: BLE001 - unknown services are passed through untouched
+            _MODELS[service] = None
+    return _MODELS[service]
+
+
+def _rest_routes(service):
+    if service not in _REST_ROUTES:
+        routes = []
+        model = _model(service)
+        for op_name in model.operation_names if model else []:
+            http = model.operation_model(op_name).http
+            uri = http.get("requestUri", "/").split("?")[0]
+            pattern = re.sub(r"\{[^}]+\+\}", ".+", uri)
+            pattern = re.sub(r"\{[^}]+\}", "[^/]+", pattern)
+            routes.append((http.get("method", "GET"), re.compile(f"^{pattern}$"), op_name, pattern.count("/")))
+        # Most specific first: longer literal paths win.
+        routes.sort(key=lambda r: -len(r[1].pattern))
+        _REST_ROUTES[service] = routes
+    return _REST_ROUTES[service]
+
+
+def identify(environ, body):
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    match = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", auth)
+    region, service = (match.group(1), match.group(2)) if match else ("", "")
+    action = None
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    if "Action" in query:
+        action = query["Action"][0]
+    elif environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        if "Action" in form:
+            action = form["Action"][0]
+    if action is None and environ.get("HTTP_X_AMZ_TARGET"):
+        action = environ["HTTP_X_AMZ_TARGET"].split(".")[-1]
+    if action is None and service:
+        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        for route_method, regex, op_name, _ in _rest_routes(service):
+            if route_method == method and regex.match(path):
+                action = op_name
+                break
+    return service, region, action or "Unknown"
+
+
+def fault_response(service, fault, start_response):
+    model = _model(service)
+    protocol = model.metadata.get("protocol") if model else "query"
+    status = f"{fault['status']} Injected"
+    request_id = str(uuid.uuid4())
+    code, message = fault["code"], fault.get("message") or f"injected fault {fault['code']}"
+    if service == "ec2":
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            f"<Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+            f"<RequestID>{request_id}</RequestID></Response>"
+        )
+        headers = [("Content-Type", "text/xml")]
+    elif protocol == "query":
+        body = (
+            f'<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>'
+            f"<RequestId>{request_id}</RequestId></ErrorResponse>"
+        )
+        headers = [("Content-Type", "text/xml")]
+    elif protocol == "json":
+        body = json.dumps({"__type": code, "message": message})
+        headers = [("Content-Type", "application/x-amz-json-1.1")]
+    else:
+        body = json.dumps({"message": message})
+        headers = [("Content-Type", "application/json"), ("x-amzn-ErrorType", code)]
+    headers.append(("x-amzn-RequestId", request_id))
+    start_response(status, headers)
+    return [body.encode()]
+
+
+class Extension:
+    """WSGI middleware in front of moto: control API, call log, faults."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if path.startswith("/_ext/"):
+            return control(environ, body, start_response)
+        if path.startswith("/moto-api/reset"):
+            reset_extension_state()
+            return self.app(environ, start_response)
+        if path.startswith("/moto-api"):
+            return self.app(environ, start_response)
+        service, region, action = identify(environ, body)
+        account = environ.get("HTTP_X_MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT)
+        fault = None
+        with LOCK:
+            STATE.calls.append({"account": account, "service": service, "region": region, "action": action})
+            for rule in STATE.faults:
+                if (
+                    rule["remaining"] > 0
+                    and rule["service"] == service
+                    and rule["action"] == action
+                    and rule.get("account") in (None, account)
+                ):
+                    rule["remaining"] -= 1
+                    fault = rule
+                    break
+        if fault is not None:
+            if fault.get("delay_ms"):
+                time.sleep(fault["delay_ms"] / 1000.0)
+            if fault.get("code"):
+                return fault_response(service, fault, start_response)
+        return self.app(environ, start_response)
+
+
+def reset_extension_state():
+    with LOCK:
+        global STATE
+        STATE = State()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Control API
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _json(start_response, status, payload):
+    start_response(status, [("Content-Type", "application/json")])
+    return [json.dumps(payload, default=str).encode()]
+
+
+def _parse_time(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else utcnow()
+
+
+def seed_images(payload):
+    account = payload.get("account", DEFAULT_ACCOUNT)
+    region = payload["region"]
+    backend = ec2_backends[account][region]
+    ids = []
+    for spec in payload["images"]:
+        ami_id = spec.get("id") or random_ami_id()
+        ami = Ami(
+            backend,
+            ami_id=ami_id,
+            name=spec.get("name"),
+            description=spec.get("description"),
+            owner_id=spec.get("ownerId", account),
+            public=spec.get("public", True),
+            architecture=spec.get("architecture", "x86_64"),
+            state=spec.get("state", "available"),
+            creation_date=_parse_time(spec.get("creationDate")),
+            virtualization_type="hvm",
+            root_device_name="/dev/xvda",
+            root_device_type="ebs",
+            region_name=region,
+        )
+        backend.amis[ami_id] = ami
+        if spec.get("tags"):
+            backend.create_tags([ami_id], spec["tags"])
+        ids.append(ami_id)
+    return {"imageIds": ids}
+
+
+def seed_ssm(payload):
+    account = payload.get("account", DEFAULT_ACCOUNT)
+    backend = ssm_backends[account][payload["region"]]
+    for spec in payload["parameters"]:
+        backend._parameters[spec["name"]].append(
+            Parameter(
+                account_id=account,
+                name=spec["name"],
+                value=spec["value"],
+                parameter_type=spec.get("type", "String"),
+                description=None,
+                allowed_pattern=None,
+                keyid=None,
+                last_modified_date=utcnow(),
+                version=len(backend._parameters[spec["name"]]) + 1,
+                data_type=spec.get("dataType", "text"),
+            )
+        )
+    return {"seeded": len(payload["parameters"])}
+
+
+def set_outcome(kind, payload):
+    account = payload.get("account", DEFAULT_ACCOUNT)
+    region = payload["region"]
+    status = payload.get("status", "Successful")
+    code, message = payload.get("errorCode"), payload.get("errorMessage")
+    with LOCK:
+        if kind == "eks":
+            updates = STATE.updates.get((account, region, payload["cluster"]), {})
+            live = [u for u in updates.values() if u["_nodegroup"] == payload["nodegroup"] and u["status"] == "InProgress"]
+            if live:
+                _finish_update(account, region, live[-1], status, code, message)
+                return {"finished": live[-1]["id"]}
+            STATE.outcomes[("eks", account, region, payload["nodegroup"])] = (status, code, message)
+        else:
+            history = STATE.refreshes.get((account, region, payload["asg"]), [])
+            live = [r for r in history if r["Status"] in ACTIVE_REFRESH]
+            if live:
+                _finish_refresh(account, region, live[-1], status, message)
+                return {"finished": live[-1]["InstanceRefreshId"]}
+            STATE.outcomes[("asg", account, region, payload["asg"])] = (status, code, message)
+    return {"scripted": True}
+
+
+def control(environ, body, start_response):
+    method = environ.get("REQUEST_METHOD", "GET")
+    path = environ.get("PATH_INFO", "")
+    query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+    try:
+        payload = json.loads(body) if body else {}
+        if path == "/_ext/health":
+            return _json(start_response, "200 OK", {"moto": PINNED_MOTO})
+        if path == "/_ext/faults" and method == "POST":
+            rule = {
+                "id": str(uuid.uuid4()),
+                "service": payload["service"],
+                "action": payload["action"],
+                "status": int(payload.get("status", 400)),
+                "code": payload.get("code"),
+                "message": payload.get("message"),
+                "delay_ms": int(payload.get("delay_ms", 0)),
+                "remaining": int(payload.get("count", 1)),
+                "account": payload.get("account"),
+            }
+            with LOCK:
+                STATE.faults.append(rule)
+            return _json(start_response, "200 OK", {"id": rule["id"]})
+        if path == "/_ext/faults" and method == "DELETE":
+            with LOCK:
+                STATE.faults.clear()
+            return _json(start_response, "200 OK", {})
+        if path == "/_ext/calls" and method == "GET":
+            account = query.get("account", [None])[0]
+            with LOCK:
+                calls = [c for c in STATE.calls if account is None or c["account"] == account]
+            return _json(start_response, "200 OK", calls)
+        if path == "/_ext/calls" and method == "DELETE":
+            with LOCK:
+                STATE.calls.clear()
+            return _json(start_response, "200 OK", {})
+        if path == "/_ext/progress" and method == "POST":
+            with LOCK:
+                STATE.mode = payload.get("mode", "auto")
+                STATE.steps = int(payload.get("steps", STATE.steps))
+            return _json(start_response, "200 OK", {"mode": STATE.mode, "steps": STATE.steps})
+        if path == "/_ext/seed/images" and method == "POST":
+            return _json(start_response, "200 OK", seed_images(payload))
+        if path == "/_ext/seed/ssm" and method == "POST":
+            return _json(start_response, "200 OK", seed_ssm(payload))
+        if path == "/_ext/eks/outcome" and method == "POST":
+            return _json(start_response, "200 OK", set_outcome("eks", payload))
+        if path == "/_ext/autoscaling/outcome" and method == "POST":
+            return _json(start_response, "200 OK", set_outcome("asg", payload))
+        return _json(start_response, "404 Not Found", {"error": f"unknown control path {method} {path}"})
+    except Exception as error:  # noqa: BLE001 - report control errors to the test
+        return _json(start_response, "400 Bad Request", {"error": f"{type(error).__name__}: {error}"})
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="do not log every request")
+    args = parser.parse_args()
+    if args.quiet:
+        MotoRequestHandler.log_request = lambda *_args, **_kwargs: None
+    app = Extension(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    print(f"READY {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

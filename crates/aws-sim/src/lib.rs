@@ -1,0 +1,433 @@
+//! aws-sim: **test infrastructure, not a product component.** Starts the AWS emulator (moto 5.2.5 in server mode
+//! plus this project's extension, `python/opsy_aws_emulator.py`) on a free 127.0.0.1 port and gives tests:
+//!
+//! - AWS SDK clients that talk HTTP to it, each bound to its own emulated account (moto's `x-moto-account-id`
+//!   header), so tests run in parallel without resetting each other; retries are off by default so an
+//!   unimplemented call or an injected fault fails fast;
+//! - seeding of public AMIs and SSM parameters, fault injection per service/action, the call log, scripted
+//!   progress of EKS updates and instance refreshes, and reset.
+//!
+//! The emulator process is killed when the [`AwsEmulator`] is dropped; it never outlives the test.
+//!
+//! Python comes from `OPSY_AWS_EMULATOR_PYTHON` (set by `cargo xtask test`, which creates the venv with the pinned
+//! moto) or `<target>/tools/venv/bin/python`.
+
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
+use aws_sdk_ec2::config::{
+    ConfigBag, Credentials, Intercept, RuntimeComponents, interceptors::BeforeTransmitInterceptorContextMut,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The emulator's own script.
+pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/opsy_aws_emulator.py");
+
+/// Why the emulator could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EmulatorError {
+    /// No Python with moto was found.
+    #[error("no emulator Python at {0}; run the tests with `cargo xtask test`, which installs moto")]
+    NoPython(PathBuf),
+    /// The process could not be started or did not report readiness.
+    #[error("the AWS emulator did not start: {0}")]
+    Start(String),
+    /// A control call failed.
+    #[error("AWS emulator control call {path} failed: {message}")]
+    Control {
+        /// Control path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An emulated AWS account.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Account(pub String);
+
+impl Account {
+    /// A fresh random twelve-digit account ID.
+    pub fn random() -> Self {
+        let digits: String = uuid::Uuid::new_v4()
+            .as_u128()
+            .to_string()
+            .chars()
+            .rev()
+            .take(12)
+            .collect();
+        Self(format!("{digits:0>12}"))
+    }
+}
+
+/// One AMI to seed.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedImage {
+    /// AMI name.
+    pub name: String,
+    /// Owner account (e.g. `602401143452` for EKS-optimized AMIs).
+    pub owner_id: String,
+    /// RFC 3339 creation date.
+    pub creation_date: String,
+    /// Tags.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Public (launchable by everyone).
+    pub public: bool,
+    /// `available` unless set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// A fault rule: the next `count` calls of `service`/`action` fail with `status` and `code` after `delay_ms`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fault {
+    /// Signing name of the service (`ec2`, `eks`, `autoscaling`, `ssm`).
+    pub service: String,
+    /// API action, e.g. `DescribeImages`.
+    pub action: String,
+    /// HTTP status.
+    pub status: u16,
+    /// AWS error code, e.g. `RequestLimitExceeded`; `None` only delays.
+    pub code: Option<String>,
+    /// Calls affected.
+    pub count: u32,
+    /// Delay before answering.
+    pub delay_ms: u64,
+    /// Only calls from this account (all accounts when `None`).
+    pub account: Option<String>,
+}
+
+impl Fault {
+    /// A throttling fault (`RequestLimitExceeded`-style) for `count` calls.
+    pub fn error(service: &str, action: &str, status: u16, code: &str, count: u32) -> Self {
+        Self {
+            service: service.into(),
+            action: action.into(),
+            status,
+            code: Some(code.into()),
+            count,
+            delay_ms: 0,
+            account: None,
+        }
+    }
+}
+
+/// One call the emulator served.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Call {
+    /// Account header of the call.
+    pub account: String,
+    /// Signing name of the service.
+    pub service: String,
+    /// Region of the call.
+    pub region: String,
+    /// API action.
+    pub action: String,
+}
+
+/// Sends `x-moto-account-id` on every request of a client.
+#[derive(Debug)]
+struct AccountHeader(String);
+
+impl Intercept for AccountHeader {
+    fn name(&self) -> &'static str {
+        "MotoAccountHeader"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-moto-account-id", self.0.clone());
+        Ok(())
+    }
+}
+
+/// A running emulator.
+#[derive(Debug)]
+pub struct AwsEmulator {
+    endpoint: String,
+    http: reqwest::Client,
+    _child: tokio::process::Child,
+}
+
+impl AwsEmulator {
+    /// Starts the emulator and waits until it serves.
+    pub async fn start() -> Result<Self, EmulatorError> {
+        let python = python_path();
+        if !python.is_file() {
+            return Err(EmulatorError::NoPython(python));
+        }
+        let mut child = tokio::process::Command::new(&python)
+            .arg(SCRIPT)
+            .args(["--port", "0", "--quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| EmulatorError::Start(e.to_string()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| EmulatorError::Start("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .map_err(|_| EmulatorError::Start("no READY line within 60 s".into()))?
+            .map_err(|e| EmulatorError::Start(e.to_string()))?
+            .ok_or_else(|| EmulatorError::Start("the process exited before it was ready".into()))?;
+        let port = ready
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .ok_or_else(|| EmulatorError::Start(format!("unexpected first line {ready:?}")))?;
+        // Keep draining stdout so the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            _child: child,
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`: the value for `AWS_ENDPOINT_URL`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Environment for a child process (Packer, a controller binary) so its AWS calls reach the emulator in the
+    /// default account.
+    pub fn child_env(&self, region: &str) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+            ("AWS_REGION".into(), region.into()),
+            ("AWS_DEFAULT_REGION".into(), region.into()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ]
+    }
+
+    /// SDK configuration for the emulator in `region`, retries off.
+    pub async fn sdk_config(&self, region: &str) -> SdkConfig {
+        self.sdk_config_with_retries(region, RetryConfig::disabled()).await
+    }
+
+    /// SDK configuration with an explicit retry policy.
+    pub async fn sdk_config_with_retries(&self, region: &str, retry: RetryConfig) -> SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "aws-sim"))
+            .retry_config(retry)
+            .load()
+            .await
+    }
+
+    /// An EC2 client bound to `account`.
+    pub fn ec2(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_ec2::Client {
+        let conf = aws_sdk_ec2::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_ec2::Client::from_conf(conf)
+    }
+
+    /// An EKS client bound to `account`.
+    pub fn eks(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_eks::Client {
+        let conf = aws_sdk_eks::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_eks::Client::from_conf(conf)
+    }
+
+    /// An Auto Scaling client bound to `account`.
+    pub fn autoscaling(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_autoscaling::Client {
+        let conf = aws_sdk_autoscaling::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_autoscaling::Client::from_conf(conf)
+    }
+
+    /// An SSM client bound to `account`.
+    pub fn ssm(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_ssm::Client {
+        let conf = aws_sdk_ssm::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_ssm::Client::from_conf(conf)
+    }
+
+    async fn control(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, EmulatorError> {
+        let error = |message: String| EmulatorError::Control {
+            path: path.to_owned(),
+            message,
+        };
+        let mut request = self.http.request(method, format!("{}{path}", self.endpoint));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.map_err(|e| error(e.to_string()))?;
+        let status = response.status();
+        let value: Value = response.json().await.map_err(|e| error(e.to_string()))?;
+        if !status.is_success() {
+            return Err(error(format!("{status}: {value}")));
+        }
+        Ok(value)
+    }
+
+    /// Seeds AMIs into an account and region; returns their IDs.
+    pub async fn seed_images(
+        &self,
+        account: &Account,
+        region: &str,
+        images: &[SeedImage],
+    ) -> Result<Vec<String>, EmulatorError> {
+        let out = self
+            .control(
+                reqwest::Method::POST,
+                "/_ext/seed/images",
+                Some(json!({"account": account.0, "region": region, "images": images})),
+            )
+            .await?;
+        Ok(serde_json::from_value(out["imageIds"].clone()).unwrap_or_default())
+    }
+
+    /// Seeds SSM parameters (including `/aws/service/...` names, which callers cannot create).
+    pub async fn seed_ssm(
+        &self,
+        account: &Account,
+        region: &str,
+        parameters: &[(&str, &str)],
+    ) -> Result<(), EmulatorError> {
+        let parameters: Vec<Value> = parameters.iter().map(|(n, v)| json!({"name": n, "value": v})).collect();
+        self.control(
+            reqwest::Method::POST,
+            "/_ext/seed/ssm",
+            Some(json!({"account": account.0, "region": region, "parameters": parameters})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Adds a fault rule.
+    pub async fn inject(&self, fault: &Fault) -> Result<(), EmulatorError> {
+        self.control(
+            reqwest::Method::POST,
+            "/_ext/faults",
+            Some(serde_json::to_value(fault).unwrap_or_default()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes every fault rule.
+    pub async fn clear_faults(&self) -> Result<(), EmulatorError> {
+        self.control(reqwest::Method::DELETE, "/_ext/faults", None)
+            .await
+            .map(|_| ())
+    }
+
+    /// Calls served so far for an account, in order.
+    pub async fn calls(&self, account: &Account) -> Result<Vec<Call>, EmulatorError> {
+        let out = self
+            .control(
+                reqwest::Method::GET,
+                &format!("/_ext/calls?account={}", account.0),
+                None,
+            )
+            .await?;
+        serde_json::from_value(out).map_err(|e| EmulatorError::Control {
+            path: "/_ext/calls".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// How many times an account called `action`.
+    pub async fn count(&self, account: &Account, action: &str) -> Result<usize, EmulatorError> {
+        Ok(self.calls(account).await?.iter().filter(|c| c.action == action).count())
+    }
+
+    /// `auto`: updates and refreshes finish after `steps` describe calls; `manual`: only [`Self::finish_update`]
+    /// and [`Self::finish_refresh`] finish them.
+    pub async fn set_progress(&self, manual: bool, steps: u32) -> Result<(), EmulatorError> {
+        let mode = if manual { "manual" } else { "auto" };
+        self.control(
+            reqwest::Method::POST,
+            "/_ext/progress",
+            Some(json!({"mode": mode, "steps": steps})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Finishes the running update of a node group with `status` (`Successful`, `Failed`, `Cancelled`), or scripts
+    /// the outcome of its next update when none runs.
+    pub async fn finish_update(
+        &self,
+        account: &Account,
+        region: &str,
+        cluster: &str,
+        nodegroup: &str,
+        status: &str,
+    ) -> Result<(), EmulatorError> {
+        let body = json!({"account": account.0, "region": region, "cluster": cluster, "nodegroup": nodegroup, "status": status});
+        self.control(reqwest::Method::POST, "/_ext/eks/outcome", Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Finishes the running instance refresh of an Auto Scaling group, or scripts its next one.
+    pub async fn finish_refresh(
+        &self,
+        account: &Account,
+        region: &str,
+        asg: &str,
+        status: &str,
+    ) -> Result<(), EmulatorError> {
+        let body = json!({"account": account.0, "region": region, "asg": asg, "status": status});
+        self.control(reqwest::Method::POST, "/_ext/autoscaling/outcome", Some(body))
+            .await
+            .map(|_| ())
+    }
+
+    /// Clears every account, the call log, faults and scripted outcomes (`/moto-api/reset`).
+    pub async fn reset(&self) -> Result<(), EmulatorError> {
+        let response = self
+            .http
+            .post(format!("{}/moto-api/reset", self.endpoint))
+            .send()
+            .await
+            .map_err(|e| EmulatorError::Control {
+                path: "/moto-api/reset".into(),
+                message: e.to_string(),
+            })?;
+        if !response.status().is_success() {
+            return Err(EmulatorError::Control {
+                path: "/moto-api/reset".into(),
+                message: response.status().to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The Python interpreter of the emulator's venv.
+pub fn python_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("OPSY_AWS_EMULATOR_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
+    target.join("tools/venv/bin/python")
+}

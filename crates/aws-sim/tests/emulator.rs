@@ -1,0 +1,553 @@
+//! Every API the extension adds, answered through the Rust AWS SDK over HTTP; fault injection; reset; account
+//! isolation.
+
+use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
+use aws_sdk_ec2::{
+    error::ProvideErrorMetadata,
+    types::{Filter, RequestLaunchTemplateData},
+};
+use aws_sdk_eks::types::{
+    LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, UpdateStatus, VpcConfigRequest,
+};
+use aws_sim::{Account, AwsEmulator, Fault, SeedImage};
+
+const REGION: &str = "us-west-2";
+const EKS_OWNER: &str = "602401143452";
+
+struct World {
+    emulator: AwsEmulator,
+    account: Account,
+    ec2: aws_sdk_ec2::Client,
+    eks: aws_sdk_eks::Client,
+    asg: aws_sdk_autoscaling::Client,
+    ssm: aws_sdk_ssm::Client,
+}
+
+async fn world() -> World {
+    let emulator = AwsEmulator::start().await.expect("emulator starts");
+    let account = Account::random();
+    let sdk = emulator.sdk_config(REGION).await;
+    World {
+        ec2: emulator.ec2(&sdk, &account),
+        eks: emulator.eks(&sdk, &account),
+        asg: emulator.autoscaling(&sdk, &account),
+        ssm: emulator.ssm(&sdk, &account),
+        emulator,
+        account,
+    }
+}
+
+fn eks_image(name: &str, date: &str) -> SeedImage {
+    SeedImage {
+        name: name.into(),
+        owner_id: EKS_OWNER.into(),
+        creation_date: date.into(),
+        public: true,
+        ..SeedImage::default()
+    }
+}
+
+/// A cluster with one managed node group on a launch template; returns (template id, ASG name).
+async fn cluster_with_nodegroup(w: &World, image: &str) -> (String, String) {
+    let lt = w
+        .ec2
+        .create_launch_template()
+        .launch_template_name("workers")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id(image)
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch template");
+    let lt_id = lt
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .expect("id")
+        .to_owned();
+    w.eks
+        .create_cluster()
+        .name("opsy-gitops")
+        .role_arn("arn:aws:iam::123456789012:role/eks")
+        .resources_vpc_config(VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .expect("cluster");
+    let ng = w
+        .eks
+        .create_nodegroup()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .node_role("arn:aws:iam::123456789012:role/node")
+        .subnets("subnet-12345678")
+        .launch_template(EksLaunchTemplate::builder().id(&lt_id).build())
+        .scaling_config(
+            NodegroupScalingConfig::builder()
+                .min_size(1)
+                .max_size(2)
+                .desired_size(1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("nodegroup");
+    let asg = ng
+        .nodegroup()
+        .and_then(|n| n.resources())
+        .and_then(|r| r.auto_scaling_groups().first())
+        .and_then(|g| g.name())
+        .expect("node group backed by an ASG")
+        .to_owned();
+    (lt_id, asg)
+}
+
+#[tokio::test]
+async fn seeded_public_amis_are_found_with_filters_and_owners_only_in_their_account() {
+    let w = world().await;
+    let ids = w
+        .emulator
+        .seed_images(
+            &w.account,
+            REGION,
+            &[
+                eks_image(
+                    "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+                    "2026-10-01T00:00:00Z",
+                ),
+                eks_image(
+                    "amazon-eks-node-al2023-x86_64-standard-1.30-v20261101",
+                    "2026-11-01T00:00:00Z",
+                ),
+                SeedImage {
+                    name: "someone-elses".into(),
+                    owner_id: "111122223333".into(),
+                    creation_date: "2026-11-02T00:00:00Z".into(),
+                    public: true,
+                    ..SeedImage::default()
+                },
+            ],
+        )
+        .await
+        .expect("seed");
+    assert_eq!(ids.len(), 3);
+    let found = w
+        .ec2
+        .describe_images()
+        .owners(EKS_OWNER)
+        .filters(
+            Filter::builder()
+                .name("name")
+                .values("amazon-eks-node-al2023-x86_64-standard-1.30*")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe");
+    let mut names: Vec<(&str, &str)> = found
+        .images()
+        .iter()
+        .map(|i| (i.name().unwrap_or_default(), i.creation_date().unwrap_or_default()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            (
+                "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+                "2026-10-01T00:00:00.000Z"
+            ),
+            (
+                "amazon-eks-node-al2023-x86_64-standard-1.30-v20261101",
+                "2026-11-01T00:00:00.000Z"
+            ),
+        ]
+    );
+    // Another account sees nothing: tests can share one emulator.
+    let other = Account::random();
+    let sdk = w.emulator.sdk_config(REGION).await;
+    let elsewhere = w
+        .emulator
+        .ec2(&sdk, &other)
+        .describe_images()
+        .owners(EKS_OWNER)
+        .send()
+        .await
+        .expect("describe");
+    assert!(elsewhere.images().is_empty());
+}
+
+#[tokio::test]
+async fn launch_template_version_from_source_version_keeps_other_fields() {
+    let w = world().await;
+    let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    let v2 = w
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt_id)
+        .source_version("1")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-0bbbbbbbbbbbbbbbb")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("version");
+    let version = v2.launch_template_version().expect("version");
+    assert_eq!(version.version_number(), Some(2));
+    let data = version.launch_template_data().expect("data");
+    assert_eq!(data.image_id(), Some("ami-0bbbbbbbbbbbbbbbb"));
+    assert_eq!(
+        data.instance_type().map(|t| t.as_str()),
+        Some("t3.medium"),
+        "source version fields must be kept"
+    );
+}
+
+#[tokio::test]
+async fn update_nodegroup_version_is_tracked_by_describe_update_and_moves_the_node_group_and_its_asg() {
+    let w = world().await;
+    let (lt_id, asg) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    w.ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt_id)
+        .source_version("1")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-0bbbbbbbbbbbbbbbb")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("v2");
+    let update = w
+        .eks
+        .update_nodegroup_version()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .launch_template(EksLaunchTemplate::builder().id(&lt_id).version("2").build())
+        .send()
+        .await
+        .expect("update")
+        .update
+        .expect("update body");
+    assert_eq!(update.status(), Some(&UpdateStatus::InProgress));
+    let id = update.id().expect("id").to_owned();
+
+    // A second update while one runs is refused, as EKS does.
+    let busy = w
+        .eks
+        .update_nodegroup_version()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .launch_template(EksLaunchTemplate::builder().id(&lt_id).version("2").build())
+        .send()
+        .await
+        .expect_err("busy");
+    assert_eq!(
+        busy.as_service_error()
+            .and_then(|e| aws_sdk_eks::error::ProvideErrorMetadata::code(e)),
+        Some("ResourceInUseException")
+    );
+
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let described = w
+            .eks
+            .describe_update()
+            .name("opsy-gitops")
+            .update_id(&id)
+            .nodegroup_name("workers")
+            .send()
+            .await
+            .expect("describe");
+        statuses.push(described.update().and_then(|u| u.status()).cloned().expect("status"));
+    }
+    assert_eq!(
+        statuses,
+        [
+            UpdateStatus::InProgress,
+            UpdateStatus::Successful,
+            UpdateStatus::Successful
+        ]
+    );
+    let listed = w
+        .eks
+        .list_updates()
+        .name("opsy-gitops")
+        .nodegroup_name("workers")
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(listed.update_ids(), [id.clone()]);
+
+    let ng = w
+        .eks
+        .describe_nodegroup()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .send()
+        .await
+        .expect("ng");
+    let lt = ng.nodegroup().and_then(|n| n.launch_template()).expect("lt");
+    assert_eq!((lt.id(), lt.version()), (Some(lt_id.as_str()), Some("2")));
+    let groups = w
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(&asg)
+        .send()
+        .await
+        .expect("asg");
+    let group_lt = groups.auto_scaling_groups()[0].launch_template().expect("asg lt");
+    assert_eq!(group_lt.version(), Some("2"));
+}
+
+#[tokio::test]
+async fn a_scripted_failure_fails_the_update_with_errors() {
+    let w = world().await;
+    let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    w.emulator.set_progress(true, 1).await.expect("manual");
+    let update = w
+        .eks
+        .update_nodegroup_version()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .launch_template(EksLaunchTemplate::builder().id(&lt_id).version("1").build())
+        .send()
+        .await
+        .expect("update")
+        .update
+        .expect("update");
+    let id = update.id().expect("id");
+    let still = w
+        .eks
+        .describe_update()
+        .name("opsy-gitops")
+        .update_id(id)
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        still.update().and_then(|u| u.status()),
+        Some(&UpdateStatus::InProgress),
+        "manual mode waits for the test"
+    );
+    w.emulator
+        .finish_update(&w.account, REGION, "opsy-gitops", "workers", "Failed")
+        .await
+        .expect("fail it");
+    let failed = w
+        .eks
+        .describe_update()
+        .name("opsy-gitops")
+        .update_id(id)
+        .send()
+        .await
+        .expect("describe");
+    let failed = failed.update().expect("update");
+    assert_eq!(failed.status(), Some(&UpdateStatus::Failed));
+    assert_eq!(
+        failed.errors().first().and_then(|e| e.error_code()).map(|c| c.as_str()),
+        Some("NodeCreationFailure")
+    );
+}
+
+#[tokio::test]
+async fn instance_refresh_start_describe_cancel_and_rollback() {
+    let w = world().await;
+    let (lt_id, asg) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    let desired = DesiredConfiguration::builder()
+        .launch_template(
+            LaunchTemplateSpecification::builder()
+                .launch_template_id(&lt_id)
+                .version("1")
+                .build(),
+        )
+        .build();
+    let prefs = RefreshPreferences::builder()
+        .min_healthy_percentage(90)
+        .skip_matching(true)
+        .auto_rollback(false)
+        .build();
+    let id = w
+        .asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .desired_configuration(desired.clone())
+        .preferences(prefs.clone())
+        .send()
+        .await
+        .expect("start")
+        .instance_refresh_id
+        .expect("id");
+    let twice = w
+        .asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect_err("one at a time");
+    assert_eq!(
+        twice
+            .as_service_error()
+            .and_then(|e| aws_sdk_autoscaling::error::ProvideErrorMetadata::code(e)),
+        Some("InstanceRefreshInProgress")
+    );
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = w
+            .asg
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(&asg)
+            .send()
+            .await
+            .expect("describe");
+        let refresh = &out.instance_refreshes()[0];
+        assert_eq!(refresh.instance_refresh_id(), Some(id.as_str()));
+        seen.push(refresh.status().map(|s| s.as_str().to_owned()).unwrap_or_default());
+    }
+    assert_eq!(seen, ["InProgress", "Successful"]);
+
+    // Cancel and rollback act on the running refresh.
+    w.emulator.set_progress(true, 1).await.expect("manual");
+    w.asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .desired_configuration(desired.clone())
+        .send()
+        .await
+        .expect("start");
+    w.asg
+        .cancel_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect("cancel");
+    w.asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .desired_configuration(desired)
+        .send()
+        .await
+        .expect("start");
+    w.asg
+        .rollback_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect("rollback");
+    let out = w
+        .asg
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect("describe");
+    let statuses: Vec<&str> = out
+        .instance_refreshes()
+        .iter()
+        .filter_map(|r| r.status())
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(statuses, ["RollbackSuccessful", "Cancelled", "Successful"]);
+    let none = w
+        .asg
+        .cancel_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect_err("nothing running");
+    assert_eq!(
+        none.as_service_error()
+            .and_then(|e| aws_sdk_autoscaling::error::ProvideErrorMetadata::code(e)),
+        Some("ActiveInstanceRefreshNotFound")
+    );
+}
+
+#[tokio::test]
+async fn seeded_public_ssm_parameter_is_readable() {
+    let w = world().await;
+    let name = "/aws/service/eks/optimized-ami/1.30/amazon-linux-2023/x86_64/standard/recommended/image_id";
+    w.emulator
+        .seed_ssm(&w.account, REGION, &[(name, "ami-0ccccccccccccccc0")])
+        .await
+        .expect("seed");
+    let out = w.ssm.get_parameter().name(name).send().await.expect("get");
+    assert_eq!(out.parameter().and_then(|p| p.value()), Some("ami-0ccccccccccccccc0"));
+}
+
+#[tokio::test]
+async fn a_fault_rule_fails_the_sdk_call_with_the_configured_code_then_stops() {
+    let w = world().await;
+    w.emulator
+        .inject(&Fault::error("ec2", "DescribeImages", 503, "RequestLimitExceeded", 1))
+        .await
+        .expect("fault");
+    let err = w
+        .ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect_err("injected");
+    assert_eq!(err.code(), Some("RequestLimitExceeded"));
+    w.ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("the rule was used up");
+    let calls = w.emulator.count(&w.account, "DescribeImages").await.expect("calls");
+    assert_eq!(calls, 2);
+
+    // With the SDK's standard retries a single throttle is absorbed.
+    w.emulator
+        .inject(&Fault::error("ec2", "DescribeImages", 503, "RequestLimitExceeded", 1))
+        .await
+        .expect("fault");
+    let sdk = w
+        .emulator
+        .sdk_config_with_retries(REGION, aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+        .await;
+    w.emulator
+        .ec2(&sdk, &w.account)
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("retried");
+}
+
+#[tokio::test]
+async fn reset_clears_seeded_state_and_the_call_log() {
+    let w = world().await;
+    w.ec2
+        .describe_images()
+        .owners("self")
+        .send()
+        .await
+        .expect("a call before the reset");
+    w.emulator
+        .seed_images(&w.account, REGION, &[eks_image("a", "2026-01-01T00:00:00Z")])
+        .await
+        .expect("seed");
+    w.emulator.reset().await.expect("reset");
+    let after = w
+        .ec2
+        .describe_images()
+        .owners(EKS_OWNER)
+        .send()
+        .await
+        .expect("describe");
+    assert!(after.images().is_empty());
+    assert!(
+        w.emulator
+            .calls(&w.account)
+            .await
+            .expect("calls")
+            .iter()
+            .all(|c| c.action != "CreateLaunchTemplate")
+    );
+}
