@@ -251,7 +251,8 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     runner
         .current_dir(root)
         .env("KUBECTL", tools.join("kubectl"))
-        .env("HELM", tools.join("helm"));
+        .env("HELM", tools.join("helm"))
+        .env("OPSY_AWS_EMULATOR_PYTHON", &python);
     if has_nextest() {
         step("cargo nextest run --workspace");
         runner.args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"]);

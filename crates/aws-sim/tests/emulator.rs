@@ -281,7 +281,7 @@ async fn update_nodegroup_version_is_tracked_by_describe_update_and_moves_the_no
         .send()
         .await
         .expect("list");
-    assert_eq!(listed.update_ids(), [id.clone()]);
+    assert_eq!(listed.update_ids(), std::slice::from_ref(&id));
 
     let ng = w
         .eks
