@@ -700,7 +700,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="do not log every request")
+    parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="exit when stdin closes, so the emulator never outlives the process that started it",
+    )
     args = parser.parse_args()
+    if args.exit_with_stdin:
+
+        def watch_stdin():
+            sys.stdin.buffer.read()
+            os._exit(0)
+
+        threading.Thread(target=watch_stdin, daemon=True).start()
     if args.quiet:
         MotoRequestHandler.log_request = lambda *_args, **_kwargs: None
     app = Extension(DomainDispatcherApplication(create_backend_app))

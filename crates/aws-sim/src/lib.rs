@@ -7,7 +7,8 @@
 //! - seeding of public AMIs and SSM parameters, fault injection per service/action, the call log, scripted
 //!   progress of EKS updates and instance refreshes, and reset.
 //!
-//! The emulator process is killed when the [`AwsEmulator`] is dropped; it never outlives the test.
+//! The emulator process is killed when the [`AwsEmulator`] is dropped, and exits by itself when its stdin pipe
+//! closes, so it never outlives the test even when the test process is killed.
 //!
 //! Python comes from `OPSY_AWS_EMULATOR_PYTHON` (set by `cargo xtask test`, which creates the venv with the pinned
 //! moto) or `<target>/tools/venv/bin/python`.
@@ -159,6 +160,7 @@ pub struct AwsEmulator {
     endpoint: String,
     http: reqwest::Client,
     _child: tokio::process::Child,
+    _lifeline: Option<tokio::process::ChildStdin>,
 }
 
 impl AwsEmulator {
@@ -170,13 +172,16 @@ impl AwsEmulator {
         }
         let mut child = tokio::process::Command::new(&python)
             .arg(SCRIPT)
-            .args(["--port", "0", "--quiet"])
-            .stdin(Stdio::null())
+            .args(["--port", "0", "--quiet", "--exit-with-stdin"])
+            // The emulator exits when this pipe closes: even if the test process is killed outright, it
+            // never outlives it.
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| EmulatorError::Start(e.to_string()))?;
+        let stdin = child.stdin.take();
         let stdout = child
             .stdout
             .take()
@@ -197,6 +202,7 @@ impl AwsEmulator {
             endpoint: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
             _child: child,
+            _lifeline: stdin,
         })
     }
 

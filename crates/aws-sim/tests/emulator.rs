@@ -551,3 +551,21 @@ async fn reset_clears_seeded_state_and_the_call_log() {
             .all(|c| c.action != "CreateLaunchTemplate")
     );
 }
+
+#[tokio::test]
+async fn the_emulator_exits_when_its_owner_goes_away() {
+    let emulator = AwsEmulator::start().await.expect("emulator");
+    let endpoint = emulator.endpoint().to_owned();
+    let health = format!("{endpoint}/_ext/health");
+    assert!(reqwest::get(&health).await.expect("up").status().is_success());
+    drop(emulator);
+    let mut down = false;
+    for _ in 0..50 {
+        if reqwest::get(&health).await.is_err() {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(down, "the emulator still serves after its owner dropped it");
+}
