@@ -1,0 +1,329 @@
+//! The build Job.
+//!
+//! Layout: an `emptyDir` workspace; init containers `git-sync` (one-time, depth 1), `packer-init` and
+//! `packer-validate`; the main container `packer-build`. Every Packer step runs `packer` directly with its argv,
+//! except the build, which runs [`BUILD_SCRIPT`]: a constant script that receives the argv as positional
+//! parameters (`"$@"`), streams Packer's output and writes the artifact to the termination message, so the built
+//! AMI survives a controller restart. Pods run non-root, without privilege escalation, with a read-only root
+//! filesystem and the RuntimeDefault seccomp profile.
+
+use api_types::packer_builder::BuilderSpec;
+use k8s_openapi::{api::batch::v1::Job, apimachinery::pkg::apis::meta::v1::OwnerReference};
+use serde_json::{Value, json};
+
+use crate::command::{Step, name};
+
+/// git-sync image used when `gitSync.image` is not set.
+pub const DEFAULT_GIT_SYNC_IMAGE: &str = "registry.k8s.io/git-sync/git-sync:v4.2.3";
+/// Label naming the PackerBuilder a Job builds for.
+pub const LABEL_BUILDER: &str = "ami.refresh.ops/packer-builder";
+/// Label carrying the build ID.
+pub const LABEL_BUILD_ID: &str = "ami.refresh.ops/build-id";
+/// `app.kubernetes.io/managed-by` value on every Job this controller makes.
+pub const MANAGED_BY: &str = "packer-build-controller";
+/// Where the workspace volume is mounted; git-sync links the checkout at `<WORKSPACE>/repo`.
+pub const WORKSPACE: &str = "/workspace";
+
+/// The wrapper of `packer build`. Constant: user values arrive only as positional parameters.
+pub const BUILD_SCRIPT: &str = r#"set -u
+{ packer "$@" 2>&1; echo $? > /tmp/packer-build.rc; } | tee /tmp/packer-build.out
+grep ',artifact,0,id,' /tmp/packer-build.out | tail -n 1 | cut -d, -f6- > /dev/termination-log
+exit "$(cat /tmp/packer-build.rc)"
+"#;
+
+/// Everything the Job is made of.
+#[derive(Clone, Debug)]
+pub struct JobParams<'a> {
+    /// PackerBuilder name.
+    pub builder_name: &'a str,
+    /// Namespace.
+    pub namespace: &'a str,
+    /// Owner reference to the PackerBuilder (controller=true).
+    pub owner: OwnerReference,
+    /// Build ID.
+    pub build_id: &'a str,
+    /// Short job ID (part of the name).
+    pub job_id: &'a str,
+    /// Rendered steps.
+    pub steps: &'a [Step],
+    /// The spec's builder section.
+    pub builder: &'a BuilderSpec,
+    /// git-sync image.
+    pub git_sync_image: &'a str,
+    /// git-sync container name.
+    pub git_sync_name: &'a str,
+    /// Secret with `username`/`token` for the repository.
+    pub git_secret: Option<&'a str>,
+    /// `ttlSecondsAfterFinished`.
+    pub ttl_seconds: i32,
+    /// `activeDeadlineSeconds`.
+    pub deadline_seconds: i64,
+}
+
+/// The short job ID derived from a build ID: deterministic, so a retried create targets the same Job.
+pub fn job_id_for(build_id: &str) -> String {
+    build_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(5)
+        .collect::<String>()
+        .to_lowercase()
+}
+
+/// `<builder>-<job id>`, kept within the 63 characters a Job name may have.
+pub fn job_name(builder_name: &str, job_id: &str) -> String {
+    let max = 63 - job_id.len() - 1;
+    let prefix: String = builder_name.chars().take(max).collect();
+    format!("{}-{job_id}", prefix.trim_end_matches(['-', '.']))
+}
+
+/// Builds the Job.
+pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
+    let job_name = job_name(p.builder_name, p.job_id);
+    let labels = json!({
+        LABEL_BUILDER: p.builder_name,
+        LABEL_BUILD_ID: p.build_id,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": "packer-build",
+    });
+    let container_security = json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "capabilities": {"drop": ["ALL"]},
+    });
+    let mounts = json!([{"name": "workspace", "mountPath": WORKSPACE}, {"name": "tmp", "mountPath": "/tmp"}]);
+    let env_from: Vec<Value> = p
+        .builder
+        .secret
+        .iter()
+        .map(|s| json!({"secretRef": {"name": s}}))
+        .collect();
+    let packer_container = |step: &Step, container_name: String| -> Value {
+        let mut env = vec![
+            json!({"name": "HOME", "value": "/tmp"}),
+            json!({"name": "CHECKPOINT_DISABLE", "value": "1"}),
+        ];
+        if step.debug {
+            env.push(json!({"name": "PACKER_LOG", "value": "1"}));
+        }
+        let workdir = if step.working_dir == "." {
+            format!("{WORKSPACE}/repo")
+        } else {
+            format!("{WORKSPACE}/repo/{}", step.working_dir.trim_end_matches('/'))
+        };
+        let mut c = json!({
+            "name": container_name,
+            "image": p.builder.image,
+            "workingDir": workdir,
+            "env": env,
+            "envFrom": env_from,
+            "volumeMounts": mounts,
+            "securityContext": container_security,
+            "terminationMessagePolicy": "File",
+        });
+        if step.sub_command == api_types::packer_builder::PackerSubCommand::Build {
+            c["command"] = json!(["/bin/sh", "-c", BUILD_SCRIPT, "packer-build"]);
+            c["args"] = json!(step.args);
+        } else {
+            c["command"] = json!(["packer"]);
+            c["args"] = json!(step.args);
+        }
+        c
+    };
+    let mut git_env = Vec::new();
+    if let Some(secret) = p.git_secret {
+        git_env.push(
+            json!({"name": "GITSYNC_USERNAME", "valueFrom": {"secretKeyRef": {"name": secret, "key": "username"}}}),
+        );
+        git_env
+            .push(json!({"name": "GITSYNC_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "token"}}}));
+    }
+    let mut init = vec![json!({
+        "name": p.git_sync_name,
+        "image": p.git_sync_image,
+        "args": [
+            format!("--repo={}", p.builder.repo_url),
+            format!("--ref={}", p.builder.branch),
+            "--depth=1",
+            "--one-time",
+            format!("--root={WORKSPACE}"),
+            "--link=repo",
+        ],
+        "env": git_env,
+        "volumeMounts": mounts,
+        "securityContext": container_security,
+    })];
+    let mut main = Vec::new();
+    for step in p.steps {
+        let container = packer_container(step, format!("packer-{}", name(step.sub_command)));
+        if step.sub_command == api_types::packer_builder::PackerSubCommand::Build {
+            main.push(container);
+        } else {
+            init.push(container);
+        }
+    }
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "securityContext": {
+            "runAsNonRoot": true,
+            "runAsUser": 65532,
+            "runAsGroup": 65532,
+            "fsGroup": 65532,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumes": [{"name": "workspace", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "initContainers": init,
+        "containers": main,
+    });
+    if let Some(sa) = &p.builder.job_service_account_name {
+        pod_spec["serviceAccountName"] = json!(sa);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name,
+            "namespace": p.namespace,
+            "labels": labels,
+            "ownerReferences": [p.owner],
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": p.deadline_seconds,
+            "ttlSecondsAfterFinished": p.ttl_seconds,
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::render_steps;
+
+    fn builder() -> BuilderSpec {
+        serde_json::from_value(json!({
+            "repoURL": "https://github.com/example/packer.git", "branch": "main", "image": "hashicorp/packer:1.11.2",
+            "dir": "packer/generic-fips", "secret": "aws-creds", "jobServiceAccountName": "eks-ami-builder",
+            "commands": [{"subCommand": "build", "args": ["; touch pwned"], "debug": true}]
+        }))
+        .expect("builder")
+    }
+
+    fn job() -> Job {
+        let b = builder();
+        let steps = render_steps(&b, None, false);
+        build_job(&JobParams {
+            builder_name: "packer-builder-local",
+            namespace: "default",
+            owner: OwnerReference {
+                api_version: "ami.refresh.ops/v1alpha1".into(),
+                kind: "PackerBuilder".into(),
+                name: "packer-builder-local".into(),
+                uid: "uid-1".into(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+            build_id: "3cb1b7aa-0000",
+            job_id: "3cb1b",
+            steps: &steps,
+            builder: &b,
+            git_sync_image: DEFAULT_GIT_SYNC_IMAGE,
+            git_sync_name: "git-sync",
+            git_secret: Some("git-sync"),
+            ttl_seconds: 3600,
+            deadline_seconds: 7200,
+        })
+        .expect("job")
+    }
+
+    #[test]
+    fn job_name_is_deterministic_and_fits_63_characters() {
+        assert_eq!(job_id_for("3CB1B7AA-0000-1111"), "3cb1b");
+        assert_eq!(job_name("packer-builder-local", "3cb1b"), "packer-builder-local-3cb1b");
+        let long = "a".repeat(100);
+        assert_eq!(job_name(&long, "3cb1b").len(), 63);
+    }
+
+    #[test]
+    fn job_runs_git_sync_then_init_validate_and_build_in_order() {
+        let job = job();
+        let spec = job.spec.expect("spec").template.spec.expect("pod spec");
+        let init: Vec<String> = spec
+            .init_containers
+            .expect("init")
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        assert_eq!(init, ["git-sync", "packer-init", "packer-validate"]);
+        assert_eq!(spec.containers[0].name, "packer-build");
+        assert_eq!(spec.service_account_name.as_deref(), Some("eks-ami-builder"));
+        assert_eq!(
+            spec.containers[0].working_dir.as_deref(),
+            Some("/workspace/repo/packer/generic-fips")
+        );
+    }
+
+    #[test]
+    fn user_values_are_argv_entries_and_the_only_script_is_constant() {
+        let job = job();
+        let spec = job.spec.expect("spec").template.spec.expect("pod spec");
+        let build = &spec.containers[0];
+        assert_eq!(
+            build.command.as_deref(),
+            Some(
+                &[
+                    "/bin/sh".to_owned(),
+                    "-c".to_owned(),
+                    BUILD_SCRIPT.to_owned(),
+                    "packer-build".to_owned()
+                ][..]
+            )
+        );
+        assert!(build.args.as_ref().expect("args").contains(&"; touch pwned".to_owned()));
+        for c in spec.init_containers.iter().flatten() {
+            assert_ne!(
+                c.command.as_deref().and_then(|c| c.first()).map(String::as_str),
+                Some("/bin/sh"),
+                "{} uses a shell",
+                c.name
+            );
+        }
+        let debug_env = build
+            .env
+            .iter()
+            .flatten()
+            .any(|e| e.name == "PACKER_LOG" && e.value.as_deref() == Some("1"));
+        assert!(debug_env, "debug: true is PACKER_LOG=1");
+    }
+
+    #[test]
+    fn pod_is_non_root_without_privilege_escalation_and_secrets_come_as_env() {
+        let job = job();
+        let job_spec = job.spec.clone().expect("spec");
+        assert_eq!(job_spec.backoff_limit, Some(0));
+        assert_eq!(job_spec.ttl_seconds_after_finished, Some(3600));
+        assert_eq!(job_spec.active_deadline_seconds, Some(7200));
+        let spec = job_spec.template.spec.expect("pod spec");
+        let psc = spec.security_context.expect("pod security");
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.seccomp_profile.map(|s| s.type_), Some("RuntimeDefault".to_owned()));
+        for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+            let sc = c.security_context.clone().expect("container security");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", c.name);
+        }
+        let env_from = spec.containers[0].env_from.clone().expect("envFrom");
+        assert_eq!(
+            env_from[0].secret_ref.as_ref().map(|s| s.name.as_str()),
+            Some("aws-creds")
+        );
+        let git = &spec.init_containers.expect("init")[0];
+        assert!(git.env.iter().flatten().any(|e| e.name == "GITSYNC_PASSWORD"));
+        let refs = job.metadata.owner_references.expect("owner");
+        assert_eq!(
+            (refs[0].kind.as_str(), refs[0].controller),
+            ("PackerBuilder", Some(true))
+        );
+    }
+}
