@@ -9,8 +9,8 @@ const PACKER_COMMA: &str = "%!(PACKER_COMMA)";
 pub fn parse_artifacts(text: &str) -> Vec<(String, String)> {
     let value = text
         .lines()
-        .filter_map(|line| line.split_once(",artifact,0,id,").map(|(_, v)| v))
-        .last()
+        .rev()
+        .find_map(|line| line.split_once(",artifact,0,id,").map(|(_, v)| v))
         .unwrap_or(text)
         .trim();
     value
