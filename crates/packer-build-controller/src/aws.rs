@@ -1,0 +1,197 @@
+//! The AWS edge: only the calls the controller makes, on clients built from the standard config chain (which
+//! honours `AWS_ENDPOINT_URL`), one per region. Base-AMI lookups are shared between PackerBuilders with the same
+//! region, filters and owners for [`BASE_LOOKUP_TTL`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use ami_tags::{Image, Selector};
+use api_types::AmiFilter;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
+
+use crate::error::{Error, Result};
+
+/// How long one DescribeImages answer for base-AMI discovery is reused.
+pub const BASE_LOOKUP_TTL: Duration = Duration::from_secs(60);
+
+type BaseKey = (String, Vec<(String, Vec<String>)>, Vec<String>);
+
+/// AWS clients and the base-AMI cache.
+#[derive(Debug)]
+pub struct Aws {
+    sdk: SdkConfig,
+    ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
+    ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
+    base_cache: tokio::sync::Mutex<HashMap<BaseKey, (Instant, Vec<Image>)>>,
+}
+
+fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
+    Error::Aws {
+        operation,
+        message: match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+impl Aws {
+    /// Clients from an SDK configuration (the standard chain in production).
+    pub fn new(sdk: SdkConfig) -> Self {
+        Self {
+            sdk,
+            ec2: Mutex::default(),
+            ssm: Mutex::default(),
+            base_cache: tokio::sync::Mutex::default(),
+        }
+    }
+
+    fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        let mut clients = self.ec2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
+                    .region(Region::new(region.to_owned()))
+                    .build();
+                aws_sdk_ec2::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    fn ssm(&self, region: &str) -> aws_sdk_ssm::Client {
+        let mut clients = self.ssm.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let conf = aws_sdk_ssm::config::Builder::from(&self.sdk)
+                    .region(Region::new(region.to_owned()))
+                    .build();
+                aws_sdk_ssm::Client::from_conf(conf)
+            })
+            .clone()
+    }
+
+    async fn describe(
+        &self,
+        region: &str,
+        filters: Vec<Filter>,
+        owners: &[String],
+        ids: &[String],
+    ) -> Result<Vec<Image>> {
+        let mut images = Vec::new();
+        let mut pages = self
+            .ec2(region)
+            .describe_images()
+            .set_filters(Some(filters).filter(|f| !f.is_empty()))
+            .set_owners(Some(owners.to_vec()).filter(|o| !o.is_empty()))
+            .set_image_ids(Some(ids.to_vec()).filter(|i| !i.is_empty()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeImages", &e))?;
+            images.extend(page.images().iter().map(to_image));
+        }
+        Ok(images)
+    }
+
+    /// Candidates for the base AMI: the spec's filters and owners, every page; shared for [`BASE_LOOKUP_TTL`].
+    pub async fn base_images(&self, region: &str, filters: &[AmiFilter], owners: &[String]) -> Result<Vec<Image>> {
+        let key: BaseKey = (
+            region.to_owned(),
+            filters.iter().map(|f| (f.name.clone(), f.values.clone())).collect(),
+            owners.to_vec(),
+        );
+        // Held across the call on purpose: N builders with the same key wait for one DescribeImages.
+        let mut cache = self.base_cache.lock().await;
+        if let Some((at, images)) = cache.get(&key)
+            && at.elapsed() < BASE_LOOKUP_TTL
+        {
+            return Ok(images.clone());
+        }
+        let ec2_filters = filters
+            .iter()
+            .map(|f| {
+                Filter::builder()
+                    .name(&f.name)
+                    .set_values(Some(f.values.clone()))
+                    .build()
+            })
+            .collect();
+        let images = self.describe(region, ec2_filters, owners, &[]).await?;
+        cache.insert(key, (Instant::now(), images.clone()));
+        Ok(images)
+    }
+
+    /// The value of an SSM parameter (the base AMI ID).
+    pub async fn ssm_parameter(&self, region: &str, name: &str) -> Result<String> {
+        let out = self
+            .ssm(region)
+            .get_parameter()
+            .name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("GetParameter", &e))?;
+        out.parameter()
+            .and_then(|p| p.value())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::NoBaseAmi(format!("SSM parameter {name} has no value")))
+    }
+
+    /// AMIs of this account carrying the selector's identity tags (filtered by EC2, so the region is never listed).
+    pub async fn managed_images(&self, region: &str, selector: &Selector) -> Result<Vec<Image>> {
+        let filters = selector
+            .ec2_tag_filters()
+            .into_iter()
+            .map(|(name, value)| Filter::builder().name(name).values(value).build())
+            .collect();
+        self.describe(region, filters, &["self".to_owned()], &[]).await
+    }
+
+    /// One AMI by ID, or `None` when EC2 does not know it.
+    pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
+        match self.describe(region, Vec::new(), &[], &[id.to_owned()]).await {
+            Ok(images) => Ok(images.into_iter().find(|i| i.id == id)),
+            Err(Error::Aws { message, .. }) if message.starts_with("InvalidAMIID") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds or overwrites tags.
+    pub async fn tag(&self, region: &str, ids: &[String], tags: &BTreeMap<String, String>) -> Result<()> {
+        if ids.is_empty() || tags.is_empty() {
+            return Ok(());
+        }
+        let tags = tags
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+            .collect();
+        self.ec2(region)
+            .create_tags()
+            .set_resources(Some(ids.to_vec()))
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateTags", &e))?;
+        Ok(())
+    }
+}
+
+fn to_image(i: &aws_sdk_ec2::types::Image) -> Image {
+    Image {
+        id: i.image_id().unwrap_or_default().to_owned(),
+        name: i.name().map(str::to_owned),
+        creation_date: i.creation_date().and_then(|d| d.parse().ok()),
+        state: i.state().map(|s| s.as_str().to_owned()),
+        tags: i
+            .tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+            .collect(),
+    }
+}

@@ -1,0 +1,142 @@
+//! Pure decisions of the controller beyond the AMI rules in `ami-tags`: is the spec usable, and may a build start
+//! now (failure count, back-off, debug on retry). The clock is an argument.
+
+use std::time::Duration;
+
+use api_types::PackerBuilderSpec;
+use jiff::Timestamp;
+
+/// The spec's durations, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durations {
+    /// Managed AMI lifetime.
+    pub expires_in: Duration,
+    /// Periodic re-check.
+    pub controller_timer: Duration,
+    /// Job `activeDeadlineSeconds`.
+    pub build_timeout: Duration,
+    /// Job `ttlSecondsAfterFinished`.
+    pub job_ttl: Duration,
+}
+
+/// Checks what the schema cannot: durations parse and are positive. The message names the field.
+pub fn validate(spec: &PackerBuilderSpec) -> Result<Durations, String> {
+    let t = &spec.time_outs;
+    let parse =
+        |field: &str, d: &api_types::HumanDuration| d.parse().map_err(|e| format!("spec.timeOuts.{field}: {e}"));
+    Ok(Durations {
+        expires_in: parse("expiresIn", &t.expires_in)?,
+        controller_timer: parse("controllerTimer", &t.controller_timer)?,
+        build_timeout: parse("buildTimeout", &t.build_timeout)?,
+        job_ttl: parse("jobTtl", &t.job_ttl)?,
+    })
+}
+
+/// First retry delay after a failed build; doubles per further failure.
+pub const RETRY_BASE: Duration = Duration::from_secs(30);
+/// Longest delay between retries.
+pub const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Delay before the build after `failed` consecutive failures.
+pub fn retry_backoff(failed: i32) -> Duration {
+    if failed <= 0 {
+        return Duration::ZERO;
+    }
+    let exponent = u32::try_from(failed - 1).unwrap_or(0).min(10);
+    RETRY_BASE.saturating_mul(1 << exponent).min(RETRY_MAX)
+}
+
+/// May a build start?
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Yes; `debug` turns on `PACKER_LOG=1` because the previous build failed.
+    Go {
+        /// Retry with verbose logs.
+        debug: bool,
+    },
+    /// Not yet: back-off after a failure.
+    Wait(Duration),
+    /// No: `maxFailedJobs` reached; only a spec change resets it.
+    Degraded,
+}
+
+/// The build gate: `failed` failures so far (since the last spec change), the last one at `last_failure`.
+pub fn build_gate(failed: i32, max_failed: i32, last_failure: Option<Timestamp>, now: Timestamp) -> Gate {
+    if failed >= max_failed {
+        return Gate::Degraded;
+    }
+    if failed > 0
+        && let Some(at) = last_failure
+    {
+        let ready_at = at.checked_add(retry_backoff(failed)).unwrap_or(Timestamp::MAX);
+        if now < ready_at {
+            return Gate::Wait(Duration::try_from(now.duration_until(ready_at)).unwrap_or(RETRY_BASE));
+        }
+    }
+    Gate::Go { debug: failed > 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(retry_backoff(0), Duration::ZERO);
+        assert_eq!(retry_backoff(1), Duration::from_secs(30));
+        assert_eq!(retry_backoff(2), Duration::from_secs(60));
+        assert_eq!(retry_backoff(3), Duration::from_secs(120));
+        assert_eq!(retry_backoff(50), RETRY_MAX);
+    }
+
+    #[test]
+    fn first_build_goes_without_debug() {
+        assert_eq!(
+            build_gate(0, 3, None, ts("2026-01-01T00:00:00Z")),
+            Gate::Go { debug: false }
+        );
+    }
+
+    #[test]
+    fn retry_waits_for_the_backoff_then_goes_with_debug() {
+        let failed_at = ts("2026-01-01T00:00:00Z");
+        assert_eq!(
+            build_gate(1, 3, Some(failed_at), ts("2026-01-01T00:00:10Z")),
+            Gate::Wait(Duration::from_secs(20))
+        );
+        assert_eq!(
+            build_gate(1, 3, Some(failed_at), ts("2026-01-01T00:00:30Z")),
+            Gate::Go { debug: true }
+        );
+        assert_eq!(
+            build_gate(2, 3, Some(failed_at), ts("2026-01-01T00:00:59Z")),
+            Gate::Wait(Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn max_failed_jobs_stops_building() {
+        assert_eq!(build_gate(3, 3, None, ts("2026-01-01T00:00:00Z")), Gate::Degraded);
+        assert_eq!(build_gate(5, 3, None, ts("2026-01-01T00:00:00Z")), Gate::Degraded);
+    }
+
+    #[test]
+    fn invalid_durations_name_the_field_and_zero_is_refused() {
+        let mut spec: PackerBuilderSpec = serde_json::from_value(serde_json::json!({
+            "clusterName": "c", "region": "us-west-2",
+            "builder": {"repoURL": "https://example.com/r.git", "image": "hashicorp/packer:1.11.2"},
+            "timeOuts": {"expiresIn": "48h", "controllerTimer": "0s"}
+        }))
+        .expect("spec");
+        let err = validate(&spec).expect_err("zero timer");
+        assert!(err.starts_with("spec.timeOuts.controllerTimer"), "{err}");
+        spec.time_outs.controller_timer = api_types::HumanDuration::new("5m");
+        let d = validate(&spec).expect("valid");
+        assert_eq!(d.controller_timer, Duration::from_secs(300));
+        assert_eq!(d.expires_in, Duration::from_secs(48 * 3600));
+    }
+}

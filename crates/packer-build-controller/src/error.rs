@@ -1,0 +1,55 @@
+//! Errors of the controller. Each has a short category: it is the Event reason and the metric label.
+
+/// What went wrong in a reconcile.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A Kubernetes API call failed.
+    #[error("Kubernetes API call failed: {0}")]
+    Kube(#[from] kube::Error),
+    /// An AWS call failed.
+    #[error("AWS {operation} failed: {message}")]
+    Aws {
+        /// The AWS operation.
+        operation: &'static str,
+        /// The SDK's error, with its code.
+        message: String,
+    },
+    /// The spec cannot be acted on (what the schema cannot catch).
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// A Secret the spec names does not exist.
+    #[error("Secret {0:?} does not exist in the namespace")]
+    SecretNotFound(String),
+    /// The filters or SSM parameter found no base AMI.
+    #[error("{0}")]
+    NoBaseAmi(String),
+    /// An object could not be (de)serialised.
+    #[error("serialisation failed: {0}")]
+    Serde(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// Short CamelCase category: Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "KubernetesError",
+            Self::Aws { .. } => "AWSError",
+            Self::InvalidSpec(_) => "InvalidSpec",
+            Self::SecretNotFound(_) => "SecretNotFound",
+            Self::NoBaseAmi(_) => "NoBaseAMI",
+            Self::Serde(_) => "SerializationError",
+        }
+    }
+
+    /// Problems only a change of the spec or the world fixes (as opposed to transient API errors).
+    pub fn is_user_facing(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidSpec(_) | Self::SecretNotFound(_) | Self::NoBaseAmi(_)
+        )
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,98 @@
+//! packer-build-controller: watches PackerBuilders and the Jobs they own, and keeps one fresh, verified,
+//! tagged AMI per PackerBuilder. See `reconcile` for the steps.
+
+mod aws;
+mod decide;
+mod error;
+mod reconcile;
+
+use std::{sync::Arc, time::Duration};
+
+use api_types::PackerBuilder;
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::{
+    Api, Client,
+    runtime::{Controller, controller::Action, events::Reporter, watcher},
+};
+
+use crate::{error::Error, reconcile::Context};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Builds and maintains AMIs for PackerBuilder objects")]
+struct Args {
+    /// Watch only this namespace (all namespaces when unset).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Reconcile only PackerBuilders matching this label selector (sharding).
+    #[arg(long, env = "LABEL_SELECTOR")]
+    label_selector: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// git-sync image for specs that set none.
+    #[arg(long, env = "GIT_SYNC_IMAGE", default_value = packer_job::job::DEFAULT_GIT_SYNC_IMAGE)]
+    git_sync_image: String,
+    /// Name reported on Events (the Deployment's name).
+    #[arg(long, env = "CONTROLLER_NAME", default_value = "packer-build-controller")]
+    controller_name: String,
+    /// Pod name reported on Events.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+}
+
+fn error_policy(_pb: Arc<PackerBuilder>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(category = error.category(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(15))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    match args.log_format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    let client = Client::try_default().await?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: args.controller_name.clone(),
+            instance: args.pod_name.clone(),
+        },
+    );
+    let mut context = Context::new(client.clone(), aws::Aws::new(sdk), recorder);
+    context.git_sync_image = args.git_sync_image.clone();
+    let (builders, jobs): (Api<PackerBuilder>, Api<Job>) = match &args.namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let mut builder_watch = watcher::Config::default();
+    if let Some(selector) = &args.label_selector {
+        builder_watch = builder_watch.labels(selector);
+    }
+    let job_watch =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", packer_job::job::MANAGED_BY));
+    tracing::info!(namespace = ?args.namespace, "packer-build-controller starting");
+    Controller::new(builders, builder_watch)
+        .owns(jobs, job_watch)
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, Arc::new(context))
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+    tracing::info!("packer-build-controller stopped");
+    Ok(())
+}

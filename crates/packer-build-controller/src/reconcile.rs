@@ -1,0 +1,725 @@
+//! Reconcile of one PackerBuilder: observe (spec, its Job, AWS) -> decide (pure: `ami_tags::decide_build`,
+//! [`crate::decide`]) -> apply (start a Job, tag AMIs) -> report (one status patch, one Event per transition).
+//!
+//! Order matters for safety: the build ID and Job name are written to status *before* the Job is created, and the
+//! Job name is derived from the build ID, so a restart between the two re-creates the same Job (AlreadyExists is
+//! accepted) instead of a second one. An AMI is tagged `active` only after the Job succeeded and EC2 reports the
+//! AMI `available`.
+
+use std::{sync::Arc, time::Duration};
+
+use ami_tags::{
+    BuildDecision, BuildReason, BuildRecord, Identity, Selector, build_tags, deprecation_tags, newest_base_image,
+};
+use api_types::{
+    PackerBuilder, PackerBuilderStatus,
+    conditions::{ConditionStatus, ConditionUpdate, get_condition, reasons, set_condition, types},
+    packer_builder::PackerBuilderPhase,
+};
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    batch::v1::Job,
+    core::v1::{Pod, Secret},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, LogParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+};
+use packer_job::{
+    command::{BaseVars, display, render_steps},
+    job::{DEFAULT_GIT_SYNC_IMAGE, JobParams, build_job, job_id_for, job_name},
+    outcome::artifact_in_region,
+};
+
+use crate::{
+    aws::Aws,
+    decide::{Durations, Gate, build_gate, validate},
+    error::{Error, Result},
+};
+
+/// How often a running build is looked at besides Job watch events.
+const BUILD_POLL: Duration = Duration::from_secs(30);
+/// Requeue after a problem only a spec change or the world fixes.
+const USER_ERROR_RETRY: Duration = Duration::from_secs(60);
+/// Field manager of status writes.
+pub const FIELD_MANAGER: &str = "packer-build-controller";
+
+/// Shared state of the controller.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// AWS edge.
+    pub aws: Aws,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// git-sync image when the spec sets none.
+    pub git_sync_image: String,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("git_sync_image", &self.git_sync_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context with the default git-sync image.
+    pub fn new(client: Client, aws: Aws, recorder: Recorder) -> Self {
+        Self {
+            client,
+            aws,
+            recorder,
+            git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
+        }
+    }
+}
+
+/// What a step decided to say about the object.
+struct Outcome {
+    requeue: Duration,
+    event: Option<(EventType, &'static str, String)>,
+}
+
+fn condition(
+    status: &mut PackerBuilderStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) {
+    set_condition(
+        &mut status.conditions,
+        ConditionUpdate {
+            type_,
+            status: ConditionStatus::from(value),
+            reason,
+            message,
+        },
+        Some(generation),
+        now,
+    );
+}
+
+/// Reconciles one PackerBuilder.
+pub async fn reconcile(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
+    let now = Timestamp::now();
+    let generation = pb.metadata.generation.unwrap_or(1);
+    let old = pb.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    if old.observed_generation.is_some_and(|g| g != generation) {
+        // The spec changed: a new chance after maxFailedJobs, and a fresh decision.
+        status.failed_job_count = 0;
+    }
+    status.observed_generation = Some(generation);
+
+    let outcome = match step(&pb, &ctx, &mut status, now).await {
+        Ok(outcome) => outcome,
+        Err(error) if error.is_user_facing() => {
+            let message = error.to_string();
+            status.phase = Some(PackerBuilderPhase::Invalid);
+            condition(
+                &mut status,
+                types::READY,
+                false,
+                error.category(),
+                message.clone(),
+                generation,
+                now,
+            );
+            Outcome {
+                requeue: USER_ERROR_RETRY,
+                event: Some((EventType::Warning, error.category(), message)),
+            }
+        }
+        Err(error) => return Err(error),
+    };
+    report(&pb, &ctx, &old, &status, outcome.event).await?;
+    Ok(Action::requeue(outcome.requeue))
+}
+
+/// Writes the status (when anything but timestamps changed) and publishes the transition's Event.
+async fn report(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    old: &PackerBuilderStatus,
+    status: &PackerBuilderStatus,
+    event: Option<(EventType, &'static str, String)>,
+) -> Result<()> {
+    if status != old {
+        let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(&pb.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    let ready_reason = |s: &PackerBuilderStatus| get_condition(&s.conditions, types::READY).map(|c| c.reason.clone());
+    let transitioned =
+        old.phase != status.phase || ready_reason(old) != ready_reason(status) || old.build_id != status.build_id;
+    if let Some((type_, reason, note)) = event
+        && transitioned
+    {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish an Event");
+        }
+    }
+    Ok(())
+}
+
+async fn step(pb: &PackerBuilder, ctx: &Context, status: &mut PackerBuilderStatus, now: Timestamp) -> Result<Outcome> {
+    let durations = validate(&pb.spec).map_err(Error::InvalidSpec)?;
+    let ns = pb.namespace().unwrap_or_default();
+    check_secrets(pb, ctx, &ns).await?;
+    if status.job_status.as_deref() == Some("running")
+        && let Some(name) = status.job_name.clone()
+    {
+        return follow_job(pb, ctx, status, &ns, &name, &durations, now).await;
+    }
+    decide(pb, ctx, status, &ns, &durations, now).await
+}
+
+/// Every Secret the spec names must exist; only their existence is read here, never their values.
+async fn check_secrets(pb: &PackerBuilder, ctx: &Context, ns: &str) -> Result<()> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let named = [
+        pb.spec.builder.secret.as_ref(),
+        pb.spec.git_sync.as_ref().and_then(|g| g.secret.as_ref()),
+    ];
+    for name in named.into_iter().flatten() {
+        if secrets.get_metadata_opt(name).await?.is_none() {
+            return Err(Error::SecretNotFound(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn identity(pb: &PackerBuilder) -> Identity {
+    Identity::new(
+        &pb.spec.cluster_name,
+        pb.name_any(),
+        pb.namespace().unwrap_or_default(),
+        &pb.spec.builder.repo_url,
+        &pb.spec.builder.branch,
+    )
+}
+
+/// The current base AMI: from the SSM parameter, or the newest image matching the filters; `None` for a
+/// self-contained Packer project.
+async fn current_base(pb: &PackerBuilder, ctx: &Context) -> Result<Option<String>> {
+    let spec = &pb.spec;
+    if let Some(parameter) = spec.base_ami.as_ref().and_then(|b| b.ssm_parameter.as_ref()) {
+        return ctx.aws.ssm_parameter(&spec.region, parameter).await.map(Some);
+    }
+    if spec.ami_filters.is_empty() {
+        return Ok(None);
+    }
+    let owners = spec.base_ami.as_ref().map(|b| b.owners.clone()).unwrap_or_default();
+    let images = ctx.aws.base_images(&spec.region, &spec.ami_filters, &owners).await?;
+    newest_base_image(&images)
+        .map(|i| Some(i.id.clone()))
+        .ok_or_else(|| Error::NoBaseAmi(format!("no available image in {} matches spec.amiFilters", spec.region)))
+}
+
+async fn decide(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    ns: &str,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<Outcome> {
+    let generation = pb.metadata.generation.unwrap_or(1);
+    let spec = &pb.spec;
+    let base = current_base(pb, ctx).await?;
+    let identity = identity(pb);
+    let managed = ctx
+        .aws
+        .managed_images(&spec.region, &Selector::for_builder(&identity))
+        .await?;
+    let decision = ami_tags::decide_build(ami_tags::RebuildInputs {
+        images: &managed,
+        identity: &identity,
+        expires_in: durations.expires_in,
+        current_base: base.as_deref(),
+        now,
+    });
+    let reason = match decision {
+        BuildDecision::Keep {
+            image,
+            add_tags,
+            base_unknown,
+        } => {
+            let adopted = !add_tags.is_empty();
+            ctx.aws
+                .tag(&spec.region, std::slice::from_ref(&image.id), &add_tags)
+                .await?;
+            status.phase = Some(PackerBuilderPhase::Ready);
+            status.failed_job_count = 0;
+            condition(
+                status,
+                types::DEGRADED,
+                false,
+                reasons::AS_EXPECTED,
+                String::new(),
+                generation,
+                now,
+            );
+            // Same AMI as before and already Ready: keep the Ready condition as it is (its reason says how the
+            // AMI came to be), so a periodic re-check writes nothing and emits nothing.
+            let unchanged = !adopted
+                && status.last_run_built_image_id.as_deref() == Some(image.id.as_str())
+                && api_types::conditions::is_condition_true(&status.conditions, types::READY);
+            if unchanged {
+                return Ok(Outcome {
+                    requeue: durations.controller_timer,
+                    event: None,
+                });
+            }
+            let message = if base_unknown {
+                format!(
+                    "AMI {} is active and not expired (its base AMI is not recorded)",
+                    image.id
+                )
+            } else {
+                format!("AMI {} is active and not expired", image.id)
+            };
+            let ready_reason = if adopted {
+                reasons::AMI_ADOPTED
+            } else {
+                reasons::AMI_AVAILABLE
+            };
+            status.last_run_built_image_id = Some(image.id.clone());
+            condition(
+                status,
+                types::READY,
+                true,
+                ready_reason,
+                message.clone(),
+                generation,
+                now,
+            );
+            condition(
+                status,
+                types::BUILDING,
+                false,
+                reasons::AS_EXPECTED,
+                String::new(),
+                generation,
+                now,
+            );
+            return Ok(Outcome {
+                requeue: durations.controller_timer,
+                event: Some((EventType::Normal, ready_reason, message)),
+            });
+        }
+        BuildDecision::Build(reason) => reason,
+    };
+    let why = match &reason {
+        BuildReason::NoManagedAmi => "no active managed AMI exists".to_owned(),
+        BuildReason::Expired { ami_id, expired_at } => format!("managed AMI {ami_id} expired at {expired_at}"),
+        BuildReason::BaseChanged {
+            ami_id,
+            built_from,
+            current_base,
+        } => {
+            format!("managed AMI {ami_id} was built from {built_from}; the base AMI is now {current_base}")
+        }
+    };
+    let last_failure = get_condition(&status.conditions, types::BUILDING)
+        .filter(|_| status.failed_job_count > 0)
+        .map(|c| c.last_transition_time.0);
+    match build_gate(status.failed_job_count, spec.max_failed_jobs, last_failure, now) {
+        Gate::Degraded => {
+            let message = format!(
+                "{} failed builds (maxFailedJobs {}); not building until the spec changes. Needed because {why}",
+                status.failed_job_count, spec.max_failed_jobs
+            );
+            status.phase = Some(PackerBuilderPhase::Degraded);
+            condition(
+                status,
+                types::DEGRADED,
+                true,
+                reasons::MAX_FAILED_JOBS_REACHED,
+                message.clone(),
+                generation,
+                now,
+            );
+            condition(
+                status,
+                types::READY,
+                false,
+                reasons::MAX_FAILED_JOBS_REACHED,
+                message.clone(),
+                generation,
+                now,
+            );
+            Ok(Outcome {
+                requeue: durations.controller_timer,
+                event: Some((EventType::Warning, reasons::MAX_FAILED_JOBS_REACHED, message)),
+            })
+        }
+        Gate::Wait(delay) => Ok(Outcome {
+            requeue: delay,
+            event: None,
+        }),
+        Gate::Go { debug } => start_build(pb, ctx, status, ns, durations, base, &why, debug, now).await,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_build(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    ns: &str,
+    durations: &Durations,
+    base: Option<String>,
+    why: &str,
+    debug: bool,
+    now: Timestamp,
+) -> Result<Outcome> {
+    let generation = pb.metadata.generation.unwrap_or(1);
+    let spec = &pb.spec;
+    let build_id = uuid::Uuid::new_v4().to_string();
+    let job_id = job_id_for(&build_id);
+    let name = job_name(&pb.name_any(), &job_id);
+    let base_vars = base.as_ref().map(|ami| BaseVars {
+        ami_id: ami.clone(),
+        region: spec.region.clone(),
+    });
+    let steps = render_steps(&spec.builder, base_vars.as_ref(), debug);
+    let message = format!(
+        "building because {why}{}",
+        if debug { " (retry with PACKER_LOG=1)" } else { "" }
+    );
+    status.build_id = Some(build_id.clone());
+    status.job_id = Some(job_id.clone());
+    status.job_name = Some(name.clone());
+    status.job_status = Some("running".to_owned());
+    status.last_run = Some(api_types::conditions::Time(now));
+    status.last_run_base_image_id = base;
+    status.last_run_status = Some("running".to_owned());
+    status.last_run_message = Some(message.clone());
+    status.command = Some(display(&steps));
+    status.phase = Some(PackerBuilderPhase::Building);
+    condition(
+        status,
+        types::BUILDING,
+        true,
+        reasons::BUILD_STARTED,
+        message.clone(),
+        generation,
+        now,
+    );
+
+    // Persist the build identity first: a restart after this point re-creates the same Job name.
+    let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), ns);
+    api.patch_status(
+        &pb.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&serde_json::json!({ "status": status })),
+    )
+    .await?;
+
+    let git_sync = spec.git_sync.clone().unwrap_or_default();
+    let owner = pb
+        .controller_owner_ref(&())
+        .ok_or_else(|| Error::InvalidSpec("the PackerBuilder has no uid".into()))?;
+    let job = build_job(&JobParams {
+        builder_name: &pb.name_any(),
+        namespace: ns,
+        owner,
+        build_id: &build_id,
+        job_id: &job_id,
+        steps: &steps,
+        builder: &spec.builder,
+        git_sync_image: git_sync.image.as_deref().unwrap_or(&ctx.git_sync_image),
+        git_sync_name: git_sync.name.as_deref().unwrap_or("git-sync"),
+        git_secret: git_sync.secret.as_deref(),
+        ttl_seconds: i32::try_from(durations.job_ttl.as_secs()).unwrap_or(i32::MAX),
+        deadline_seconds: i64::try_from(durations.build_timeout.as_secs()).unwrap_or(i64::MAX),
+    })?;
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    match jobs
+        .create(
+            &PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            },
+            &job,
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            tracing::info!(job = %name, "build Job already exists; following it")
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Outcome {
+        requeue: BUILD_POLL,
+        event: Some((
+            EventType::Normal,
+            reasons::BUILD_STARTED,
+            format!("Job {name}: {message}"),
+        )),
+    })
+}
+
+fn job_finished(job: &Job) -> Option<Result<(), String>> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    for c in conditions.iter().filter(|c| c.status == "True") {
+        match c.type_.as_str() {
+            "Complete" => return Some(Ok(())),
+            "Failed" => {
+                return Some(Err(c
+                    .message
+                    .clone()
+                    .or_else(|| c.reason.clone())
+                    .unwrap_or_else(|| "Job failed".into())));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+async fn follow_job(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    ns: &str,
+    name: &str,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<Outcome> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let result = match jobs.get_opt(name).await? {
+        None => Err(format!("build Job {name} disappeared before it finished")),
+        Some(job) => match job_finished(&job) {
+            None => {
+                status.phase = Some(PackerBuilderPhase::Building);
+                return Ok(Outcome {
+                    requeue: BUILD_POLL,
+                    event: None,
+                });
+            }
+            Some(Ok(())) => collect_success(pb, ctx, status, ns, name, now).await,
+            Some(Err(message)) => Err(format!("build Job {name} failed: {message}")),
+        },
+    };
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(message) => Ok(record_failure(pb, status, durations, message, now)),
+    }
+}
+
+/// The AMI a succeeded Job reported: the build container's termination message, else its log.
+async fn reported_ami(ctx: &Context, ns: &str, job: &str, region: &str) -> Result<Option<String>> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await?;
+    for pod in &list.items {
+        let terminated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == "packer-build"))
+            .and_then(|c| c.state.as_ref()?.terminated.as_ref());
+        if let Some(ami) = terminated
+            .and_then(|t| t.message.as_deref())
+            .and_then(|m| artifact_in_region(m, region))
+        {
+            return Ok(Some(ami));
+        }
+        let params = LogParams {
+            container: Some("packer-build".into()),
+            ..LogParams::default()
+        };
+        if let Ok(log) = pods.logs(&pod.name_any(), &params).await
+            && let Some(ami) = artifact_in_region(&log, region)
+        {
+            return Ok(Some(ami));
+        }
+    }
+    Ok(None)
+}
+
+async fn collect_success(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    ns: &str,
+    job: &str,
+    now: Timestamp,
+) -> Result<Outcome, String> {
+    let spec = &pb.spec;
+    let generation = pb.metadata.generation.unwrap_or(1);
+    let ami = reported_ami(ctx, ns, job, &spec.region)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("build Job {job} succeeded but reported no AMI in {}", spec.region))?;
+    let image = ctx
+        .aws
+        .image(&spec.region, &ami)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("Packer reported {ami}, but EC2 does not know it"))?;
+    if !image.is_available() {
+        // Still being registered: look again shortly, the Job's result is safe in its termination message.
+        return Ok(Outcome {
+            requeue: Duration::from_secs(15),
+            event: None,
+        });
+    }
+    let identity = identity(pb);
+    let record = BuildRecord {
+        build_id: status.build_id.clone().unwrap_or_default(),
+        job_id: status.job_id.clone().unwrap_or_default(),
+        base_ami: status.last_run_base_image_id.clone(),
+        created_at: now,
+    };
+    ctx.aws
+        .tag(
+            &spec.region,
+            std::slice::from_ref(&ami),
+            &build_tags(&identity, &record),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let older: Vec<String> = ctx
+        .aws
+        .managed_images(&spec.region, &Selector::for_builder(&identity))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|i| i.id != ami && i.status() == Some(ami_tags::AmiStatus::Active))
+        .map(|i| i.id)
+        .collect();
+    ctx.aws
+        .tag(&spec.region, &older, &deprecation_tags())
+        .await
+        .map_err(|e| e.to_string())?;
+    let message = format!("built and verified AMI {ami}");
+    status.job_status = Some("completed".to_owned());
+    status.last_run_status = Some("succeeded".to_owned());
+    status.last_run_built_image_id = Some(ami);
+    status.last_run_message = Some(message.clone());
+    status.failed_job_count = 0;
+    status.phase = Some(PackerBuilderPhase::Ready);
+    condition(
+        status,
+        types::READY,
+        true,
+        reasons::BUILD_SUCCEEDED,
+        message.clone(),
+        generation,
+        now,
+    );
+    condition(
+        status,
+        types::BUILDING,
+        false,
+        reasons::BUILD_SUCCEEDED,
+        message.clone(),
+        generation,
+        now,
+    );
+    condition(
+        status,
+        types::DEGRADED,
+        false,
+        reasons::AS_EXPECTED,
+        String::new(),
+        generation,
+        now,
+    );
+    let timer = validate(spec)
+        .map(|d| d.controller_timer)
+        .unwrap_or(Duration::from_secs(3600));
+    Ok(Outcome {
+        requeue: timer,
+        event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
+    })
+}
+
+fn record_failure(
+    pb: &PackerBuilder,
+    status: &mut PackerBuilderStatus,
+    durations: &Durations,
+    message: String,
+    now: Timestamp,
+) -> Outcome {
+    let generation = pb.metadata.generation.unwrap_or(1);
+    status.failed_job_count += 1;
+    status.job_status = Some("failed".to_owned());
+    status.last_run_status = Some("failed".to_owned());
+    status.last_run_message = Some(message.clone());
+    condition(
+        status,
+        types::BUILDING,
+        false,
+        reasons::BUILD_FAILED,
+        message.clone(),
+        generation,
+        now,
+    );
+    let degraded = status.failed_job_count >= pb.spec.max_failed_jobs;
+    if degraded {
+        let text = format!(
+            "{message}; {} failed builds reached maxFailedJobs",
+            status.failed_job_count
+        );
+        status.phase = Some(PackerBuilderPhase::Degraded);
+        condition(
+            status,
+            types::DEGRADED,
+            true,
+            reasons::MAX_FAILED_JOBS_REACHED,
+            text.clone(),
+            generation,
+            now,
+        );
+        condition(
+            status,
+            types::READY,
+            false,
+            reasons::MAX_FAILED_JOBS_REACHED,
+            text.clone(),
+            generation,
+            now,
+        );
+        return Outcome {
+            requeue: durations.controller_timer,
+            event: Some((EventType::Warning, reasons::MAX_FAILED_JOBS_REACHED, text)),
+        };
+    }
+    status.phase = Some(PackerBuilderPhase::Failed);
+    condition(
+        status,
+        types::READY,
+        false,
+        reasons::BUILD_FAILED,
+        message.clone(),
+        generation,
+        now,
+    );
+    Outcome {
+        requeue: crate::decide::retry_backoff(status.failed_job_count),
+        event: Some((EventType::Warning, reasons::BUILD_FAILED, message)),
+    }
+}
