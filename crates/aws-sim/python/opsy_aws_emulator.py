@@ -455,6 +455,17 @@ def _rest_routes(service):
     return _REST_ROUTES[service]
 
 
+def request_params(environ, body):
+    """Query-protocol parameters of a call (minus Action/Version), for tests that count calls by what they asked."""
+    params = {}
+    for source in (environ.get("QUERY_STRING", ""), body.decode("utf-8", "replace")
+                   if environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded") else ""):
+        for key, values in urllib.parse.parse_qs(source).items():
+            if key not in ("Action", "Version"):
+                params[key] = values[0]
+    return params
+
+
 def identify(environ, body):
     auth = environ.get("HTTP_AUTHORIZATION", "")
     match = re.search(r"Credential=[^/]+/\d+/([^/]+)/([^/]+)/aws4_request", auth)
@@ -530,7 +541,15 @@ class Extension:
         account = environ.get("HTTP_X_MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT)
         fault = None
         with LOCK:
-            STATE.calls.append({"account": account, "service": service, "region": region, "action": action})
+            STATE.calls.append(
+                {
+                    "account": account,
+                    "service": service,
+                    "region": region,
+                    "action": action,
+                    "params": request_params(environ, body),
+                }
+            )
             for rule in STATE.faults:
                 if (
                     rule["remaining"] > 0

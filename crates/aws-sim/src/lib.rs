@@ -129,6 +129,16 @@ pub struct Call {
     pub region: String,
     /// API action.
     pub action: String,
+    /// Query-protocol parameters (EC2, Auto Scaling), e.g. `Filter.1.Name`; empty for other protocols.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl Call {
+    /// Whether any parameter has this value (e.g. a filter value).
+    pub fn has_param_value(&self, value: &str) -> bool {
+        self.params.values().any(|v| v == value)
+    }
 }
 
 /// Sends `x-moto-account-id` on every request of a client.

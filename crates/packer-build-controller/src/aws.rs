@@ -15,15 +15,13 @@ use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
 
 use crate::error::{Error, Result};
 
-/// How long one DescribeImages answer for base-AMI discovery is reused.
-pub const BASE_LOOKUP_TTL: Duration = Duration::from_secs(60);
-
 type BaseKey = (String, Vec<(String, Vec<String>)>, Vec<String>);
 
 /// AWS clients and the base-AMI cache.
 #[derive(Debug)]
 pub struct Aws {
     sdk: SdkConfig,
+    base_ttl: Duration,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
     base_cache: tokio::sync::Mutex<HashMap<BaseKey, (Instant, Vec<Image>)>>,
@@ -42,9 +40,10 @@ fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static st
 
 impl Aws {
     /// Clients from an SDK configuration (the standard chain in production).
-    pub fn new(sdk: SdkConfig) -> Self {
+    pub fn new(sdk: SdkConfig, base_ttl: Duration) -> Self {
         Self {
             sdk,
+            base_ttl,
             ec2: Mutex::default(),
             ssm: Mutex::default(),
             base_cache: tokio::sync::Mutex::default(),
@@ -110,7 +109,7 @@ impl Aws {
         // Held across the call on purpose: N builders with the same key wait for one DescribeImages.
         let mut cache = self.base_cache.lock().await;
         if let Some((at, images)) = cache.get(&key)
-            && at.elapsed() < BASE_LOOKUP_TTL
+            && at.elapsed() < self.base_ttl
         {
             return Ok(images.clone());
         }

@@ -37,13 +37,14 @@ pub const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest delay between retries.
 pub const RETRY_MAX: Duration = Duration::from_secs(600);
 
-/// Delay before the build after `failed` consecutive failures.
-pub fn retry_backoff(failed: i32) -> Duration {
+/// Delay before the build after `failed` consecutive failures: `base`, doubled per further failure, capped at
+/// [`RETRY_MAX`].
+pub fn retry_backoff(base: Duration, failed: i32) -> Duration {
     if failed <= 0 {
         return Duration::ZERO;
     }
     let exponent = u32::try_from(failed - 1).unwrap_or(0).min(10);
-    RETRY_BASE.saturating_mul(1 << exponent).min(RETRY_MAX)
+    base.saturating_mul(1 << exponent).min(RETRY_MAX)
 }
 
 /// May a build start?
@@ -60,15 +61,22 @@ pub enum Gate {
     Degraded,
 }
 
-/// The build gate: `failed` failures so far (since the last spec change), the last one at `last_failure`.
-pub fn build_gate(failed: i32, max_failed: i32, last_failure: Option<Timestamp>, now: Timestamp) -> Gate {
+/// The build gate: `failed` failures so far (since the last spec change), the last one at `last_failure`;
+/// `base` is the first retry delay.
+pub fn build_gate(
+    base: Duration,
+    failed: i32,
+    max_failed: i32,
+    last_failure: Option<Timestamp>,
+    now: Timestamp,
+) -> Gate {
     if failed >= max_failed {
         return Gate::Degraded;
     }
     if failed > 0
         && let Some(at) = last_failure
     {
-        let ready_at = at.checked_add(retry_backoff(failed)).unwrap_or(Timestamp::MAX);
+        let ready_at = at.checked_add(retry_backoff(base, failed)).unwrap_or(Timestamp::MAX);
         if now < ready_at {
             return Gate::Wait(Duration::try_from(now.duration_until(ready_at)).unwrap_or(RETRY_BASE));
         }
@@ -86,17 +94,17 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        assert_eq!(retry_backoff(0), Duration::ZERO);
-        assert_eq!(retry_backoff(1), Duration::from_secs(30));
-        assert_eq!(retry_backoff(2), Duration::from_secs(60));
-        assert_eq!(retry_backoff(3), Duration::from_secs(120));
-        assert_eq!(retry_backoff(50), RETRY_MAX);
+        assert_eq!(retry_backoff(RETRY_BASE, 0), Duration::ZERO);
+        assert_eq!(retry_backoff(RETRY_BASE, 1), Duration::from_secs(30));
+        assert_eq!(retry_backoff(RETRY_BASE, 2), Duration::from_secs(60));
+        assert_eq!(retry_backoff(RETRY_BASE, 3), Duration::from_secs(120));
+        assert_eq!(retry_backoff(RETRY_BASE, 50), RETRY_MAX);
     }
 
     #[test]
     fn first_build_goes_without_debug() {
         assert_eq!(
-            build_gate(0, 3, None, ts("2026-01-01T00:00:00Z")),
+            build_gate(RETRY_BASE, 0, 3, None, ts("2026-01-01T00:00:00Z")),
             Gate::Go { debug: false }
         );
     }
@@ -105,23 +113,29 @@ mod tests {
     fn retry_waits_for_the_backoff_then_goes_with_debug() {
         let failed_at = ts("2026-01-01T00:00:00Z");
         assert_eq!(
-            build_gate(1, 3, Some(failed_at), ts("2026-01-01T00:00:10Z")),
+            build_gate(RETRY_BASE, 1, 3, Some(failed_at), ts("2026-01-01T00:00:10Z")),
             Gate::Wait(Duration::from_secs(20))
         );
         assert_eq!(
-            build_gate(1, 3, Some(failed_at), ts("2026-01-01T00:00:30Z")),
+            build_gate(RETRY_BASE, 1, 3, Some(failed_at), ts("2026-01-01T00:00:30Z")),
             Gate::Go { debug: true }
         );
         assert_eq!(
-            build_gate(2, 3, Some(failed_at), ts("2026-01-01T00:00:59Z")),
+            build_gate(RETRY_BASE, 2, 3, Some(failed_at), ts("2026-01-01T00:00:59Z")),
             Gate::Wait(Duration::from_secs(1))
         );
     }
 
     #[test]
     fn max_failed_jobs_stops_building() {
-        assert_eq!(build_gate(3, 3, None, ts("2026-01-01T00:00:00Z")), Gate::Degraded);
-        assert_eq!(build_gate(5, 3, None, ts("2026-01-01T00:00:00Z")), Gate::Degraded);
+        assert_eq!(
+            build_gate(RETRY_BASE, 3, 3, None, ts("2026-01-01T00:00:00Z")),
+            Gate::Degraded
+        );
+        assert_eq!(
+            build_gate(RETRY_BASE, 5, 3, None, ts("2026-01-01T00:00:00Z")),
+            Gate::Degraded
+        );
     }
 
     #[test]

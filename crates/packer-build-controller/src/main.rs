@@ -43,6 +43,12 @@ struct Args {
     /// Name reported on Events (the Deployment's name).
     #[arg(long, env = "CONTROLLER_NAME", default_value = "packer-build-controller")]
     controller_name: String,
+    /// How long one base-AMI DescribeImages answer is shared between PackerBuilders (humantime, e.g. `60s`).
+    #[arg(long, env = "BASE_AMI_CACHE_TTL", default_value = "60s", value_parser = api_types::parse_duration)]
+    base_ami_cache_ttl: Duration,
+    /// First retry delay after a failed build; doubles per further failure up to 10 minutes.
+    #[arg(long, env = "BUILD_RETRY_BASE_DELAY", default_value = "30s", value_parser = api_types::parse_duration)]
+    build_retry_base_delay: Duration,
     /// Pod name reported on Events.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -70,8 +76,9 @@ async fn main() -> anyhow::Result<()> {
             instance: args.pod_name.clone(),
         },
     );
-    let mut context = Context::new(client.clone(), aws::Aws::new(sdk), recorder);
+    let mut context = Context::new(client.clone(), aws::Aws::new(sdk, args.base_ami_cache_ttl), recorder);
     context.git_sync_image = args.git_sync_image.clone();
+    context.retry_base = args.build_retry_base_delay;
     let (builders, jobs): (Api<PackerBuilder>, Api<Job>) = match &args.namespace {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),

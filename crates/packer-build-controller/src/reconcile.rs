@@ -58,6 +58,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// git-sync image when the spec sets none.
     pub git_sync_image: String,
+    /// First retry delay after a failed build.
+    pub retry_base: Duration,
 }
 
 impl std::fmt::Debug for Context {
@@ -76,6 +78,7 @@ impl Context {
             aws,
             recorder,
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
+            retry_base: crate::decide::RETRY_BASE,
         }
     }
 }
@@ -341,7 +344,13 @@ async fn decide(
     let last_failure = get_condition(&status.conditions, types::BUILDING)
         .filter(|_| status.failed_job_count > 0)
         .map(|c| c.last_transition_time.0);
-    match build_gate(status.failed_job_count, spec.max_failed_jobs, last_failure, now) {
+    match build_gate(
+        ctx.retry_base,
+        status.failed_job_count,
+        spec.max_failed_jobs,
+        last_failure,
+        now,
+    ) {
         Gate::Degraded => {
             let message = format!(
                 "{} failed builds (maxFailedJobs {}); not building until the spec changes. Needed because {why}",
@@ -523,7 +532,7 @@ async fn follow_job(
     };
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(message) => Ok(record_failure(pb, status, durations, message, now)),
+        Err(message) => Ok(record_failure(pb, ctx.retry_base, status, durations, message, now)),
     }
 }
 
@@ -659,6 +668,7 @@ async fn collect_success(
 
 fn record_failure(
     pb: &PackerBuilder,
+    retry_base: Duration,
     status: &mut PackerBuilderStatus,
     durations: &Durations,
     message: String,
@@ -719,7 +729,7 @@ fn record_failure(
         now,
     );
     Outcome {
-        requeue: crate::decide::retry_backoff(status.failed_job_count),
+        requeue: crate::decide::retry_backoff(retry_base, status.failed_job_count),
         event: Some((EventType::Warning, reasons::BUILD_FAILED, message)),
     }
 }

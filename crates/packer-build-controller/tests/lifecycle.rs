@@ -48,6 +48,7 @@ struct Harness {
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
     repo: tempfile::TempDir,
+    log: tempfile::NamedTempFile,
     controller: Option<tokio::process::Child>,
 }
 
@@ -89,24 +90,54 @@ impl Harness {
         }
         let repo = tempfile::tempdir().expect("repo");
         packer_repo(repo.path());
+        let log = tempfile::NamedTempFile::new().expect("log");
         Self {
             aws,
             _server: server,
             client,
             kubeconfig,
             repo,
+            log,
             controller: None,
         }
     }
 
     fn start_controller(&mut self) {
+        self.start_controller_with(&[]);
+    }
+
+    /// Starts the binary; its stdout and stderr go to `self.log` so tests can read what it logged.
+    fn start_controller_with(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log.path())
+            .expect("log file");
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_packer-build-controller"));
         command
             .env("KUBECONFIG", self.kubeconfig.path())
-            .env("RUST_LOG", "info,kube=warn")
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
+            )
             .envs(self.aws.child_env(REGION))
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
             .kill_on_drop(true);
         self.controller = Some(command.spawn().expect("controller starts"));
+    }
+
+    fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    async fn base_lookups(&self, filter_value: &str) -> usize {
+        let calls = self.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+        calls
+            .iter()
+            .filter(|c| c.action == "DescribeImages" && c.has_param_value(filter_value))
+            .count()
     }
 
     async fn stop_controller(&mut self) {
@@ -403,5 +434,328 @@ async fn hostile_args_and_variables_reach_packer_as_literal_arguments() {
     assert!(!pwned.exists(), "a value was executed by a shell");
     let command = pb.status.and_then(|s| s.command).expect("command");
     assert!(command.contains(&format!("'-var=unused={hostile}'")), "{command}");
+    h.stop_controller().await;
+}
+
+const BASE_NAME_FILTER: &str = "amazon-eks-node-al2023-x86_64-standard-1.30*";
+
+fn job_names(jobs: &[Job]) -> Vec<String> {
+    jobs.iter().map(ResourceExt::name_any).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactly_one() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
+    let mut builder = h.seed_builder();
+    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h
+        .wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+
+    // Several controllerTimer periods of an unchanged world: re-checks, but no build.
+    let lookups_before = h.base_lookups(BASE_NAME_FILTER).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.jobs().await.len(), 1, "an unchanged world must not rebuild");
+    let lookups_after = h.base_lookups(BASE_NAME_FILTER).await;
+    assert!(
+        lookups_after > lookups_before,
+        "the base AMI is re-checked every controllerTimer ({lookups_before} -> {lookups_after})"
+    );
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 1);
+
+    let newer = h
+        .seed_base(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-v20261115",
+            "2026-11-15T00:00:00Z",
+        )
+        .await;
+    let rebuilt = h
+        .wait_for("packer-builder-local", "a rebuild from the newer base", |pb| {
+            let built_from_newer = pb.status.as_ref().is_some_and(|s| {
+                s.last_run_base_image_id.as_deref() == Some(newer.as_str())
+                    && s.job_status.as_deref() == Some("completed")
+            });
+            built_from_newer && ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    let second_ami = rebuilt.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    assert_ne!(first_ami, second_ami);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let jobs = h.jobs().await;
+    assert_eq!(
+        jobs.len(),
+        2,
+        "exactly one rebuild for one new base AMI: {:?}",
+        job_names(&jobs)
+    );
+    assert_eq!(
+        h.image_tags(&first_ami).await["status"],
+        "deprecated",
+        "the older AMI is deprecated"
+    );
+    assert_eq!(h.image_tags(&second_ami).await["status"], "active");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_ami_is_rebuilt_once() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller();
+    let mut builder = h.seed_builder();
+    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    builder.spec.time_outs.expires_in = api_types::HumanDuration::new("4s");
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h
+        .wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    let second = h
+        .wait_for("packer-builder-local", "a rebuild after expiry", |pb| {
+            pb.status
+                .as_ref()
+                .and_then(|s| s.last_run_built_image_id.as_deref())
+                .is_some_and(|a| a != first_ami)
+                && ready_reason(pb).is_some()
+        })
+        .await;
+    let message = second.status.and_then(|s| s.last_run_message).unwrap_or_default();
+    assert!(message.contains("built and verified"), "{message}");
+    assert_eq!(h.jobs().await.len(), 2);
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_builds_count_up_retry_with_packer_log_stop_at_max_and_resume_after_a_spec_change() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller_with(&[("BUILD_RETRY_BASE_DELAY", "1s")]);
+    let mut builder = h.seed_builder();
+    builder.spec.builder.commands[0].debug = false;
+    builder.spec.builder.dir = "packer/does-not-exist".into();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+
+    let degraded = h
+        .wait_for("packer-builder-local", "Degraded", |pb| {
+            pb.status.as_ref().is_some_and(|s| s.failed_job_count >= 3)
+        })
+        .await;
+    let status = degraded.status.expect("status");
+    assert_eq!(status.failed_job_count, 3);
+    let degraded_condition = get_condition(&status.conditions, "Degraded").expect("Degraded");
+    assert_eq!(
+        (degraded_condition.status.as_str(), degraded_condition.reason.as_str()),
+        ("True", "MaxFailedJobsReached")
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 3, "no build after maxFailedJobs: {:?}", job_names(&jobs));
+    jobs.sort_by_key(|j| j.metadata.creation_timestamp.clone().map(|t| t.0));
+    let packer_log = |job: &Job| {
+        job.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .is_some_and(|p| {
+                p.containers
+                    .iter()
+                    .chain(p.init_containers.iter().flatten())
+                    .filter(|c| c.name.starts_with("packer-"))
+                    .all(|c| {
+                        c.env
+                            .iter()
+                            .flatten()
+                            .any(|e| e.name == "PACKER_LOG" && e.value.as_deref() == Some("1"))
+                    })
+            })
+    };
+    let debug: Vec<bool> = jobs.iter().map(packer_log).collect();
+    assert_eq!(debug, [false, true, true], "retries run with PACKER_LOG=1");
+
+    // Fixing the spec (a new generation) resets the count and builds again.
+    let mut fixed = api.get("packer-builder-local").await.expect("get");
+    fixed.spec.builder.dir = "packer/generic-fips".into();
+    api.replace("packer-builder-local", &PostParams::default(), &fixed)
+        .await
+        .expect("fix");
+    let ok = h
+        .wait_for("packer-builder-local", "Ready after the fix", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    assert_eq!(ok.status.map(|s| s.failed_job_count), Some(0));
+    assert_eq!(h.jobs().await.len(), 4);
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
+    let mut h = Harness::start().await;
+    let base = h
+        .seed_base(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+            "2026-10-01T00:00:00Z",
+        )
+        .await;
+    let template = h.seed_builder();
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let mut images = Vec::new();
+    for i in 0..50 {
+        let tags: BTreeMap<String, String> = [
+            ("brought-to-you-by", "opsy-the-ami-operator".to_owned()),
+            ("cluster-name", "opsy-gitops".to_owned()),
+            ("created-by", format!("builder-{i}")),
+            ("created-by-namespace", "default".to_owned()),
+            ("packer-repo", template.spec.builder.repo_url.clone()),
+            ("packer-repo-branch", "main".to_owned()),
+            ("base-ami", base.clone()),
+            ("create-timestamp", now.clone()),
+            ("status", "active".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        images.push(SeedImage {
+            name: format!("built-{i}"),
+            owner_id: DEFAULT_ACCOUNT.into(),
+            creation_date: now.clone(),
+            tags,
+            ..SeedImage::default()
+        });
+    }
+    h.aws
+        .seed_images(&Account(DEFAULT_ACCOUNT.into()), REGION, &images)
+        .await
+        .expect("seed managed AMIs");
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    for i in 0..50 {
+        let mut pb = template.clone();
+        pb.metadata.name = Some(format!("builder-{i}"));
+        api.create(&PostParams::default(), &pb).await.expect("create");
+    }
+    let all_ready = async {
+        loop {
+            let list = api.list(&ListParams::default()).await.expect("list");
+            if list.items.iter().filter(|pb| ready_reason(pb).is_some()).count() == 50 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, all_ready).await.expect("all 50 Ready");
+    assert!(h.jobs().await.is_empty(), "every builder already had its AMI");
+    assert_eq!(
+        h.base_lookups(BASE_NAME_FILTER).await,
+        1,
+        "one DescribeImages for 50 builders within the TTL"
+    );
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_value_reaches_logs_status_or_events() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    let pb = h
+        .wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    h.stop_controller().await;
+    // The Secrets of the harness hold "sentinel" (git token) and "testing" (AWS keys, base64 in the Secret).
+    let status = serde_json::to_string(&pb.status).expect("status");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
+    let events =
+        serde_json::to_string(&events.list(&ListParams::default()).await.expect("events").items).expect("events");
+    let log = h.controller_log();
+    assert!(log.contains("packer-build-controller starting"), "the log was captured");
+    for (place, text) in [("status", &status), ("events", &events), ("controller log", &log)] {
+        assert!(!text.contains("sentinel"), "a Secret value leaked into the {place}");
+        assert!(!text.contains("c2VudGluZWw="), "a Secret value leaked into the {place}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_controller_restart_during_a_build_follows_the_same_job() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    // Slow the build down so the controller can be killed while the Job runs.
+    h.aws
+        .inject(&aws_sim::Fault {
+            service: "ec2".into(),
+            action: "CreateImage".into(),
+            status: 200,
+            code: None,
+            count: 1,
+            delay_ms: 4000,
+            account: None,
+        })
+        .await
+        .expect("delay");
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    h.wait_for("packer-builder-local", "Building", |pb| {
+        pb.status.as_ref().and_then(|s| s.job_status.as_deref()) == Some("running")
+    })
+    .await;
+    h.stop_controller().await;
+    assert_eq!(h.jobs().await.len(), 1);
+    h.start_controller();
+    let pb = h
+        .wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    let jobs = h.jobs().await;
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the restarted controller followed the running Job: {:?}",
+        job_names(&jobs)
+    );
+    assert_eq!(
+        jobs[0].name_any(),
+        pb.status.and_then(|s| s.job_name).expect("job name")
+    );
     h.stop_controller().await;
 }
