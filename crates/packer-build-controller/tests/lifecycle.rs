@@ -759,3 +759,96 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
     );
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_secret_is_reported_without_building_or_hot_looping() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller();
+    let mut builder = h.seed_builder();
+    builder.spec.builder.secret = Some("no-such-secret".into());
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let pb = h
+        .wait_for("packer-builder-local", "SecretNotFound", |pb| {
+            pb.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.reason == "SecretNotFound")
+        })
+        .await;
+    let ready = get_condition(&pb.status.as_ref().expect("status").conditions, "Ready")
+        .cloned()
+        .expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("no-such-secret"), "{}", ready.message);
+    let calls_then = h
+        .aws
+        .calls(&Account(DEFAULT_ACCOUNT.into()))
+        .await
+        .expect("calls")
+        .len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(h.jobs().await.is_empty(), "nothing is built for an invalid spec");
+    let calls_now = h
+        .aws
+        .calls(&Account(DEFAULT_ACCOUNT.into()))
+        .await
+        .expect("calls")
+        .len();
+    assert_eq!(
+        calls_now, calls_then,
+        "no AWS call while the spec is invalid (no hot loop)"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
+    let warnings: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert_eq!(warnings, ["SecretNotFound"], "one Warning Event, not one per reconcile");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    let pb = h
+        .wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    let ami = pb.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    assert_eq!(h.jobs().await.len(), 1);
+    api.delete("packer-builder-local", &Default::default())
+        .await
+        .expect("delete");
+    let gone = async {
+        while !h.jobs().await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("the Job is garbage-collected with its owner");
+    assert_eq!(h.image_tags(&ami).await["status"], "active", "AMIs are left alone");
+    h.stop_controller().await;
+}
