@@ -49,9 +49,21 @@ struct Args {
     /// First retry delay after a failed build; doubles per further failure up to 10 minutes.
     #[arg(long, env = "BUILD_RETRY_BASE_DELAY", default_value = "30s", value_parser = api_types::parse_duration)]
     build_retry_base_delay: Duration,
-    /// Pod name reported on Events.
+    /// Pod name: reported on Events and the leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Only the holder of the Lease reconciles (on by default; turn off only for a single replica).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "packer-build-controller")]
+    lease_name: String,
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
 }
 
 fn error_policy(_pb: Arc<PackerBuilder>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -65,7 +77,11 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
     match args.log_format {
         LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => {
+            // Colours only on a terminal: log collectors get plain text.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
+        }
     }
     let client = Client::try_default().await?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -89,8 +105,22 @@ async fn main() -> anyhow::Result<()> {
     }
     let job_watch =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", packer_job::job::MANAGED_BY));
-    tracing::info!(namespace = ?args.namespace, "packer-build-controller starting");
-    Controller::new(builders, builder_watch)
+    let readiness = controller_runtime::Readiness::default();
+    let bound = controller_runtime::serve(args.metrics_addr, readiness.clone(), context.metrics.clone()).await?;
+    tracing::info!(namespace = ?args.namespace, health = %bound, "packer-build-controller starting");
+    // Standbys are ready too: they are healthy replicas waiting for the Lease.
+    readiness.set(true);
+    let leadership = if args.leader_elect {
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("packer-build-controller-{}", uuid::Uuid::new_v4()));
+        let config = controller_runtime::leader::LeaderConfig::new(&args.lease_namespace, &args.lease_name, identity);
+        Some(controller_runtime::leader::acquire(client.clone(), config).await)
+    } else {
+        None
+    };
+    let controller = Controller::new(builders, builder_watch)
         .owns(jobs, job_watch)
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, Arc::new(context))
@@ -98,8 +128,22 @@ async fn main() -> anyhow::Result<()> {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile error");
             }
-        })
-        .await;
+        });
+    match leadership {
+        Some(mut leadership) => {
+            tokio::select! {
+                () = controller => {
+                    // SIGTERM: hand the Lease over at once.
+                    leadership.release().await;
+                }
+                () = leadership.lost() => {
+                    tracing::error!("lost leadership; exiting so a fresh process can stand by");
+                    std::process::exit(1);
+                }
+            }
+        }
+        None => controller.await,
+    }
     tracing::info!("packer-build-controller stopped");
     Ok(())
 }

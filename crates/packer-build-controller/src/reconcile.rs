@@ -60,6 +60,8 @@ pub struct Context {
     pub git_sync_image: String,
     /// First retry delay after a failed build.
     pub retry_base: Duration,
+    /// Reconcile metrics.
+    pub metrics: Arc<controller_runtime::Metrics>,
 }
 
 impl std::fmt::Debug for Context {
@@ -79,6 +81,7 @@ impl Context {
             recorder,
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
+            metrics: Arc::new(controller_runtime::Metrics::new("packer_build_controller")),
         }
     }
 }
@@ -111,8 +114,18 @@ fn condition(
     );
 }
 
-/// Reconciles one PackerBuilder.
+/// Reconciles one PackerBuilder and records the reconcile's metrics.
 pub async fn reconcile(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(pb, ctx.clone()).await;
+    ctx.metrics.observe(
+        started.elapsed().as_secs_f64(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_inner(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
     let now = Timestamp::now();
     let generation = pb.metadata.generation.unwrap_or(1);
     let old = pb.status.clone().unwrap_or_default();

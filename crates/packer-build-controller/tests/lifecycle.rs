@@ -49,7 +49,7 @@ struct Harness {
     kubeconfig: tempfile::NamedTempFile,
     repo: tempfile::TempDir,
     log: tempfile::NamedTempFile,
-    controller: Option<tokio::process::Child>,
+    controllers: Vec<tokio::process::Child>,
 }
 
 impl Harness {
@@ -98,7 +98,7 @@ impl Harness {
             kubeconfig,
             repo,
             log,
-            controller: None,
+            controllers: Vec::new(),
         }
     }
 
@@ -121,11 +121,12 @@ impl Harness {
                 "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
             )
             .envs(self.aws.child_env(REGION))
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .kill_on_drop(true);
-        self.controller = Some(command.spawn().expect("controller starts"));
+        self.controllers.push(command.spawn().expect("controller starts"));
     }
 
     fn controller_log(&self) -> String {
@@ -141,7 +142,7 @@ impl Harness {
     }
 
     async fn stop_controller(&mut self) {
-        if let Some(mut child) = self.controller.take() {
+        for mut child in self.controllers.drain(..) {
             let _ = child.kill().await;
         }
     }
@@ -850,5 +851,68 @@ async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone
         .await
         .expect("the Job is garbage-collected with its owner");
     assert_eq!(h.image_tags(&ami).await["status"], "active", "AMIs are left alone");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller_with(&[("POD_NAME", "replica-a")]);
+    h.start_controller_with(&[("POD_NAME", "replica-b")]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    h.wait_for("packer-builder-local", "Ready", |pb| {
+        ready_reason(pb).as_deref() == Some("BuildSucceeded")
+    })
+    .await;
+    assert_eq!(h.jobs().await.len(), 1, "one build, however many replicas");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::default_namespaced(h.client.clone());
+    let holder = leases
+        .get("packer-build-controller")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("holder");
+    assert!(holder == "replica-a" || holder == "replica-b", "{holder}");
+
+    let log = h.controller_log();
+    let addrs: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("packer-build-controller starting"))
+        .filter_map(|l| {
+            l.split("health=")
+                .nth(1)
+                .map(|a| a.split_whitespace().next().unwrap_or_default().to_owned())
+        })
+        .collect();
+    assert_eq!(addrs.len(), 2, "{log}");
+    let mut reconciled = 0;
+    for addr in &addrs {
+        for path in ["healthz", "readyz"] {
+            let status = reqwest::get(format!("http://{addr}/{path}"))
+                .await
+                .expect("health")
+                .status();
+            assert!(status.is_success(), "{addr}/{path}: {status}");
+        }
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains(r#"packer_build_controller_reconciles_total{result="ok"}"#) {
+            reconciled += 1;
+        }
+    }
+    assert_eq!(reconciled, 1, "only the leader reconciles");
     h.stop_controller().await;
 }

@@ -1,0 +1,107 @@
+//! Reconcile metrics. Labels are bounded: a result (`ok`/`error`) and an error category, never an object name.
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    category: String,
+}
+
+/// The metrics of one controller.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    duration: Histogram,
+}
+
+impl Metrics {
+    /// Metrics under a prefix such as `packer_build_controller`.
+    pub fn new(prefix: &str) -> Self {
+        let mut registry = Registry::with_prefix(prefix);
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register("reconciles", "Reconciles by result", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles by error category",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconcile",
+            duration.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+        }
+    }
+
+    /// Records one reconcile.
+    pub fn observe(&self, seconds: f64, error_category: Option<&str>) {
+        self.duration.observe(seconds);
+        let result = if error_category.is_some() { "error" } else { "ok" };
+        self.reconciles
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
+        if let Some(category) = error_category {
+            self.errors
+                .get_or_create(&ErrorLabels {
+                    category: category.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_and_errors_are_counted_by_bounded_labels() {
+        let m = Metrics::new("test_controller");
+        m.observe(0.02, None);
+        m.observe(0.03, Some("AWSError"));
+        let text = m.encode().expect("encode");
+        assert!(
+            text.contains(r#"test_controller_reconciles_total{result="ok"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"test_controller_reconciles_total{result="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"test_controller_reconcile_errors_total{category="AWSError"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("test_controller_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+}
