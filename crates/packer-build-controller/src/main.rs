@@ -4,6 +4,7 @@
 mod aws;
 mod decide;
 mod error;
+mod notify;
 mod reconcile;
 
 use std::{sync::Arc, time::Duration};
@@ -28,9 +29,10 @@ enum LogFormat {
 #[derive(Parser, Debug)]
 #[command(about = "Builds and maintains AMIs for PackerBuilder objects")]
 struct Args {
-    /// Watch only this namespace (all namespaces when unset).
-    #[arg(long, env = "WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces (comma-separated; all namespaces when unset). With a list, the controller
+    /// needs RBAC in those namespaces only.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Reconcile only PackerBuilders matching this label selector (sharding).
     #[arg(long, env = "LABEL_SELECTOR")]
     label_selector: Option<String>,
@@ -95,9 +97,14 @@ async fn main() -> anyhow::Result<()> {
     let mut context = Context::new(client.clone(), aws::Aws::new(sdk, args.base_ami_cache_ttl), recorder);
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
-    let (builders, jobs): (Api<PackerBuilder>, Api<Job>) = match &args.namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
+    // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
+    let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.namespaces.is_empty() {
+        vec![(Api::all(client.clone()), Api::all(client.clone()))]
+    } else {
+        args.namespaces
+            .iter()
+            .map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)))
+            .collect()
     };
     let mut builder_watch = watcher::Config::default();
     if let Some(selector) = &args.label_selector {
@@ -107,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", packer_job::job::MANAGED_BY));
     let readiness = controller_runtime::Readiness::default();
     let bound = controller_runtime::serve(args.metrics_addr, readiness.clone(), context.metrics.clone()).await?;
-    tracing::info!(namespace = ?args.namespace, health = %bound, "packer-build-controller starting");
+    tracing::info!(namespaces = ?args.namespaces, health = %bound, "packer-build-controller starting");
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
     let leadership = if args.leader_elect {
@@ -120,15 +127,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let controller = Controller::new(builders, builder_watch)
-        .owns(jobs, job_watch)
-        .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, Arc::new(context))
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile error");
-            }
-        });
+    let context = Arc::new(context);
+    let controllers = scopes.into_iter().map(|(builders, jobs)| {
+        Controller::new(builders, builder_watch.clone())
+            .owns(jobs, job_watch.clone())
+            .shutdown_on_signal()
+            .run(reconcile::reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile error");
+                }
+            })
+    });
+    let controller = async move {
+        futures::future::join_all(controllers).await;
+    };
     match leadership {
         Some(mut leadership) => {
             tokio::select! {

@@ -62,6 +62,8 @@ pub struct Context {
     pub retry_base: Duration,
     /// Reconcile metrics.
     pub metrics: Arc<controller_runtime::Metrics>,
+    /// Where transitions are announced.
+    pub notifier: Arc<dyn crate::notify::Notifier>,
 }
 
 impl std::fmt::Debug for Context {
@@ -82,6 +84,7 @@ impl Context {
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
             metrics: Arc::new(controller_runtime::Metrics::new("packer_build_controller")),
+            notifier: Arc::new(crate::notify::LogNotifier),
         }
     }
 }
@@ -191,6 +194,18 @@ async fn report(
         if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
             tracing::warn!(%error, "could not publish an Event");
         }
+        let transition = crate::notify::Transition {
+            namespace: pb.namespace().unwrap_or_default(),
+            name: pb.name_any(),
+            from: old.phase,
+            to: status.phase,
+            reason: reason.to_owned(),
+            message: event.note.clone().unwrap_or_default(),
+            base_ami: status.last_run_base_image_id.clone(),
+            built_ami: status.last_run_built_image_id.clone(),
+            warning: matches!(type_, EventType::Warning),
+        };
+        ctx.notifier.notify(&transition).await;
     }
     Ok(())
 }

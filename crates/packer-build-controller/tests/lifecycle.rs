@@ -44,7 +44,7 @@ fn workspace() -> std::path::PathBuf {
 
 struct Harness {
     aws: AwsEmulator,
-    _server: ApiServer,
+    server: ApiServer,
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
     repo: tempfile::TempDir,
@@ -93,7 +93,7 @@ impl Harness {
         let log = tempfile::NamedTempFile::new().expect("log");
         Self {
             aws,
-            _server: server,
+            server,
             client,
             kubeconfig,
             repo,
@@ -319,6 +319,16 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
 
     let jobs = h.jobs().await;
     assert_eq!(jobs.len(), 1, "exactly one build Job");
+    // Requeues after Ready must not announce anything again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = h.controller_log();
+    let notifications: Vec<&str> = log.lines().filter(|l| l.contains(" notification: ")).collect();
+    assert_eq!(
+        notifications.len(),
+        2,
+        "one notification per transition (Building, Ready): {notifications:#?}"
+    );
+    assert!(notifications[0].contains("reason=BuildStarted") && notifications[1].contains("reason=BuildSucceeded"));
     assert_eq!(jobs[0].name_any(), status.job_name.clone().expect("job name"));
     h.stop_controller().await;
 }
@@ -914,5 +924,54 @@ async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics()
         }
     }
     assert_eq!(reconciled, 1, "only the leader reconciles");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).expect("ns");
+    namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
+    h.start_controller_with(&[("WATCH_NAMESPACE", "default,kube-public")]);
+    let mut outside = h.seed_builder();
+    outside.metadata.namespace = Some("elsewhere".into());
+    Api::<PackerBuilder>::namespaced(h.client.clone(), "elsewhere")
+        .create(&PostParams::default(), &outside)
+        .await
+        .expect("outside");
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("inside");
+    h.wait_for("packer-builder-local", "Ready", |pb| ready_reason(pb).is_some())
+        .await;
+    let untouched = Api::<PackerBuilder>::namespaced(h.client.clone(), "elsewhere")
+        .get("packer-builder-local")
+        .await
+        .expect("get");
+    assert!(
+        untouched.status.is_none(),
+        "a PackerBuilder outside the watched namespaces was reconciled"
+    );
+    let cluster_wide: Vec<_> = h
+        .server
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            (r.verb == "list" || r.verb == "watch")
+                && r.namespace.is_empty()
+                && r.resource != "customresourcedefinitions"
+        })
+        .collect();
+    assert!(
+        cluster_wide.is_empty(),
+        "cluster-wide reads by a namespaced controller: {cluster_wide:?}"
+    );
     h.stop_controller().await;
 }
