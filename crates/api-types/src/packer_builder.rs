@@ -461,6 +461,10 @@ pub struct PackerBuilderStatus {
     /// Summary for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PackerBuilderPhase>,
+    /// The last transition announced with an Event and notifications (`<phase>/<reason>/<buildID>`), so a
+    /// controller restart neither repeats nor skips one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notified_transition: Option<String>,
 }
 
 /// Coarse state of a PackerBuilder, for `kubectl get`. Conditions carry the detail.

@@ -51,6 +51,9 @@ struct Args {
     /// First retry delay after a failed build; doubles per further failure up to 10 minutes.
     #[arg(long, env = "BUILD_RETRY_BASE_DELAY", default_value = "30s", value_parser = api_types::parse_duration)]
     build_retry_base_delay: Duration,
+    /// Slack Web API base URL (for a proxy or a test double).
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    slack_api_url: String,
     /// Pod name: reported on Events and the leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
@@ -97,6 +100,12 @@ async fn main() -> anyhow::Result<()> {
     let mut context = Context::new(client.clone(), aws::Aws::new(sdk, args.base_ami_cache_ttl), recorder);
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
+    context.notifier = Arc::new(notify::SinkNotifier {
+        client: client.clone(),
+        http: reqwest::Client::new(),
+        slack_api: args.slack_api_url.clone(),
+        recorder: context.recorder.clone(),
+    });
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
     let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.namespaces.is_empty() {
         vec![(Api::all(client.clone()), Api::all(client.clone()))]

@@ -1,19 +1,22 @@
-//! Notifications of state transitions. One per transition (phase or Ready reason or build changed), never one per
-//! reconcile. The real sinks (Slack, SNS, SES, Discord, webhook) come with the notifier crate; until then
-//! [`LogNotifier`] records each notification as a structured log line (target `notification`), which is also how
-//! tests count them. Nothing secret is ever part of a notification.
+//! Notifications of state transitions: one per transition (phase, Ready reason or build changed), never one per
+//! reconcile. Every transition is recorded as a structured log line (target `notification`); when the spec names
+//! channels, [`SinkNotifier`] delivers to them with the `notifier` crate (Slack, Discord, generic webhook). A
+//! failed delivery never fails the reconcile: it becomes a Warning Event. Secret values are read from the
+//! Secrets the spec names at delivery time and never logged.
 
 use std::{future::Future, pin::Pin};
 
-use api_types::packer_builder::PackerBuilderPhase;
+use api_types::{PackerBuilder, packer_builder::PackerBuilderPhase};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::events::{Event, EventType, Recorder},
+};
+use notifier::{DeliveryPolicy, DiscordSink, Notification, Severity, Sink, SlackSink, WebhookSink};
 
 /// One transition of a PackerBuilder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transition {
-    /// Namespace.
-    pub namespace: String,
-    /// Name.
-    pub name: String,
     /// Phase before.
     pub from: Option<PackerBuilderPhase>,
     /// Phase after.
@@ -22,40 +25,160 @@ pub struct Transition {
     pub reason: String,
     /// Human message.
     pub message: String,
-    /// Base AMI of the build, if any.
-    pub base_ami: Option<String>,
-    /// AMI in use, if any.
-    pub built_ami: Option<String>,
     /// `true` for failures and degradations.
     pub warning: bool,
 }
 
 /// Where notifications go.
 pub trait Notifier: Send + Sync {
-    /// Delivers one notification; failures are the notifier's to report, never the reconcile's.
-    fn notify<'a>(&'a self, transition: &'a Transition) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+    /// Announces one transition; delivery problems are the notifier's to report, never the reconcile's.
+    fn notify<'a>(
+        &'a self,
+        pb: &'a PackerBuilder,
+        transition: &'a Transition,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
-/// Records notifications in the log.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LogNotifier;
+fn model(pb: &PackerBuilder, t: &Transition) -> Notification {
+    let status = pb.status.clone().unwrap_or_default();
+    let severity = match (t.warning, t.to) {
+        (true, Some(PackerBuilderPhase::Degraded)) => Severity::Failure,
+        (true, _) => Severity::Warning,
+        (false, Some(PackerBuilderPhase::Ready)) => Severity::Success,
+        _ => Severity::Info,
+    };
+    Notification {
+        kind: "PackerBuilder".into(),
+        namespace: pb.namespace().unwrap_or_default(),
+        name: pb.name_any(),
+        from: t.from.map(|p| format!("{p:?}")),
+        to: t.to.map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}")),
+        reason: t.reason.clone(),
+        message: t.message.clone(),
+        severity,
+        base_ami: status.last_run_base_image_id,
+        ami: status.last_run_built_image_id,
+        node_group: None,
+    }
+}
 
-impl Notifier for LogNotifier {
-    fn notify<'a>(&'a self, t: &'a Transition) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+/// Logs every transition and delivers it to the channels of the spec.
+pub struct SinkNotifier {
+    /// Kubernetes client (reads the Secrets the spec names).
+    pub client: Client,
+    /// Shared HTTP client.
+    pub http: reqwest::Client,
+    /// Slack Web API base (`https://slack.com/api`).
+    pub slack_api: String,
+    /// Event recorder for failed deliveries.
+    pub recorder: Recorder,
+}
+
+impl std::fmt::Debug for SinkNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkNotifier")
+            .field("slack_api", &self.slack_api)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<String, String> {
+    let secret = secrets
+        .get_opt(name)
+        .await
+        .map_err(|e| format!("reading Secret {name}: {e}"))?;
+    let secret = secret.ok_or_else(|| format!("Secret {name} does not exist"))?;
+    let from_data = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok());
+    let from_string = secret.string_data.as_ref().and_then(|d| d.get(key)).cloned();
+    from_data
+        .or(from_string)
+        .map(|v| v.trim().to_owned())
+        .ok_or_else(|| format!("Secret {name} has no key {key}"))
+}
+
+impl SinkNotifier {
+    async fn sinks(&self, pb: &PackerBuilder) -> Vec<Result<Sink, (&'static str, String)>> {
+        let Some(spec) = &pb.spec.notifier else {
+            return Vec::new();
+        };
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &pb.namespace().unwrap_or_default());
+        let mut sinks = Vec::new();
+        if let Some(slack) = &spec.slack {
+            sinks.push(
+                secret_value(&secrets, &slack.secret, "token")
+                    .await
+                    .map(|token| Sink::Slack(SlackSink::new(&self.slack_api, token, slack.channel_ids.clone())))
+                    .map_err(|e| ("slack", e)),
+            );
+        }
+        if let Some(discord) = &spec.discord {
+            sinks.push(
+                secret_value(&secrets, &discord.secret, "webhookURL")
+                    .await
+                    .map(|url| Sink::Discord(DiscordSink::new(url)))
+                    .map_err(|e| ("discord", e)),
+            );
+        }
+        if let Some(webhook) = &spec.webhook {
+            let key = secret_value(&secrets, &webhook.secret, "signingKey")
+                .await
+                .ok()
+                .map(String::into_bytes);
+            sinks.push(
+                secret_value(&secrets, &webhook.secret, "url")
+                    .await
+                    .map(|url| Sink::Webhook(WebhookSink::new(url, key)))
+                    .map_err(|e| ("webhook", e)),
+            );
+        }
+        sinks
+    }
+
+    async fn warn(&self, pb: &PackerBuilder, channel: &str, why: String) {
+        tracing::warn!(target: "notification", channel, reason = %why, "notification not delivered");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "NotificationFailed".into(),
+            note: Some(format!("{channel}: {why}")),
+            action: "Notify".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &pb.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish an Event");
+        }
+    }
+}
+
+impl Notifier for SinkNotifier {
+    fn notify<'a>(&'a self, pb: &'a PackerBuilder, t: &'a Transition) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         Box::pin(async move {
+            let n = model(pb, t);
             tracing::info!(
                 target: "notification",
-                namespace = %t.namespace,
-                name = %t.name,
-                from = ?t.from,
-                to = ?t.to,
-                reason = %t.reason,
-                base_ami = ?t.base_ami,
-                built_ami = ?t.built_ami,
-                warning = t.warning,
+                namespace = %n.namespace,
+                name = %n.name,
+                from = ?n.from,
+                to = %n.to,
+                reason = %n.reason,
+                base_ami = ?n.base_ami,
+                built_ami = ?n.ami,
                 "{}",
-                t.message
+                n.message
             );
+            for sink in self.sinks(pb).await {
+                match sink {
+                    Ok(sink) => {
+                        if let Err(error) = notifier::deliver(&self.http, &sink, &n, DeliveryPolicy::default()).await {
+                            self.warn(pb, sink.channel(), error.reason()).await;
+                        }
+                    }
+                    Err((channel, why)) => self.warn(pb, channel, why).await,
+                }
+            }
         })
     }
 }

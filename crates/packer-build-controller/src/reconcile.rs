@@ -77,6 +77,12 @@ impl std::fmt::Debug for Context {
 impl Context {
     /// A context with the default git-sync image.
     pub fn new(client: Client, aws: Aws, recorder: Recorder) -> Self {
+        let notifier = Arc::new(crate::notify::SinkNotifier {
+            client: client.clone(),
+            http: reqwest::Client::new(),
+            slack_api: "https://slack.com/api".to_owned(),
+            recorder: recorder.clone(),
+        });
         Self {
             client,
             aws,
@@ -84,7 +90,7 @@ impl Context {
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
             metrics: Arc::new(controller_runtime::Metrics::new("packer_build_controller")),
-            notifier: Arc::new(crate::notify::LogNotifier),
+            notifier,
         }
     }
 }
@@ -128,7 +134,14 @@ pub async fn reconcile(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Acti
     result
 }
 
-async fn reconcile_inner(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
+async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
+    // Decide on the stored object, not the watch cache: the cache can lag behind this controller's own last status
+    // write, and acting on it would repeat a build collection or an announcement. One GET per reconcile.
+    let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(pb) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let pb = &pb;
     let now = Timestamp::now();
     let generation = pb.metadata.generation.unwrap_or(1);
     let old = pb.status.clone().unwrap_or_default();
@@ -164,48 +177,71 @@ async fn reconcile_inner(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Ac
     Ok(Action::requeue(outcome.requeue))
 }
 
-/// Writes the status (when anything but timestamps changed) and publishes the transition's Event.
+/// What the current state announces: Event type, reason and message, from the condition that explains the phase.
+fn announcement(status: &PackerBuilderStatus) -> Option<(EventType, String, String)> {
+    let condition = |t: &str| get_condition(&status.conditions, t);
+    let (type_, c) = match status.phase? {
+        PackerBuilderPhase::Building => (EventType::Normal, condition(types::BUILDING)?),
+        PackerBuilderPhase::Ready => (EventType::Normal, condition(types::READY)?),
+        PackerBuilderPhase::Failed | PackerBuilderPhase::Invalid => (EventType::Warning, condition(types::READY)?),
+        PackerBuilderPhase::Degraded => (EventType::Warning, condition(types::DEGRADED)?),
+        PackerBuilderPhase::Pending => return None,
+    };
+    Some((type_, c.reason.clone(), c.message.clone()))
+}
+
+/// Announces the state when it differs from the last announced one (recorded in status, so a restart neither
+/// repeats nor skips an announcement), then writes the status if anything changed.
 async fn report(
     pb: &PackerBuilder,
     ctx: &Context,
     old: &PackerBuilderStatus,
     status: &PackerBuilderStatus,
-    event: Option<(EventType, &'static str, String)>,
+    hint: Option<(EventType, &'static str, String)>,
 ) -> Result<()> {
-    if status != old {
+    let mut status = status.clone();
+    if let Some((type_, reason, message)) = announcement(&status) {
+        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        let key = format!("{phase}/{reason}/{}", status.build_id.as_deref().unwrap_or_default());
+        if status.last_notified_transition.as_deref() != Some(key.as_str()) {
+            let message = if message.is_empty() {
+                hint.map(|(_, _, m)| m).unwrap_or_default()
+            } else {
+                message
+            };
+            let event = Event {
+                type_,
+                reason: reason.clone(),
+                note: Some(message.clone()),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
+                tracing::warn!(%error, "could not publish an Event");
+            }
+            let from = old
+                .last_notified_transition
+                .as_deref()
+                .and_then(|k| k.split('/').next())
+                .map(str::to_owned);
+            let transition = crate::notify::Transition {
+                from: from.and_then(|f| serde_json::from_value(serde_json::json!(f)).ok()),
+                to: status.phase,
+                reason,
+                message,
+                warning: matches!(type_, EventType::Warning),
+            };
+            let mut announced = pb.clone();
+            announced.status = Some(status.clone());
+            ctx.notifier.notify(&announced, &transition).await;
+            status.last_notified_transition = Some(key);
+        }
+    }
+    if status != *old {
         let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
         let patch = serde_json::json!({ "status": status });
         api.patch_status(&pb.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
-    }
-    let ready_reason = |s: &PackerBuilderStatus| get_condition(&s.conditions, types::READY).map(|c| c.reason.clone());
-    let transitioned =
-        old.phase != status.phase || ready_reason(old) != ready_reason(status) || old.build_id != status.build_id;
-    if let Some((type_, reason, note)) = event
-        && transitioned
-    {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
-            tracing::warn!(%error, "could not publish an Event");
-        }
-        let transition = crate::notify::Transition {
-            namespace: pb.namespace().unwrap_or_default(),
-            name: pb.name_any(),
-            from: old.phase,
-            to: status.phase,
-            reason: reason.to_owned(),
-            message: event.note.clone().unwrap_or_default(),
-            base_ami: status.last_run_base_image_id.clone(),
-            built_ami: status.last_run_built_image_id.clone(),
-            warning: matches!(type_, EventType::Warning),
-        };
-        ctx.notifier.notify(&transition).await;
     }
     Ok(())
 }

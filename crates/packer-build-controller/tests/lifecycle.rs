@@ -42,6 +42,41 @@ fn workspace() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Messages received by the fake Slack Web API: (channel, text).
+type SlackInbox = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+const SLACK_TOKEN: &str = "xoxb-sentinel-slack";
+
+/// A local `chat.postMessage` that checks the bot token and records what it receives.
+async fn fake_slack() -> (String, SlackInbox) {
+    let inbox = SlackInbox::default();
+    let recorded = inbox.clone();
+    let app = axum::Router::new().route(
+        "/api/chat.postMessage",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            let inbox = recorded.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if auth != format!("Bearer {SLACK_TOKEN}") {
+                    return json!({"ok": false, "error": "invalid_auth"}).to_string();
+                }
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let channel = value["channel"].as_str().unwrap_or_default().to_owned();
+                let text = value["text"].as_str().unwrap_or_default().to_owned();
+                inbox.lock().expect("inbox").push((channel, text));
+                json!({"ok": true}).to_string()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://{addr}/api"), inbox)
+}
+
 struct Harness {
     aws: AwsEmulator,
     server: ApiServer,
@@ -50,6 +85,8 @@ struct Harness {
     repo: tempfile::TempDir,
     log: tempfile::NamedTempFile,
     controllers: Vec<tokio::process::Child>,
+    slack_api: String,
+    slack: SlackInbox,
 }
 
 impl Harness {
@@ -84,6 +121,7 @@ impl Harness {
                 json!({"AWS_ACCESS_KEY_ID": "dGVzdGluZw==", "AWS_SECRET_ACCESS_KEY": "dGVzdGluZw=="}),
             ),
             ("git-sync", json!({"username": "Ym90", "token": "c2VudGluZWw="})),
+            ("slack-token", json!({"token": "eG94Yi1zZW50aW5lbC1zbGFjaw=="})),
         ] {
             let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).expect("secret");
             secrets.create(&PostParams::default(), &s).await.expect("secret");
@@ -91,6 +129,7 @@ impl Harness {
         let repo = tempfile::tempdir().expect("repo");
         packer_repo(repo.path());
         let log = tempfile::NamedTempFile::new().expect("log");
+        let (slack_api, slack) = fake_slack().await;
         Self {
             aws,
             server,
@@ -99,6 +138,8 @@ impl Harness {
             repo,
             log,
             controllers: Vec::new(),
+            slack_api,
+            slack,
         }
     }
 
@@ -122,6 +163,7 @@ impl Harness {
             )
             .envs(self.aws.child_env(REGION))
             .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("SLACK_API_URL", &self.slack_api)
             .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -329,6 +371,13 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
         "one notification per transition (Building, Ready): {notifications:#?}"
     );
     assert!(notifications[0].contains("reason=BuildStarted") && notifications[1].contains("reason=BuildSucceeded"));
+    let slack = h.slack.lock().expect("inbox").clone();
+    assert_eq!(slack.len(), 2, "one Slack message per transition: {slack:?}");
+    assert!(slack.iter().all(|(channel, _)| channel == "SLACK_CHANNEL_IDS"));
+    assert!(
+        slack[0].1.contains("BuildStarted") && slack[1].1.contains("BuildSucceeded"),
+        "{slack:?}"
+    );
     assert_eq!(jobs[0].name_any(), status.job_name.clone().expect("job name"));
     h.stop_controller().await;
 }
@@ -715,6 +764,7 @@ async fn no_secret_value_reaches_logs_status_or_events() {
     assert!(log.contains("packer-build-controller starting"), "the log was captured");
     for (place, text) in [("status", &status), ("events", &events), ("controller log", &log)] {
         assert!(!text.contains("sentinel"), "a Secret value leaked into the {place}");
+        assert!(!text.contains(SLACK_TOKEN), "the Slack token leaked into the {place}");
         assert!(!text.contains("c2VudGluZWw="), "a Secret value leaked into the {place}");
     }
 }
@@ -767,6 +817,13 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
     assert_eq!(
         jobs[0].name_any(),
         pb.status.and_then(|s| s.job_name).expect("job name")
+    );
+    let slack = h.slack.lock().expect("inbox").clone();
+    let texts: Vec<&str> = slack.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(
+        texts.len(),
+        2,
+        "a restart neither resends nor skips notifications: {texts:?}"
     );
     h.stop_controller().await;
 }
