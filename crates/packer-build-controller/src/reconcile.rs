@@ -152,7 +152,7 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
     }
     status.observed_generation = Some(generation);
 
-    let outcome = match step(&pb, &ctx, &mut status, now).await {
+    let outcome = match step(pb, &ctx, &mut status, now).await {
         Ok(outcome) => outcome,
         Err(error) if error.is_user_facing() => {
             let message = error.to_string();
@@ -173,7 +173,7 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
         }
         Err(error) => return Err(error),
     };
-    report(&pb, &ctx, &old, &status, outcome.event).await?;
+    report(pb, &ctx, &old, &status, outcome.event).await?;
     Ok(Action::requeue(outcome.requeue))
 }
 
