@@ -437,7 +437,8 @@ pub struct PackerBuilderStatus {
     /// Name of the most recent build Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
-    /// State of the most recent build Job: `running`, `completed` or `failed`.
+    /// State of the most recent build Job: `pending` (recorded, Job being created), `running`, `completed` or
+    /// `failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_status: Option<String>,
     /// When the most recent build started.

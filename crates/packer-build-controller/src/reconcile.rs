@@ -250,7 +250,7 @@ async fn step(pb: &PackerBuilder, ctx: &Context, status: &mut PackerBuilderStatu
     let durations = validate(&pb.spec).map_err(Error::InvalidSpec)?;
     let ns = pb.namespace().unwrap_or_default();
     check_secrets(pb, ctx, &ns).await?;
-    if status.job_status.as_deref() == Some("running")
+    if matches!(status.job_status.as_deref(), Some("pending" | "running"))
         && let Some(name) = status.job_name.clone()
     {
         return follow_job(pb, ctx, status, &ns, &name, &durations, now).await;
@@ -481,7 +481,8 @@ async fn start_build(
     status.build_id = Some(build_id.clone());
     status.job_id = Some(job_id.clone());
     status.job_name = Some(name.clone());
-    status.job_status = Some("running".to_owned());
+    // `pending` until the Job exists: a restart in between creates it instead of calling the build lost.
+    status.job_status = Some("pending".to_owned());
     status.last_run = Some(api_types::conditions::Time(now));
     status.last_run_base_image_id = base;
     status.last_run_status = Some("running".to_owned());
@@ -507,6 +508,36 @@ async fn start_build(
     )
     .await?;
 
+    create_job(pb, ctx, status, ns, durations, debug).await?;
+    status.job_status = Some("running".to_owned());
+    Ok(Outcome {
+        requeue: BUILD_POLL,
+        event: Some((
+            EventType::Normal,
+            reasons::BUILD_STARTED,
+            format!("Job {name}: {message}"),
+        )),
+    })
+}
+
+/// Creates the Job of the build recorded in `status` (build ID, job ID, base AMI). Idempotent: the name comes from
+/// the build ID, so re-creating after a restart targets the same Job and AlreadyExists means it is there.
+async fn create_job(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &PackerBuilderStatus,
+    ns: &str,
+    durations: &Durations,
+    debug: bool,
+) -> Result<()> {
+    let spec = &pb.spec;
+    let build_id = status.build_id.clone().unwrap_or_default();
+    let job_id = job_id_for(&build_id);
+    let base_vars = status.last_run_base_image_id.as_ref().map(|ami| BaseVars {
+        ami_id: ami.clone(),
+        region: spec.region.clone(),
+    });
+    let steps = render_steps(&spec.builder, base_vars.as_ref(), debug);
     let git_sync = spec.git_sync.clone().unwrap_or_default();
     let owner = pb
         .controller_owner_ref(&())
@@ -526,30 +557,18 @@ async fn start_build(
         deadline_seconds: i64::try_from(durations.build_timeout.as_secs()).unwrap_or(i64::MAX),
     })?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-    match jobs
-        .create(
-            &PostParams {
-                field_manager: Some(FIELD_MANAGER.into()),
-                ..PostParams::default()
-            },
-            &job,
-        )
-        .await
-    {
-        Ok(_) => {}
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match jobs.create(&params, &job).await {
+        Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            tracing::info!(job = %name, "build Job already exists; following it")
+            tracing::info!(job = %job_name(&pb.name_any(), &job_id), "build Job already exists; following it");
+            Ok(())
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    Ok(Outcome {
-        requeue: BUILD_POLL,
-        event: Some((
-            EventType::Normal,
-            reasons::BUILD_STARTED,
-            format!("Job {name}: {message}"),
-        )),
-    })
 }
 
 fn job_finished(job: &Job) -> Option<Result<(), String>> {
@@ -581,6 +600,17 @@ async fn follow_job(
 ) -> Result<Outcome> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let result = match jobs.get_opt(name).await? {
+        None if status.job_status.as_deref() == Some("pending") => {
+            // The build was written to status but the controller stopped before its Job was created: create it
+            // now (same name, so never twice).
+            tracing::info!(job = %name, "creating the build Job recorded in status");
+            create_job(pb, ctx, status, ns, durations, status.failed_job_count > 0).await?;
+            status.job_status = Some("running".to_owned());
+            return Ok(Outcome {
+                requeue: BUILD_POLL,
+                event: None,
+            });
+        }
         None => Err(format!("build Job {name} disappeared before it finished")),
         Some(job) => match job_finished(&job) {
             None => {

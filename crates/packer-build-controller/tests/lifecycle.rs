@@ -796,11 +796,16 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
         .await
         .expect("apply");
     h.wait_for("packer-builder-local", "Building", |pb| {
-        pb.status.as_ref().and_then(|s| s.job_status.as_deref()) == Some("running")
+        matches!(
+            pb.status.as_ref().and_then(|s| s.job_status.as_deref()),
+            Some("pending" | "running")
+        )
     })
     .await;
+    // Killed while building: either before the Job was created (the restart creates it) or after (the restart
+    // follows it). Either way there must be exactly one Job in the end.
     h.stop_controller().await;
-    assert_eq!(h.jobs().await.len(), 1);
+    assert!(h.jobs().await.len() <= 1);
     h.start_controller();
     let pb = h
         .wait_for("packer-builder-local", "Ready", |pb| {
