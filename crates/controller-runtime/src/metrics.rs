@@ -16,6 +16,12 @@ struct ErrorLabels {
     category: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: String,
+    result: String,
+}
+
 /// The metrics of one controller.
 #[derive(Debug)]
 pub struct Metrics {
@@ -23,6 +29,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Metrics {
@@ -43,11 +50,18 @@ impl Metrics {
             "Duration of a reconcile",
             duration.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Notifications by channel and result",
+            notifications.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
+            notifications,
         }
     }
 
@@ -67,6 +81,16 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Records one notification delivery: `result` is `ok` or a short error reason (e.g. `invalid_auth`).
+    pub fn notification(&self, channel: &str, result: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     /// The Prometheus text exposition.

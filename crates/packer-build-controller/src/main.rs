@@ -97,15 +97,14 @@ async fn main() -> anyhow::Result<()> {
             instance: args.pod_name.clone(),
         },
     );
-    let mut context = Context::new(client.clone(), aws::Aws::new(sdk, args.base_ami_cache_ttl), recorder);
+    let mut context = Context::new(
+        client.clone(),
+        aws::Aws::new(sdk, args.base_ami_cache_ttl),
+        recorder,
+        args.slack_api_url.clone(),
+    );
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
-    context.notifier = Arc::new(notify::SinkNotifier {
-        client: client.clone(),
-        http: reqwest::Client::new(),
-        slack_api: args.slack_api_url.clone(),
-        recorder: context.recorder.clone(),
-    });
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
     let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.namespaces.is_empty() {
         vec![(Api::all(client.clone()), Api::all(client.clone()))]

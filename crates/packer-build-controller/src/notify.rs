@@ -72,6 +72,8 @@ pub struct SinkNotifier {
     pub slack_api: String,
     /// Event recorder for failed deliveries.
     pub recorder: Recorder,
+    /// `notifications_total{channel,result}`.
+    pub metrics: std::sync::Arc<controller_runtime::Metrics>,
 }
 
 impl std::fmt::Debug for SinkNotifier {
@@ -171,12 +173,17 @@ impl Notifier for SinkNotifier {
             );
             for sink in self.sinks(pb).await {
                 match sink {
-                    Ok(sink) => {
-                        if let Err(error) = notifier::deliver(&self.http, &sink, &n, DeliveryPolicy::default()).await {
+                    Ok(sink) => match notifier::deliver(&self.http, &sink, &n, DeliveryPolicy::default()).await {
+                        Ok(()) => self.metrics.notification(sink.channel(), "ok"),
+                        Err(error) => {
+                            self.metrics.notification(sink.channel(), &error.reason());
                             self.warn(pb, sink.channel(), error.reason()).await;
                         }
+                    },
+                    Err((channel, why)) => {
+                        self.metrics.notification(channel, "configuration");
+                        self.warn(pb, channel, why).await;
                     }
-                    Err((channel, why)) => self.warn(pb, channel, why).await,
                 }
             }
         })

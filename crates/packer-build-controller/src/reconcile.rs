@@ -75,13 +75,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context with the default git-sync image.
-    pub fn new(client: Client, aws: Aws, recorder: Recorder) -> Self {
+    /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack.
+    pub fn new(client: Client, aws: Aws, recorder: Recorder, slack_api: String) -> Self {
+        let metrics = Arc::new(controller_runtime::Metrics::new("packer_build_controller"));
         let notifier = Arc::new(crate::notify::SinkNotifier {
             client: client.clone(),
             http: reqwest::Client::new(),
-            slack_api: "https://slack.com/api".to_owned(),
+            slack_api,
             recorder: recorder.clone(),
+            metrics: metrics.clone(),
         });
         Self {
             client,
@@ -89,7 +91,7 @@ impl Context {
             recorder,
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
-            metrics: Arc::new(controller_runtime::Metrics::new("packer_build_controller")),
+            metrics,
             notifier,
         }
     }

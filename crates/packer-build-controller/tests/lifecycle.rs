@@ -1037,3 +1037,49 @@ async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
     );
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_slack_token_becomes_a_warning_event_and_the_build_still_succeeds() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    let secrets: Api<Secret> = Api::default_namespaced(h.client.clone());
+    let revoked: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "revoked-slack"}, "stringData": {}, "data": {"token": "eG94Yi1yZXZva2Vk"}}),
+    )
+    .expect("secret");
+    secrets.create(&PostParams::default(), &revoked).await.expect("secret");
+    let mut builder = h.seed_builder();
+    if let Some(slack) = builder.spec.notifier.as_mut().and_then(|n| n.slack.as_mut()) {
+        slack.secret = "revoked-slack".into();
+    }
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    h.wait_for("packer-builder-local", "Ready", |pb| {
+        ready_reason(pb).as_deref() == Some("BuildSucceeded")
+    })
+    .await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
+    let failed: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NotificationFailed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(
+        !failed.is_empty() && failed.iter().all(|n| n.contains("invalid_auth")),
+        "{failed:?}"
+    );
+    assert!(
+        h.slack.lock().expect("inbox").is_empty(),
+        "nothing was accepted with a revoked token"
+    );
+    h.stop_controller().await;
+}
