@@ -2,7 +2,7 @@
 //! repository (git-sync emulated) and runs the real `packer build` against the AWS emulator; the AMI it makes is
 //! visible through the Rust AWS SDK and the Job ends `Complete`.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
 use aws_sim::{Account, AwsEmulator, SeedImage};
@@ -20,34 +20,6 @@ use serde_json::json;
 const REGION: &str = "us-west-2";
 /// Packer sends no account header, so it works in moto's default account.
 const DEFAULT_ACCOUNT: &str = "123456789012";
-
-/// A git repository holding `examples/packer/eks-node` at `eks-node/`.
-fn packer_repo(dir: &Path) {
-    let project = dir.join("eks-node");
-    std::fs::create_dir_all(&project).expect("mkdir");
-    let source = workspace_root().join("examples/packer/eks-node/eks-node.pkr.hcl");
-    std::fs::copy(&source, project.join("eks-node.pkr.hcl")).expect("copy sample project");
-    for args in [
-        &["init", "--quiet"][..],
-        &["add", "."],
-        &["commit", "--quiet", "-m", "sample"],
-    ] {
-        let status = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("git");
-        assert!(status.success(), "git {args:?}");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_clones_the_sample_packer_project_and_really_builds_an_ami_in_the_emulator() {
@@ -87,7 +59,7 @@ async fn a_job_clones_the_sample_packer_project_and_really_builds_an_ami_in_the_
     let client = Client::try_from(Config::new(server.url().parse().expect("url"))).expect("client");
 
     let repo = tempfile::tempdir().expect("tmp");
-    packer_repo(repo.path());
+    aws_sim::sample_packer_repo(repo.path(), "eks-node").expect("sample repo");
     // Values reach Packer as positional arguments of a constant script, never spliced into it.
     let script = r#"packer init . && packer validate -var "ami_id=$1" -var "region=$2" -var "ec2_endpoint=$3" . && packer build -machine-readable -color=false -var "ami_id=$1" -var "region=$2" -var "ec2_endpoint=$3" ."#;
     let job: Job = serde_json::from_value(json!({

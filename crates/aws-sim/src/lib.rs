@@ -447,3 +447,39 @@ pub fn python_path() -> PathBuf {
     );
     target.join("tools/venv/bin/python")
 }
+
+/// The sample Packer project of this repository (`examples/packer/eks-node`).
+pub const SAMPLE_PACKER_PROJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/packer/eks-node");
+
+/// Makes `repo` a git repository (branch `main`, one commit) holding the sample Packer project at `project_dir`,
+/// for tests that clone it the way git-sync does.
+pub fn sample_packer_repo(repo: &std::path::Path, project_dir: &str) -> std::io::Result<()> {
+    let project = repo.join(project_dir);
+    std::fs::create_dir_all(&project)?;
+    std::fs::copy(
+        std::path::Path::new(SAMPLE_PACKER_PROJECT).join("eks-node.pkr.hcl"),
+        project.join("eks-node.pkr.hcl"),
+    )?;
+    for args in [
+        &["init", "--quiet"][..],
+        &["add", "."],
+        &["commit", "--quiet", "-m", "sample"],
+    ] {
+        let status = std::process::Command::new("git")
+            .args([
+                "-c",
+                "user.name=test",
+                "-c",
+                "user.email=test@example.com",
+                "-c",
+                "init.defaultBranch=main",
+            ])
+            .args(args)
+            .current_dir(repo)
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("git {args:?} failed")));
+        }
+    }
+    Ok(())
+}

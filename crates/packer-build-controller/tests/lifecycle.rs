@@ -1,7 +1,7 @@
 //! The real controller binary against the in-memory API server (with the local Job executor) and the AWS
 //! emulator, building with the real Packer.
 
-use std::{collections::BTreeMap, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use ami_tags_keys::*;
 use api_types::{PackerBuilder, conditions::get_condition};
@@ -127,7 +127,7 @@ impl Harness {
             secrets.create(&PostParams::default(), &s).await.expect("secret");
         }
         let repo = tempfile::tempdir().expect("repo");
-        packer_repo(repo.path());
+        aws_sim::sample_packer_repo(repo.path(), "packer/generic-fips").expect("sample repo");
         let log = tempfile::NamedTempFile::new().expect("log");
         let (slack_api, slack) = fake_slack().await;
         Self {
@@ -260,37 +260,6 @@ impl Harness {
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
             .collect()
-    }
-}
-
-/// A git repository with the sample Packer project at `packer/generic-fips` (the seed's `dir`).
-fn packer_repo(dir: &Path) {
-    let project = dir.join("packer/generic-fips");
-    std::fs::create_dir_all(&project).expect("mkdir");
-    std::fs::copy(
-        workspace().join("examples/packer/eks-node/eks-node.pkr.hcl"),
-        project.join("eks-node.pkr.hcl"),
-    )
-    .expect("copy");
-    for args in [
-        &["init", "--quiet"][..],
-        &["add", "."],
-        &["commit", "--quiet", "-m", "sample"],
-    ] {
-        let status = Command::new("git")
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.com",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .status()
-            .expect("git");
-        assert!(status.success());
     }
 }
 
