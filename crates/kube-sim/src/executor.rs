@@ -321,7 +321,6 @@ struct ContainerOutcome {
     status: Value,
 }
 
-#[allow(clippy::too_many_lines)]
 async fn run_container(
     shared: &Arc<Shared>,
     options: &ExecutorOptions,
