@@ -697,6 +697,23 @@ def control(environ, body, start_response):
             with LOCK:
                 STATE.calls.clear()
             return _json(start_response, "200 OK", {})
+        if path == "/_ext/sent" and method == "GET":
+            from moto.ses.models import ses_backends
+            from moto.sns.models import sns_backends
+
+            account = query.get("account", [DEFAULT_ACCOUNT])[0]
+            region = query["region"][0]
+            sns = [
+                {"topicArn": arn, "message": n[1], "subject": n[2]}
+                for arn, topic in sns_backends[account][region].topics.items()
+                for n in topic.sent_notifications
+            ]
+            ses = [
+                {"source": m.source, "subject": m.subject, "body": m.body, "destinations": m.destinations}
+                for m in ses_backends[account][region].sent_messages
+                if hasattr(m, "subject")
+            ]
+            return _json(start_response, "200 OK", {"sns": sns, "ses": ses})
         if path == "/_ext/progress" and method == "POST":
             with LOCK:
                 STATE.mode = payload.get("mode", "auto")

@@ -334,6 +334,33 @@ impl AwsEmulator {
         .map(|_| ())
     }
 
+    /// An SNS client bound to `account`.
+    pub fn sns(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_sns::Client {
+        let conf = aws_sdk_sns::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_sns::Client::from_conf(conf)
+    }
+
+    /// An SES v2 client bound to `account`.
+    pub fn sesv2(&self, sdk: &SdkConfig, account: &Account) -> aws_sdk_sesv2::Client {
+        let conf = aws_sdk_sesv2::config::Builder::from(sdk)
+            .interceptor(AccountHeader(account.0.clone()))
+            .build();
+        aws_sdk_sesv2::Client::from_conf(conf)
+    }
+
+    /// Messages published to SNS and e-mails sent with SES in an account and region, as moto stored them:
+    /// `{"sns": [{"topicArn", "subject", "message"}], "ses": [{"source", "subject", "body", "destinations"}]}`.
+    pub async fn sent(&self, account: &Account, region: &str) -> Result<Value, EmulatorError> {
+        self.control(
+            reqwest::Method::GET,
+            &format!("/_ext/sent?account={}&region={region}", account.0),
+            None,
+        )
+        .await
+    }
+
     /// Adds a fault rule.
     pub async fn inject(&self, fault: &Fault) -> Result<(), EmulatorError> {
         self.control(

@@ -12,7 +12,9 @@ pub mod sinks;
 
 use serde::Serialize;
 
-pub use sinks::{DeliveryPolicy, DiscordSink, SIGNATURE_HEADER, Sink, SlackSink, WebhookSink, deliver, signature};
+pub use sinks::{
+    DeliveryPolicy, DiscordSink, SIGNATURE_HEADER, SesSink, Sink, SlackSink, SnsSink, WebhookSink, deliver, signature,
+};
 
 /// How a transition should look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -28,6 +28,21 @@ pub fn text(n: &Notification) -> String {
     lines.join("\n")
 }
 
+/// A simple HTML e-mail body: the title as a heading and the text lines as paragraphs, all escaped.
+pub fn html(n: &Notification) -> String {
+    let escape = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    };
+    let mut out = format!("<h3>{}</h3>", escape(&title(n)));
+    for line in text(n).lines().skip(1) {
+        out.push_str(&format!("<p>{}</p>", escape(line)));
+    }
+    out
+}
+
 /// Slack `chat.postMessage` body for one channel: a fallback `text` and an attachment with the severity colour and
 /// Block Kit sections.
 pub fn slack(n: &Notification, channel: &str) -> Value {
@@ -109,6 +124,15 @@ mod tests {
             .as_array()
             .expect("fields");
         assert_eq!(fields.len(), 2);
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        let mut n = built();
+        n.message = "<script>alert(1)</script> & more".into();
+        let body = html(&n);
+        assert!(body.contains("&lt;script&gt;") && body.contains("&amp; more"), "{body}");
+        assert!(!body.contains("<script>"));
     }
 
     #[test]

@@ -111,6 +111,26 @@ impl std::fmt::Debug for WebhookSink {
     }
 }
 
+/// Amazon SNS `Publish` to a topic (credentials from the controller's own AWS identity).
+#[derive(Clone, Debug)]
+pub struct SnsSink {
+    /// SNS client for the topic's region.
+    pub client: aws_sdk_sns::Client,
+    /// Topic ARN.
+    pub topic_arn: String,
+}
+
+/// Amazon SES v2 `SendEmail` (credentials from the controller's own AWS identity).
+#[derive(Clone, Debug)]
+pub struct SesSink {
+    /// SES v2 client.
+    pub client: aws_sdk_sesv2::Client,
+    /// Verified sender.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+}
+
 /// Any sink.
 #[derive(Clone, Debug)]
 pub enum Sink {
@@ -120,6 +140,10 @@ pub enum Sink {
     Discord(DiscordSink),
     /// Generic webhook.
     Webhook(WebhookSink),
+    /// Amazon SNS.
+    Sns(SnsSink),
+    /// Amazon SES.
+    Ses(SesSink),
 }
 
 impl Sink {
@@ -129,6 +153,8 @@ impl Sink {
             Self::Slack(_) => "slack",
             Self::Discord(_) => "discord",
             Self::Webhook(_) => "webhook",
+            Self::Sns(_) => "sns",
+            Self::Ses(_) => "ses",
         }
     }
 }
@@ -182,6 +208,46 @@ pub async fn deliver(
                 .await
                 .map(|_| ())
         }
+        Sink::Sns(sns) => {
+            // SNS subjects are at most 100 characters; the title is cut on a character boundary.
+            let subject: String = render::title(n).chars().take(100).collect();
+            sns.client
+                .publish()
+                .topic_arn(&sns.topic_arn)
+                .subject(subject)
+                .message(render::text(n))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_refusal("sns", &e))
+        }
+        Sink::Ses(ses) => {
+            use aws_sdk_sesv2::types::{Body, Content, Destination, EmailContent, Message};
+            let content = |text: String| Content::builder().data(text).charset("UTF-8").build();
+            let (Ok(subject), Ok(text), Ok(html)) = (
+                content(render::title(n)),
+                content(render::text(n)),
+                content(render::html(n)),
+            ) else {
+                return Err(DeliveryError::Refused {
+                    channel: "ses",
+                    reason: "invalid_content".into(),
+                });
+            };
+            let message = Message::builder()
+                .subject(subject)
+                .body(Body::builder().text(text).html(html).build())
+                .build();
+            ses.client
+                .send_email()
+                .from_email_address(&ses.from)
+                .destination(Destination::builder().set_to_addresses(Some(ses.to.clone())).build())
+                .content(EmailContent::builder().simple(message).build())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| aws_refusal("ses", &e))
+        }
         Sink::Webhook(webhook) => {
             let body = serde_json::to_vec(&render::webhook(n)).unwrap_or_default();
             let signed = webhook.signing_key.as_ref().map(|k| signature(k, &body));
@@ -190,6 +256,14 @@ pub async fn deliver(
                 .await
                 .map(|_| ())
         }
+    }
+}
+
+/// An AWS SDK error as a refusal named by its error code (the SDK already retried what is retryable).
+fn aws_refusal<E: aws_sdk_sns::error::ProvideErrorMetadata>(channel: &'static str, e: &E) -> DeliveryError {
+    DeliveryError::Refused {
+        channel,
+        reason: e.code().unwrap_or("aws_error").to_owned(),
     }
 }
 

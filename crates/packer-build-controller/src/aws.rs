@@ -50,6 +50,11 @@ impl Aws {
         }
     }
 
+    /// The SDK configuration (for other services' clients, e.g. notifications).
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
         let mut clients = self.ec2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         clients

@@ -12,7 +12,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::events::{Event, EventType, Recorder},
 };
-use notifier::{DeliveryPolicy, DiscordSink, Notification, Severity, Sink, SlackSink, WebhookSink};
+use notifier::{DeliveryPolicy, DiscordSink, Notification, SesSink, Severity, Sink, SlackSink, SnsSink, WebhookSink};
 
 /// One transition of a PackerBuilder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct SinkNotifier {
     pub recorder: Recorder,
     /// `notifications_total{channel,result}`.
     pub metrics: std::sync::Arc<controller_runtime::Metrics>,
+    /// AWS configuration for SNS and SES (the controller's own identity).
+    pub sdk: aws_config::SdkConfig,
 }
 
 impl std::fmt::Debug for SinkNotifier {
@@ -116,6 +118,26 @@ impl SinkNotifier {
                     .map(|token| Sink::Slack(SlackSink::new(&self.slack_api, token, slack.channel_ids.clone())))
                     .map_err(|e| ("slack", e)),
             );
+        }
+        let region = aws_config::Region::new(pb.spec.region.clone());
+        if let Some(sns) = &spec.sns {
+            let conf = aws_sdk_sns::config::Builder::from(&self.sdk)
+                .region(region.clone())
+                .build();
+            sinks.push(Ok(Sink::Sns(SnsSink {
+                client: aws_sdk_sns::Client::from_conf(conf),
+                topic_arn: sns.topic_arn.clone(),
+            })));
+        }
+        if let Some(ses) = &spec.ses {
+            let conf = aws_sdk_sesv2::config::Builder::from(&self.sdk)
+                .region(region.clone())
+                .build();
+            sinks.push(Ok(Sink::Ses(SesSink {
+                client: aws_sdk_sesv2::Client::from_conf(conf),
+                from: ses.from.clone(),
+                to: ses.to.clone(),
+            })));
         }
         if let Some(discord) = &spec.discord {
             sinks.push(

@@ -84,6 +84,7 @@ impl Context {
             slack_api,
             recorder: recorder.clone(),
             metrics: metrics.clone(),
+            sdk: aws.sdk().clone(),
         });
         Self {
             client,

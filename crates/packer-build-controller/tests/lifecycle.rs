@@ -1052,3 +1052,66 @@ async fn a_revoked_slack_token_becomes_a_warning_event_and_the_build_still_succe
     );
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transitions_are_published_to_sns_and_sent_with_ses() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    let account = Account(DEFAULT_ACCOUNT.into());
+    let sdk = h.aws.sdk_config(REGION).await;
+    let topic = h
+        .aws
+        .sns(&sdk, &account)
+        .create_topic()
+        .name("ami-builds")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn
+        .expect("arn");
+    h.aws
+        .sesv2(&sdk, &account)
+        .create_email_identity()
+        .email_identity("ami-bot@example.com")
+        .send()
+        .await
+        .expect("identity");
+    let mut builder = h.seed_builder();
+    let notifier = builder.spec.notifier.get_or_insert_with(Default::default);
+    notifier.sns = Some(api_types::packer_builder::SnsSpec {
+        topic_arn: topic.clone(),
+    });
+    notifier.ses = Some(api_types::packer_builder::SesSpec {
+        from: "ami-bot@example.com".into(),
+        to: vec!["platform@example.com".into()],
+    });
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    h.wait_for("packer-builder-local", "Ready", |pb| {
+        ready_reason(pb).as_deref() == Some("BuildSucceeded")
+    })
+    .await;
+    let sent = h.aws.sent(&account, REGION).await.expect("sent");
+    let subjects = |kind: &str| -> Vec<String> {
+        sent[kind]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["subject"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let sns = subjects("sns");
+    let ses = subjects("ses");
+    assert_eq!(sns.len(), 2, "{sns:?}");
+    assert!(
+        sns[0].contains("BuildStarted") && sns[1].contains("BuildSucceeded"),
+        "{sns:?}"
+    );
+    assert_eq!(ses.len(), 2, "{ses:?}");
+    h.stop_controller().await;
+}
