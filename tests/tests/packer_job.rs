@@ -7,7 +7,6 @@ use std::time::Duration;
 use aws_sdk_ec2::types::Filter;
 use aws_sim::{Account, AwsEmulator, SeedImage};
 use futures::TryStreamExt;
-use integration_tests::workspace_root;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
 use kube::{
     Api, Client, Config, ResourceExt,
@@ -41,12 +40,7 @@ async fn a_job_clones_the_sample_packer_project_and_really_builds_an_ami_in_the_
         .expect("seed")
         .remove(0);
 
-    let shim = workspace_root().join("crates/aws-sim/packer-shim");
-    let mut env: std::collections::BTreeMap<String, String> = aws.child_env(REGION).into_iter().collect();
-    env.insert(
-        "PATH".into(),
-        format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default()),
-    );
+    let env = aws.packer_job_env(REGION);
     let server = ApiServer::start(ServerOptions {
         executor: Some(ExecutorOptions {
             extra_env: env,

@@ -234,6 +234,18 @@ impl AwsEmulator {
         ]
     }
 
+    /// Environment for processes run as Packer build Jobs: [`Self::child_env`] plus the `packer` shim
+    /// (`packer-shim/`, which answers `init`) first on `PATH`.
+    pub fn packer_job_env(&self, region: &str) -> std::collections::BTreeMap<String, String> {
+        let shim = concat!(env!("CARGO_MANIFEST_DIR"), "/packer-shim");
+        let mut env: std::collections::BTreeMap<String, String> = self.child_env(region).into_iter().collect();
+        env.insert(
+            "PATH".into(),
+            format!("{shim}:{}", std::env::var("PATH").unwrap_or_default()),
+        );
+        env
+    }
+
     /// SDK configuration for the emulator in `region`, retries off.
     pub async fn sdk_config(&self, region: &str) -> SdkConfig {
         self.sdk_config_with_retries(region, RetryConfig::disabled()).await

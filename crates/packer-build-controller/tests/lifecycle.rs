@@ -92,12 +92,7 @@ struct Harness {
 impl Harness {
     async fn start() -> Self {
         let aws = AwsEmulator::start().await.expect("emulator");
-        let shim = workspace().join("crates/aws-sim/packer-shim");
-        let mut env: BTreeMap<String, String> = aws.child_env(REGION).into_iter().collect();
-        env.insert(
-            "PATH".into(),
-            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap_or_default()),
-        );
+        let env = aws.packer_job_env(REGION);
         let server = ApiServer::start(ServerOptions {
             executor: Some(ExecutorOptions {
                 extra_env: env,
@@ -237,6 +232,14 @@ impl Harness {
         }
     }
 
+    /// Waits until the seed PackerBuilder is Ready from a successful build.
+    async fn wait_built(&self) -> PackerBuilder {
+        self.wait_for("packer-builder-local", "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await
+    }
+
     async fn jobs(&self) -> Vec<Job> {
         Api::<Job>::default_namespaced(self.client.clone())
             .list(&ListParams::default())
@@ -290,11 +293,7 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
         .await
         .expect("apply");
 
-    let pb = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let pb = h.wait_built().await;
     let status = pb.status.clone().expect("status");
     assert_eq!(
         status.last_run_base_image_id.as_deref(),
@@ -485,11 +484,7 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
     builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
-    let first = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let first = h.wait_built().await;
     let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
 
     // Several controllerTimer periods of an unchanged world: re-checks, but no build.
@@ -552,11 +547,7 @@ async fn an_expired_ami_is_rebuilt_once() {
     builder.spec.time_outs.expires_in = api_types::HumanDuration::new("4s");
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
-    let first = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let first = h.wait_built().await;
     let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
     let second = h
         .wait_for("packer-builder-local", "a rebuild after expiry", |pb| {
@@ -718,11 +709,7 @@ async fn no_secret_value_reaches_logs_status_or_events() {
     api.create(&PostParams::default(), &h.seed_builder())
         .await
         .expect("apply");
-    let pb = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let pb = h.wait_built().await;
     h.stop_controller().await;
     // The Secrets of the harness hold "sentinel" (git token) and "testing" (AWS keys, base64 in the Secret).
     let status = serde_json::to_string(&pb.status).expect("status");
@@ -776,11 +763,7 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
     h.stop_controller().await;
     assert!(h.jobs().await.len() <= 1);
     h.start_controller();
-    let pb = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let pb = h.wait_built().await;
     let jobs = h.jobs().await;
     assert_eq!(
         jobs.len(),
@@ -873,11 +856,7 @@ async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone
     api.create(&PostParams::default(), &h.seed_builder())
         .await
         .expect("apply");
-    let pb = h
-        .wait_for("packer-builder-local", "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+    let pb = h.wait_built().await;
     let ami = pb.status.and_then(|s| s.last_run_built_image_id).expect("ami");
     assert_eq!(h.jobs().await.len(), 1);
     api.delete("packer-builder-local", &Default::default())
@@ -909,10 +888,7 @@ async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics()
     api.create(&PostParams::default(), &h.seed_builder())
         .await
         .expect("apply");
-    h.wait_for("packer-builder-local", "Ready", |pb| {
-        ready_reason(pb).as_deref() == Some("BuildSucceeded")
-    })
-    .await;
+    h.wait_built().await;
     assert_eq!(h.jobs().await.len(), 1, "one build, however many replicas");
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::default_namespaced(h.client.clone());
     let holder = leases
@@ -1028,10 +1004,7 @@ async fn a_revoked_slack_token_becomes_a_warning_event_and_the_build_still_succe
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
-    h.wait_for("packer-builder-local", "Ready", |pb| {
-        ready_reason(pb).as_deref() == Some("BuildSucceeded")
-    })
-    .await;
+    h.wait_built().await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
     let failed: Vec<String> = events
         .list(&ListParams::default())
@@ -1092,10 +1065,7 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
-    h.wait_for("packer-builder-local", "Ready", |pb| {
-        ready_reason(pb).as_deref() == Some("BuildSucceeded")
-    })
-    .await;
+    h.wait_built().await;
     let sent = h.aws.sent(&account, REGION).await.expect("sent");
     let subjects = |kind: &str| -> Vec<String> {
         sent[kind]
