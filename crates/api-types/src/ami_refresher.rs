@@ -14,6 +14,7 @@ use crate::{
         REGION_PATTERN, is_false,
     },
     duration::HumanDuration,
+    packer_builder::NotifierSpec,
 };
 
 /// Desired state of an AMIRefresher: keep a cluster's node groups on the chosen AMI.
@@ -113,7 +114,15 @@ pub struct AMIRefresherSpec {
     /// Only compute and publish the plan (in status and an Event); change nothing in AWS.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dry_run: bool,
+
+    /// Where node-group transitions (started, succeeded, failed) are announced besides Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifier: Option<NotifierSpec>,
 }
+
+/// Annotation that asks for a retry after a failed rollout: set it to a new value (e.g. a timestamp) and the
+/// controller continues with the failed node group. Its last acted-on value is `status.observedRetry`.
+pub const RETRY_ANNOTATION: &str = "ami.refresh.ops/retry";
 
 fn default_expires_in() -> HumanDuration {
     HumanDuration::new("30d")
@@ -242,6 +251,13 @@ pub struct AMIRefresherStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The value of the `ami.refresh.ops/retry` annotation the controller last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_retry: Option<String>,
+    /// The generation at which the last rollout failure was recorded: a failure halts the rollout until the spec
+    /// changes, the target changes or a retry is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_generation: Option<i64>,
 }
 
 /// Coarse state of an AMIRefresher, for `kubectl get`. Conditions carry the detail.

@@ -7,6 +7,7 @@
 
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 
 use std::{
     net::SocketAddr,

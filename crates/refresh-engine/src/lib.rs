@@ -1,0 +1,15 @@
+//! Pure rollout decisions of the ami-refresh-controller.
+//!
+//! - [`window`]: five-field cron maintenance windows in an IANA time zone: is a window open at `now`, and when
+//!   does the next one open;
+//! - [`plan`]: given the target AMI, the node groups as observed in AWS and the previous status, which node groups
+//!   are up to date, which roll now, which wait and why.
+//!
+//! Nothing here reads a clock, talks to AWS or Kubernetes: every input is an argument, so every safety property
+//! of a rollout is a unit test.
+
+pub mod plan;
+pub mod window;
+
+pub use plan::{Hold, Observed, Plan, PlanInputs, plan};
+pub use window::{Schedule, WindowError, WindowState, window_state};

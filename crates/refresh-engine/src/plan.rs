@@ -1,0 +1,497 @@
+//! The rollout plan: one pure function from (target AMI, node groups as observed, previous status, gates, clock)
+//! to the status of every node group and the node groups to start now.
+//!
+//! Safety properties kept here, each a unit test:
+//! - a node group already on the target is never started;
+//! - a node group with an update in flight (recorded, or found running in AWS) is tracked, never started again;
+//! - at most `parallelism` node groups are in flight; a named canary rolls first and alone;
+//! - after a failure for the current target nothing new starts until a retry is acknowledged (`halted`);
+//! - `paused`, dry-run and a closed maintenance window start nothing; updates already in flight are still tracked.
+
+use api_types::ami_refresher::{AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus};
+use jiff::Timestamp;
+
+use crate::window::WindowState;
+
+/// One node group as observed in AWS this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Node group (or Auto Scaling group) name.
+    pub name: String,
+    /// Managed node group or self-managed Auto Scaling group.
+    pub kind: NodeGroupKind,
+    /// Image in its launch template version.
+    pub current_ami: Option<String>,
+    /// Its launch template.
+    pub launch_template_id: Option<String>,
+    /// Its launch template version.
+    pub launch_template_version: Option<String>,
+    /// Why it cannot be rolled by this operator (no custom launch template, no image in the template...).
+    pub skip: Option<String>,
+    /// An update or instance refresh is running in AWS.
+    pub busy: bool,
+    /// The ID of a running update found in AWS (adopted after a restart that lost the status write).
+    pub running_update: Option<String>,
+}
+
+/// Everything the plan depends on.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInputs<'a> {
+    /// The AMI to roll onto.
+    pub target: &'a str,
+    /// Node groups in rollout order (managed in listing order, then self-managed in spec order).
+    pub observed: &'a [Observed],
+    /// Status entries of the previous reconcile (with tracking results of this reconcile merged in).
+    pub previous: &'a [NodeGroupStatus],
+    /// Canary node group, rolled first and alone.
+    pub canary: Option<&'a str>,
+    /// Node groups in flight at once (at least 1).
+    pub parallelism: usize,
+    /// `spec.paused`.
+    pub paused: bool,
+    /// `spec.dryRun`.
+    pub dry_run: bool,
+    /// Maintenance windows at `now`.
+    pub window: WindowState,
+    /// A node group failed for this target and no retry was asked for since.
+    pub halted: bool,
+    /// The clock.
+    pub now: Timestamp,
+}
+
+/// Why pending node groups do not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// A rollout failed for this target.
+    Failed,
+    /// Dry-run.
+    DryRun,
+    /// `spec.paused`.
+    Paused,
+    /// Outside every maintenance window.
+    OutsideWindow {
+        /// When the next window opens.
+        opens_at: Option<Timestamp>,
+    },
+    /// Waiting for node groups in flight (parallelism or the canary).
+    InFlight,
+    /// Node groups are busy in AWS with an update this operator did not start.
+    Busy,
+}
+
+/// The outcome of [`plan`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Status of every node group, in rollout order (the canary first).
+    pub node_groups: Vec<NodeGroupStatus>,
+    /// Node groups to start now, in order.
+    pub start: Vec<String>,
+    /// Why node groups that need the target wait, if any do.
+    pub hold: Option<Hold>,
+    /// Coarse phase.
+    pub phase: AMIRefresherPhase,
+    /// Node groups on the target.
+    pub done: usize,
+    /// Node groups considered (not skipped).
+    pub total: usize,
+}
+
+impl Plan {
+    /// Node groups being updated now (including those just started).
+    pub fn in_flight(&self) -> usize {
+        self.node_groups
+            .iter()
+            .filter(|n| n.state == NodeGroupState::InProgress)
+            .count()
+            + self.start.len()
+    }
+
+    /// `done/total` for `kubectl get`.
+    pub fn progress(&self) -> String {
+        format!("{}/{}", self.done, self.total)
+    }
+}
+
+fn entry(o: &Observed, target: &str, state: NodeGroupState) -> NodeGroupStatus {
+    NodeGroupStatus {
+        name: o.name.clone(),
+        kind: o.kind,
+        current_ami: o.current_ami.clone(),
+        target_ami: Some(target.to_owned()),
+        launch_template_id: o.launch_template_id.clone(),
+        launch_template_version: o.launch_template_version.clone(),
+        update_id: None,
+        state,
+        message: None,
+        started_at: None,
+        finished_at: None,
+    }
+}
+
+fn on_target(state: NodeGroupState) -> bool {
+    matches!(state, NodeGroupState::UpToDate | NodeGroupState::Successful)
+}
+
+/// Computes the plan. See the module documentation for the properties it keeps.
+pub fn plan(inputs: PlanInputs<'_>) -> Plan {
+    let PlanInputs {
+        target,
+        observed,
+        previous,
+        canary,
+        parallelism,
+        paused,
+        dry_run,
+        window,
+        halted,
+        now,
+    } = inputs;
+    let mut order: Vec<&Observed> = observed.iter().collect();
+    if let Some(canary) = canary
+        && let Some(i) = order.iter().position(|o| o.name == canary)
+    {
+        let first = order.remove(i);
+        order.insert(0, first);
+    }
+    let mut busy_untracked = false;
+    let node_groups: Vec<NodeGroupStatus> = order
+        .iter()
+        .map(|o| {
+            let prev = previous
+                .iter()
+                .find(|p| p.name == o.name && p.kind == o.kind && p.target_ami.as_deref() == Some(target));
+            if let Some(reason) = &o.skip {
+                let mut e = entry(o, target, NodeGroupState::Skipped);
+                e.message = Some(reason.clone());
+                return e;
+            }
+            if let Some(p) = prev.filter(|p| p.state == NodeGroupState::InProgress && p.update_id.is_some()) {
+                // In flight: tracked with the recorded update ID, whatever the image currently says.
+                let mut e = p.clone();
+                e.current_ami = o.current_ami.clone();
+                return e;
+            }
+            if let Some(update) = &o.running_update {
+                // Started by us before a restart lost the status write: adopt it instead of starting another.
+                let mut e = entry(o, target, NodeGroupState::InProgress);
+                e.update_id = Some(update.clone());
+                e.message = Some("update found running in AWS; tracking it".into());
+                e.started_at = Some(api_types::conditions::Time(now));
+                return e;
+            }
+            if o.current_ami.as_deref() == Some(target) {
+                return match prev {
+                    Some(p) if p.state == NodeGroupState::Successful => {
+                        let mut e = p.clone();
+                        e.current_ami = o.current_ami.clone();
+                        e
+                    }
+                    _ => entry(o, target, NodeGroupState::UpToDate),
+                };
+            }
+            if halted
+                && let Some(p) = prev.filter(|p| matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
+            {
+                let mut e = p.clone();
+                e.current_ami = o.current_ami.clone();
+                return e;
+            }
+            let mut e = entry(o, target, NodeGroupState::Pending);
+            if o.busy {
+                busy_untracked = true;
+                e.message = Some("the node group is being updated by someone else; waiting".into());
+            }
+            e
+        })
+        .collect();
+
+    let in_flight = node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::InProgress)
+        .count();
+    let pending: Vec<&NodeGroupStatus> = node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::Pending)
+        .collect();
+    let failed = node_groups
+        .iter()
+        .any(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
+    let total = node_groups
+        .iter()
+        .filter(|n| n.state != NodeGroupState::Skipped)
+        .count();
+    let done = node_groups.iter().filter(|n| on_target(n.state)).count();
+
+    let mut start = Vec::new();
+    let gate = if halted && failed {
+        Some(Hold::Failed)
+    } else if dry_run {
+        Some(Hold::DryRun)
+    } else if paused {
+        Some(Hold::Paused)
+    } else if let WindowState::Closed { opens_at } = window {
+        Some(Hold::OutsideWindow { opens_at })
+    } else {
+        None
+    };
+    let mut hold = None;
+    if !pending.is_empty() {
+        if let Some(gate) = gate {
+            hold = Some(gate);
+        } else {
+            let canary_pending = canary.and_then(|c| node_groups.iter().find(|n| n.name == c && !on_target(n.state)));
+            let capacity = match canary_pending {
+                // The canary goes alone; the others wait until it succeeded.
+                Some(c) if c.state == NodeGroupState::Pending && in_flight == 0 => 1,
+                Some(_) => 0,
+                None => parallelism.max(1).saturating_sub(in_flight),
+            };
+            start = pending
+                .iter()
+                .filter(|n| n.message.is_none())
+                .take(capacity)
+                .map(|n| n.name.clone())
+                .collect();
+            if start.len() < pending.len() {
+                hold = Some(if start.is_empty() && busy_untracked && in_flight == 0 {
+                    Hold::Busy
+                } else {
+                    Hold::InFlight
+                });
+            }
+        }
+    }
+
+    let phase = if halted && failed {
+        AMIRefresherPhase::Degraded
+    } else if in_flight > 0 || !start.is_empty() {
+        AMIRefresherPhase::Progressing
+    } else if pending.is_empty() {
+        AMIRefresherPhase::Ready
+    } else if dry_run {
+        AMIRefresherPhase::Planned
+    } else if matches!(hold, Some(Hold::Paused | Hold::OutsideWindow { .. })) {
+        AMIRefresherPhase::Waiting
+    } else {
+        AMIRefresherPhase::Progressing
+    };
+    Plan {
+        node_groups,
+        start,
+        hold,
+        phase,
+        done,
+        total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TARGET: &str = "ami-0000000000000000b";
+    const OLD: &str = "ami-0000000000000000a";
+
+    fn now() -> Timestamp {
+        "2026-11-21T10:00:00Z".parse().expect("ts")
+    }
+
+    fn ng(name: &str, ami: &str) -> Observed {
+        Observed {
+            name: name.into(),
+            kind: NodeGroupKind::Managed,
+            current_ami: Some(ami.into()),
+            launch_template_id: Some("lt-1".into()),
+            launch_template_version: Some("1".into()),
+            skip: None,
+            busy: false,
+            running_update: None,
+        }
+    }
+
+    fn inputs<'a>(observed: &'a [Observed], previous: &'a [NodeGroupStatus]) -> PlanInputs<'a> {
+        PlanInputs {
+            target: TARGET,
+            observed,
+            previous,
+            canary: None,
+            parallelism: 1,
+            paused: false,
+            dry_run: false,
+            window: WindowState::Always,
+            halted: false,
+            now: now(),
+        }
+    }
+
+    fn in_progress(name: &str, id: &str) -> NodeGroupStatus {
+        let mut e = entry(&ng(name, OLD), TARGET, NodeGroupState::InProgress);
+        e.update_id = Some(id.into());
+        e
+    }
+
+    fn states(p: &Plan) -> Vec<(&str, NodeGroupState)> {
+        p.node_groups.iter().map(|n| (n.name.as_str(), n.state)).collect()
+    }
+
+    #[test]
+    fn only_outdated_groups_start_one_at_a_time_in_order() {
+        let observed = [ng("a", OLD), ng("b", TARGET), ng("c", OLD)];
+        let p = plan(inputs(&observed, &[]));
+        assert_eq!(p.start, vec!["a"]);
+        assert_eq!(
+            states(&p),
+            vec![
+                ("a", NodeGroupState::Pending),
+                ("b", NodeGroupState::UpToDate),
+                ("c", NodeGroupState::Pending)
+            ]
+        );
+        assert_eq!((p.done, p.total, p.phase), (1, 3, AMIRefresherPhase::Progressing));
+        assert_eq!(p.hold, Some(Hold::InFlight));
+    }
+
+    #[test]
+    fn a_tracked_update_is_never_started_again_and_blocks_the_next_group() {
+        let observed = [ng("a", OLD), ng("c", OLD)];
+        let previous = [in_progress("a", "u-1")];
+        let p = plan(inputs(&observed, &previous));
+        assert!(p.start.is_empty(), "{:?}", p.start);
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-1"));
+        assert_eq!(p.phase, AMIRefresherPhase::Progressing);
+    }
+
+    #[test]
+    fn parallelism_bounds_groups_in_flight() {
+        let observed = [ng("a", OLD), ng("b", OLD), ng("c", OLD), ng("d", OLD)];
+        let previous = [in_progress("a", "u-1")];
+        let mut i = inputs(&observed, &previous);
+        i.parallelism = 3;
+        let p = plan(i);
+        assert_eq!(p.start, vec!["b", "c"]);
+        assert_eq!(p.in_flight(), 3);
+    }
+
+    #[test]
+    fn the_canary_goes_first_and_alone() {
+        let observed = [ng("a", OLD), ng("b", OLD), ng("canary", OLD)];
+        let mut i = inputs(&observed, &[]);
+        i.canary = Some("canary");
+        i.parallelism = 5;
+        let p = plan(i);
+        assert_eq!(p.start, vec!["canary"]);
+        assert_eq!(p.node_groups[0].name, "canary");
+        // While it runs, nothing else starts; once it succeeded, the rest go (up to parallelism).
+        let running = [in_progress("canary", "u-1")];
+        let mut i = inputs(&observed, &running);
+        i.canary = Some("canary");
+        i.parallelism = 5;
+        assert!(plan(i).start.is_empty());
+        let observed = [ng("a", OLD), ng("b", OLD), ng("canary", TARGET)];
+        let mut i = inputs(&observed, &[]);
+        i.canary = Some("canary");
+        i.parallelism = 5;
+        assert_eq!(plan(i).start, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_failure_halts_everything_until_retried() {
+        let observed = [ng("a", OLD), ng("b", OLD)];
+        let mut failed = in_progress("a", "u-1");
+        failed.state = NodeGroupState::Failed;
+        let previous = [failed];
+        let mut i = inputs(&observed, &previous);
+        i.halted = true;
+        let p = plan(i);
+        assert!(p.start.is_empty());
+        assert_eq!(p.phase, AMIRefresherPhase::Degraded);
+        assert_eq!(p.hold, Some(Hold::Failed));
+        assert_eq!(p.node_groups[0].state, NodeGroupState::Failed);
+        assert_eq!(p.node_groups[1].state, NodeGroupState::Pending);
+        // Retried: the failed group is pending again and goes first.
+        let p = plan(inputs(&observed, &previous));
+        assert_eq!(p.start, vec!["a"]);
+    }
+
+    #[test]
+    fn gates_hold_new_starts_but_not_tracking() {
+        let observed = [ng("a", OLD), ng("b", OLD)];
+        let previous = [in_progress("a", "u-1")];
+        for (paused, dry_run, window, hold, phase) in [
+            (true, false, WindowState::Always, Hold::Paused, AMIRefresherPhase::Waiting),
+            (false, true, WindowState::Always, Hold::DryRun, AMIRefresherPhase::Planned),
+            (
+                false,
+                false,
+                WindowState::Closed { opens_at: None },
+                Hold::OutsideWindow { opens_at: None },
+                AMIRefresherPhase::Waiting,
+            ),
+        ] {
+            let mut i = inputs(&observed, &[]);
+            (i.paused, i.dry_run, i.window) = (paused, dry_run, window);
+            let p = plan(i);
+            assert!(p.start.is_empty());
+            assert_eq!((p.hold, p.phase), (Some(hold), phase));
+            let mut i = inputs(&observed, &previous);
+            (i.paused, i.dry_run, i.window) = (paused, dry_run, window);
+            let p = plan(i);
+            assert_eq!(p.node_groups[0].state, NodeGroupState::InProgress, "still tracked");
+            assert_eq!(p.phase, AMIRefresherPhase::Progressing);
+        }
+    }
+
+    #[test]
+    fn a_running_update_found_in_aws_is_adopted_not_restarted() {
+        let mut a = ng("a", OLD);
+        a.busy = true;
+        a.running_update = Some("u-lost".into());
+        let observed = [a, ng("b", OLD)];
+        let p = plan(inputs(&observed, &[]));
+        assert!(p.start.is_empty());
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-lost"));
+        assert_eq!(p.node_groups[0].state, NodeGroupState::InProgress);
+    }
+
+    #[test]
+    fn busy_untracked_and_skipped_groups_are_not_started() {
+        let mut a = ng("a", OLD);
+        a.busy = true;
+        let mut s = ng("s", OLD);
+        s.skip = Some("no custom launch template".into());
+        let observed = [a, s];
+        let p = plan(inputs(&observed, &[]));
+        assert!(p.start.is_empty());
+        assert_eq!(p.hold, Some(Hold::Busy));
+        assert_eq!(p.node_groups[1].state, NodeGroupState::Skipped);
+        assert_eq!(p.total, 1);
+    }
+
+    #[test]
+    fn all_on_target_is_ready_and_success_is_remembered() {
+        let observed = [ng("a", TARGET), ng("b", TARGET)];
+        let mut ok = in_progress("a", "u-1");
+        ok.state = NodeGroupState::Successful;
+        let previous = [ok];
+        let p = plan(inputs(&observed, &previous));
+        assert_eq!(p.phase, AMIRefresherPhase::Ready);
+        assert_eq!(p.progress(), "2/2");
+        assert_eq!(p.node_groups[0].state, NodeGroupState::Successful);
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-1"));
+        assert_eq!(p.node_groups[1].state, NodeGroupState::UpToDate);
+        assert_eq!(p.hold, None);
+    }
+
+    #[test]
+    fn a_new_target_forgets_the_old_outcome() {
+        let observed = [ng("a", OLD)];
+        let mut failed = in_progress("a", "u-1");
+        failed.state = NodeGroupState::Failed;
+        failed.target_ami = Some("ami-0000000000000000c".into());
+        let previous = [failed];
+        let mut i = inputs(&observed, &previous);
+        i.halted = true;
+        let p = plan(i);
+        assert_eq!(p.start, vec!["a"], "a failure for another target does not halt this one");
+    }
+}

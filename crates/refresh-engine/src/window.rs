@@ -1,0 +1,354 @@
+//! Maintenance windows: a five-field cron expression (minute hour day-of-month month day-of-week) that opens a
+//! window, how long it stays open, and the IANA time zone the expression is read in.
+//!
+//! Cron semantics are the classic ones: `*`, lists (`1,3`), ranges (`1-5`), steps (`*/15`, `0-30/10`), month and
+//! weekday names (`JAN`, `MON`), Sunday as `0` or `7`; when both day-of-month and day-of-week are restricted, a day
+//! matching either counts (as in Vixie cron). Times are matched on the wall clock of the zone, so `0 2 * * *` in
+//! `Europe/Berlin` opens at 02:00 Berlin time in summer and in winter.
+
+use std::time::Duration;
+
+use jiff::{
+    Timestamp, ToSpan,
+    civil::{Date, DateTime},
+    tz::TimeZone,
+};
+
+/// Why a window cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// The cron expression is malformed.
+    #[error("schedule {schedule:?}: {reason}")]
+    Schedule {
+        /// The expression.
+        schedule: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The time zone is not in the tz database.
+    #[error("unknown time zone {0:?}")]
+    TimeZone(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Field {
+    bits: u64,
+    restricted: bool,
+}
+
+impl Field {
+    fn has(self, value: i8) -> bool {
+        value >= 0 && self.bits & (1 << value) != 0
+    }
+}
+
+/// A parsed maintenance window.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    minute: Field,
+    hour: Field,
+    day: Field,
+    month: Field,
+    weekday: Field,
+    duration: Duration,
+    tz: TimeZone,
+}
+
+const MONTHS: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+fn parse_value(text: &str, min: u8, max: u8, names: &[&str], name_base: u8) -> Result<u8, String> {
+    if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+        return Ok(name_base + u8::try_from(i).unwrap_or(0));
+    }
+    let value: u8 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if value < min || value > max {
+        return Err(format!("{value} is outside {min}-{max}"));
+    }
+    Ok(value)
+}
+
+fn parse_field(text: &str, min: u8, max: u8, names: &[&str], name_base: u8) -> Result<Field, String> {
+    let mut bits = 0u64;
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((range, step)) => {
+                let step: u8 = step.parse().map_err(|_| format!("step {step:?} is not a number"))?;
+                if step == 0 {
+                    return Err("a step of 0".into());
+                }
+                (range, step)
+            }
+            None => (part, 1),
+        };
+        let (lo, hi) = if range == "*" {
+            (min, max)
+        } else if let Some((a, b)) = range.split_once('-') {
+            let (a, b) = (
+                parse_value(a, min, max, names, name_base)?,
+                parse_value(b, min, max, names, name_base)?,
+            );
+            if a > b {
+                return Err(format!("range {range:?} runs backwards"));
+            }
+            (a, b)
+        } else {
+            let a = parse_value(range, min, max, names, name_base)?;
+            // `5/10` means 5, 15, 25, ... as in Vixie cron.
+            (a, if part.contains('/') { max } else { a })
+        };
+        let mut v = lo;
+        while v <= hi {
+            bits |= 1 << v;
+            v = match v.checked_add(step) {
+                Some(next) => next,
+                None => break,
+            };
+        }
+    }
+    Ok(Field {
+        bits,
+        restricted: text != "*",
+    })
+}
+
+impl Schedule {
+    /// Parses `schedule` (five fields), a duration and an IANA time zone.
+    pub fn parse(schedule: &str, duration: Duration, time_zone: &str) -> Result<Self, WindowError> {
+        let error = |reason: String| WindowError::Schedule {
+            schedule: schedule.to_owned(),
+            reason,
+        };
+        let fields: Vec<&str> = schedule.split_whitespace().collect();
+        let [minute, hour, day, month, weekday] = fields.as_slice() else {
+            return Err(error(format!("expected 5 fields, found {}", fields.len())));
+        };
+        let mut weekday = parse_field(weekday, 0, 7, &WEEKDAYS, 0).map_err(|e| error(format!("day of week: {e}")))?;
+        if weekday.bits & (1 << 7) != 0 {
+            weekday.bits = (weekday.bits & !(1 << 7)) | 1;
+        }
+        if duration.is_zero() {
+            return Err(error("the window duration is zero".into()));
+        }
+        let tz = TimeZone::get(time_zone).map_err(|_| WindowError::TimeZone(time_zone.to_owned()))?;
+        Ok(Self {
+            minute: parse_field(minute, 0, 59, &[], 0).map_err(|e| error(format!("minute: {e}")))?,
+            hour: parse_field(hour, 0, 23, &[], 0).map_err(|e| error(format!("hour: {e}")))?,
+            day: parse_field(day, 1, 31, &[], 0).map_err(|e| error(format!("day of month: {e}")))?,
+            month: parse_field(month, 1, 12, &MONTHS, 1).map_err(|e| error(format!("month: {e}")))?,
+            weekday,
+            duration,
+            tz,
+        })
+    }
+
+    fn day_matches(&self, date: Date) -> bool {
+        let dom = self.day.has(date.day());
+        let dow = self.weekday.has(date.weekday().to_sunday_zero_offset());
+        match (self.day.restricted, self.weekday.restricted) {
+            (true, true) => dom || dow,
+            (true, false) => dom,
+            (false, true) => dow,
+            (false, false) => true,
+        }
+    }
+
+    /// The latest start at or before `t` (wall clock), searching back at most `horizon` days.
+    fn previous_start(&self, t: DateTime, horizon: i64) -> Option<DateTime> {
+        let floor = t.date().checked_sub(horizon.days()).ok()?;
+        let mut t = t.with().second(0).subsec_nanosecond(0).build().ok()?;
+        while t.date() >= floor {
+            let date = t.date();
+            if !self.month.has(date.month()) || !self.day_matches(date) {
+                t = date.to_datetime(jiff::civil::Time::midnight()).checked_sub(1.minute()).ok()?;
+            } else if !self.hour.has(t.hour()) {
+                t = t.with().minute(0).build().ok()?.checked_sub(1.minute()).ok()?;
+            } else if !self.minute.has(t.minute()) {
+                t = t.checked_sub(1.minute()).ok()?;
+            } else {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// The first start at or after `t` (wall clock), searching forward at most `horizon` days.
+    fn next_start(&self, t: DateTime, horizon: i64) -> Option<DateTime> {
+        let ceiling = t.date().checked_add(horizon.days()).ok()?;
+        let mut t = t.with().second(0).subsec_nanosecond(0).build().ok()?;
+        while t.date() <= ceiling {
+            let date = t.date();
+            if !self.month.has(date.month()) || !self.day_matches(date) {
+                t = date.tomorrow().ok()?.to_datetime(jiff::civil::Time::midnight());
+            } else if !self.hour.has(t.hour()) {
+                t = t.with().minute(0).build().ok()?.checked_add(1.hour()).ok()?;
+            } else if !self.minute.has(t.minute()) {
+                t = t.checked_add(1.minute()).ok()?;
+            } else {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn instant(&self, t: DateTime) -> Option<Timestamp> {
+        self.tz.to_ambiguous_zoned(t).compatible().ok().map(|z| z.timestamp())
+    }
+
+    /// When the window containing `now` closes, if one is open.
+    pub fn open_until(&self, now: Timestamp) -> Option<Timestamp> {
+        let wall = now.to_zoned(self.tz.clone()).datetime();
+        let horizon = i64::try_from(self.duration.as_secs() / 86_400).unwrap_or(i64::MAX / 2) + 2;
+        let start = self.instant(self.previous_start(wall, horizon)?)?;
+        let end = start.checked_add(jiff::SignedDuration::try_from(self.duration).ok()?).ok()?;
+        (start <= now && now < end).then_some(end)
+    }
+
+    /// When the next window opens after `now` (within about four years, enough for `29 2 *`).
+    pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
+        let wall = now.to_zoned(self.tz.clone()).datetime().checked_add(1.minute()).ok()?;
+        let start = self.next_start(wall, 4 * 366 + 1)?;
+        self.instant(start)
+    }
+}
+
+/// Whether a node group may start rolling now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WindowState {
+    /// No windows configured: any time.
+    Always,
+    /// A window is open until the given time.
+    Open {
+        /// When the (latest-closing) open window closes.
+        closes_at: Timestamp,
+    },
+    /// Every window is closed.
+    Closed {
+        /// When the next one opens (`None` if no schedule ever matches again, e.g. `0 0 30 2 *`).
+        opens_at: Option<Timestamp>,
+    },
+}
+
+impl WindowState {
+    /// Whether rolling may start.
+    pub fn is_open(self) -> bool {
+        !matches!(self, Self::Closed { .. })
+    }
+}
+
+/// The state of a set of windows at `now`.
+pub fn window_state(windows: &[Schedule], now: Timestamp) -> WindowState {
+    if windows.is_empty() {
+        return WindowState::Always;
+    }
+    if let Some(closes_at) = windows.iter().filter_map(|w| w.open_until(now)).max() {
+        return WindowState::Open { closes_at };
+    }
+    WindowState::Closed {
+        opens_at: windows.iter().filter_map(|w| w.next_open(now)).min(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("timestamp")
+    }
+
+    fn hours(h: u64) -> Duration {
+        Duration::from_secs(h * 3600)
+    }
+
+    #[test]
+    fn weekday_night_window_in_utc() {
+        let w = Schedule::parse("0 2 * * 1-5", hours(2), "UTC").expect("parse");
+        // 2026-11-23 is a Monday.
+        assert_eq!(w.open_until(ts("2026-11-23T02:30:00Z")), Some(ts("2026-11-23T04:00:00Z")));
+        assert_eq!(w.open_until(ts("2026-11-23T04:00:00Z")), None, "the end is exclusive");
+        assert_eq!(w.open_until(ts("2026-11-23T01:59:59Z")), None);
+        // Saturday: closed; next opens Monday 02:00.
+        assert_eq!(w.open_until(ts("2026-11-21T02:30:00Z")), None);
+        assert_eq!(w.next_open(ts("2026-11-21T02:30:00Z")), Some(ts("2026-11-23T02:00:00Z")));
+    }
+
+    #[test]
+    fn a_window_spanning_midnight_is_open_after_midnight() {
+        let w = Schedule::parse("0 23 * * SAT", hours(3), "UTC").expect("parse");
+        // Saturday 2026-11-21 23:00 to Sunday 02:00.
+        assert!(w.open_until(ts("2026-11-22T01:00:00Z")).is_some());
+        assert!(w.open_until(ts("2026-11-22T02:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn the_time_zone_follows_daylight_saving() {
+        let w = Schedule::parse("0 2 * * *", hours(1), "Europe/Berlin").expect("parse");
+        // Summer (CEST, UTC+2): 02:00 Berlin = 00:00 UTC; winter (CET, UTC+1): 01:00 UTC.
+        assert!(w.open_until(ts("2026-07-01T00:30:00Z")).is_some());
+        assert!(w.open_until(ts("2026-07-01T01:30:00Z")).is_none());
+        assert!(w.open_until(ts("2026-12-01T01:30:00Z")).is_some());
+        assert!(w.open_until(ts("2026-12-01T00:30:00Z")).is_none());
+    }
+
+    #[test]
+    fn steps_lists_names_and_sunday_as_seven() {
+        let w = Schedule::parse("*/15 9,17 * JAN-MAR 7", Duration::from_secs(600), "UTC").expect("parse");
+        // 2027-01-03 is a Sunday.
+        assert!(w.open_until(ts("2027-01-03T17:45:30Z")).is_some());
+        assert!(w.open_until(ts("2027-01-03T17:50:00Z")).is_some());
+        assert!(w.open_until(ts("2027-01-03T17:55:00Z")).is_none());
+        assert!(w.open_until(ts("2027-01-04T09:00:00Z")).is_none(), "Monday");
+        assert!(w.open_until(ts("2027-04-04T09:00:00Z")).is_none(), "April");
+    }
+
+    #[test]
+    fn day_of_month_or_day_of_week_when_both_are_restricted() {
+        let w = Schedule::parse("0 0 1 * MON", hours(1), "UTC").expect("parse");
+        assert!(w.open_until(ts("2026-12-01T00:10:00Z")).is_some(), "the 1st (a Tuesday)");
+        assert!(w.open_until(ts("2026-11-23T00:10:00Z")).is_some(), "a Monday");
+        assert!(w.open_until(ts("2026-11-24T00:10:00Z")).is_none());
+    }
+
+    #[test]
+    fn malformed_schedules_and_zones_are_refused() {
+        for bad in ["", "* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "*/0 * * * *", "5-1 * * * *", "a * * * *"]
+        {
+            assert!(
+                matches!(Schedule::parse(bad, hours(1), "UTC"), Err(WindowError::Schedule { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Schedule::parse("0 2 * * *", hours(1), "Mars/Olympus").unwrap_err(),
+            WindowError::TimeZone("Mars/Olympus".into())
+        );
+    }
+
+    #[test]
+    fn the_state_of_several_windows() {
+        let night = Schedule::parse("0 2 * * *", hours(2), "UTC").expect("parse");
+        let noon = Schedule::parse("0 12 * * *", hours(1), "UTC").expect("parse");
+        let windows = [night, noon];
+        assert_eq!(window_state(&[], ts("2026-11-21T08:00:00Z")), WindowState::Always);
+        assert_eq!(
+            window_state(&windows, ts("2026-11-21T12:30:00Z")),
+            WindowState::Open {
+                closes_at: ts("2026-11-21T13:00:00Z")
+            }
+        );
+        assert_eq!(
+            window_state(&windows, ts("2026-11-21T08:00:00Z")),
+            WindowState::Closed {
+                opens_at: Some(ts("2026-11-21T12:00:00Z"))
+            }
+        );
+        let never = Schedule::parse("0 0 30 2 *", hours(1), "UTC").expect("parse");
+        assert_eq!(
+            window_state(&[never], ts("2026-11-21T08:00:00Z")),
+            WindowState::Closed { opens_at: None }
+        );
+    }
+}
