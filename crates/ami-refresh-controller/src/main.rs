@@ -1,1 +1,183 @@
-fn main() {}
+//! ami-refresh-controller: watches AMIRefreshers (and the PackerBuilders they reference) and rolls EKS node
+//! groups onto the chosen AMI, tracked, resumable and one node group at a time. See `reconcile` for the steps.
+
+mod aws;
+mod error;
+mod reconcile;
+
+use std::{sync::Arc, time::Duration};
+
+use api_types::{AMIRefresher, PackerBuilder};
+use clap::{Parser, ValueEnum};
+use futures::StreamExt;
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{Controller, controller::Action, events::Reporter, reflector::ObjectRef, watcher},
+};
+
+use crate::{error::Error, reconcile::Context};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug)]
+#[command(about = "Rolls EKS node groups onto the AMI chosen by AMIRefresher objects")]
+struct Args {
+    /// Watch only these namespaces (comma-separated; all namespaces when unset).
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Reconcile only AMIRefreshers matching this label selector (sharding).
+    #[arg(long, env = "LABEL_SELECTOR")]
+    label_selector: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Name reported on Events (the Deployment's name).
+    #[arg(long, env = "CONTROLLER_NAME", default_value = "ami-refresh-controller")]
+    controller_name: String,
+    /// First poll delay of a node-group update in flight; grows with the update's age up to 8x.
+    #[arg(long, env = "POLL_INTERVAL", default_value = "30s", value_parser = api_types::parse_duration)]
+    poll_interval: Duration,
+    /// How often a settled AMIRefresher is checked again (new AMIs, drift, windows).
+    #[arg(long, env = "RESYNC_INTERVAL", default_value = "5m", value_parser = api_types::parse_duration)]
+    resync_interval: Duration,
+    /// First retry delay after a failed reconcile; doubles per consecutive failure up to 5 minutes.
+    #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5s", value_parser = api_types::parse_duration)]
+    retry_base_delay: Duration,
+    /// Attempts per AWS call (the SDK's standard retry mode with exponential back-off, throttling included).
+    #[arg(long, env = "AWS_MAX_ATTEMPTS", default_value_t = 5)]
+    aws_max_attempts: u32,
+    /// Watch PackerBuilders so a new AMI of a referenced builder is rolled at once (needs list/watch on them).
+    #[arg(long, env = "WATCH_PACKER_BUILDERS", default_value_t = true, action = clap::ArgAction::Set)]
+    watch_packer_builders: bool,
+    /// Slack Web API base URL (for a proxy or a test double).
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    slack_api_url: String,
+    /// Pod name: reported on Events and the leader-election identity.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: std::net::SocketAddr,
+    /// Only the holder of the Lease reconciles (on by default; turn off only for a single replica).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "ami-refresh-controller")]
+    lease_name: String,
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+}
+
+fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Action {
+    let delay = ctx.backoff(&amr);
+    tracing::warn!(
+        namespace = %amr.namespace().unwrap_or_default(),
+        name = %amr.name_any(),
+        category = error.category(),
+        %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    controller_runtime::init_logging(match args.log_format {
+        LogFormat::Json => controller_runtime::LogFormat::Json,
+        LogFormat::Text => controller_runtime::LogFormat::Text,
+    });
+    let client = Client::try_default().await?;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(args.aws_max_attempts.max(1)))
+        .load()
+        .await;
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: args.controller_name.clone(),
+            instance: args.pod_name.clone(),
+        },
+    );
+    let metrics = Arc::new(controller_runtime::Metrics::new("ami_refresh_controller"));
+    let notifier = controller_runtime::notify::ChannelNotifier {
+        client: client.clone(),
+        http: reqwest::Client::new(),
+        slack_api: args.slack_api_url.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+        sdk: sdk.clone(),
+    };
+    let mut context = Context::new(client.clone(), aws::Aws::new(sdk), recorder, metrics.clone(), notifier);
+    context.poll = args.poll_interval;
+    context.resync = args.resync_interval;
+    context.retry_base = args.retry_base_delay;
+    let context = Arc::new(context);
+
+    let readiness = controller_runtime::Readiness::default();
+    let bound = controller_runtime::serve(args.metrics_addr, readiness.clone(), metrics).await?;
+    tracing::info!(namespaces = ?args.namespaces, health = %bound, "ami-refresh-controller starting");
+    // Standbys are ready too: they are healthy replicas waiting for the Lease.
+    readiness.set(true);
+
+    let scopes: Vec<(Api<AMIRefresher>, Api<PackerBuilder>)> = if args.namespaces.is_empty() {
+        vec![(Api::all(client.clone()), Api::all(client.clone()))]
+    } else {
+        args.namespaces
+            .iter()
+            .map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)))
+            .collect()
+    };
+    let mut refresher_watch = watcher::Config::default();
+    if let Some(selector) = &args.label_selector {
+        refresher_watch = refresher_watch.labels(selector);
+    }
+    let watch_builders = args.watch_packer_builders;
+    let controllers = scopes.into_iter().map(|(refreshers, builders)| {
+        let mut controller = Controller::new(refreshers, refresher_watch.clone());
+        if watch_builders {
+            let store = controller.store();
+            // A PackerBuilder that changes (a new AMI) wakes the AMIRefreshers that reference it.
+            controller = controller.watches(builders, watcher::Config::default(), move |pb: PackerBuilder| {
+                let ns = pb.namespace();
+                let name = pb.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|amr| {
+                        amr.namespace() == ns
+                            && amr.spec.packer_builder_ref.as_ref().is_some_and(|r| r.name == name)
+                    })
+                    .map(|amr| ObjectRef::from_obj(&*amr))
+                    .collect::<Vec<_>>()
+            });
+        }
+        controller
+            .shutdown_on_signal()
+            .run(reconcile::reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile error");
+                }
+            })
+    });
+    let election = args.leader_elect.then(|| {
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("ami-refresh-controller-{}", uuid::Uuid::new_v4()));
+        controller_runtime::leader::LeaderConfig::new(&args.lease_namespace, &args.lease_name, identity)
+    });
+    controller_runtime::run_as_leader(client, election, async move {
+        futures::future::join_all(controllers).await;
+    })
+    .await;
+    tracing::info!("ami-refresh-controller stopped");
+    Ok(())
+}

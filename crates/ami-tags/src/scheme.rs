@@ -178,6 +178,15 @@ impl Selector {
         }
     }
 
+    /// Any AMI this operator (or the original Go operator) made, whoever it was made for: what an explicit AMI
+    /// or a PackerBuilder's AMI is checked against before it is rolled out.
+    pub fn any_managed() -> Self {
+        Self {
+            required: [(keys::BROUGHT_TO_YOU_BY.to_owned(), OPERATOR_SIGNATURE.to_owned())].into(),
+            namespace: None,
+        }
+    }
+
     /// The `tag:<key>` filters EC2 can apply server-side for this selector, so DescribeImages never lists the
     /// whole region.
     pub fn ec2_tag_filters(&self) -> Vec<(String, String)> {

@@ -5,6 +5,7 @@
 //! - [`Metrics`]: reconcile counters and durations labelled by result and error category;
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, so only one replica reconciles.
 
+pub mod aws;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
@@ -80,5 +81,93 @@ async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
         )
             .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default in a cluster).
+    Json,
+    /// Human-readable text; colours only on a terminal.
+    Text,
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` (default `info,kube=warn`) in the given format.
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+            tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
+        }
+    }
+}
+
+/// Runs `controllers` (which end on SIGTERM/SIGINT) once this replica holds the Lease, when `election` is set.
+/// On a clean end the Lease is released at once so a standby takes over; on losing the Lease the process exits
+/// with status 1 so it never acts next to a new leader.
+pub async fn run_as_leader(
+    client: kube::Client,
+    election: Option<leader::LeaderConfig>,
+    controllers: impl std::future::Future<Output = ()>,
+) {
+    let Some(config) = election else {
+        controllers.await;
+        return;
+    };
+    let mut leadership = tokio::select! {
+        leadership = leader::acquire(client, config) => leadership,
+        () = shutdown_signal() => return,
+    };
+    tokio::select! {
+        () = controllers => leadership.release().await,
+        () = leadership.lost() => {
+            tracing::error!("lost leadership; exiting so a fresh process can stand by");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// A JSON merge patch for `{"status": new}` that also removes the top-level status fields `new` no longer has
+/// (a plain merge patch would leave them behind).
+pub fn status_merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    let mut status = new.clone();
+    if let (Some(old), Some(status)) = (old.as_object(), status.as_object_mut()) {
+        for key in old.keys() {
+            status.entry(key.clone()).or_insert(serde_json::Value::Null);
+        }
+    }
+    serde_json::json!({ "status": status })
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use serde_json::json;
+
+    #[test]
+    fn removed_status_fields_are_nulled_and_kept_ones_replaced() {
+        let old = json!({"phase": "Ready", "targetAMI": "ami-1", "progress": "1/1"});
+        let new = json!({"phase": "NoEligibleAMI", "progress": "0/1"});
+        assert_eq!(
+            super::status_merge_patch(&old, &new),
+            json!({"status": {"phase": "NoEligibleAMI", "progress": "0/1", "targetAMI": null}})
+        );
     }
 }

@@ -30,11 +30,7 @@ pub struct Aws {
 fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
     Error::Aws {
         operation,
-        message: match (e.code(), e.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
-            (Some(code), None) => code.to_owned(),
-            _ => e.to_string(),
-        },
+        message: controller_runtime::aws::error_text(e),
     }
 }
 
@@ -99,7 +95,7 @@ impl Aws {
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeImages", &e))?;
-            images.extend(page.images().iter().map(to_image));
+            images.extend(page.images().iter().map(controller_runtime::aws::to_image));
         }
         Ok(images)
     }
@@ -183,19 +179,5 @@ impl Aws {
             .await
             .map_err(|e| aws_error("CreateTags", &e))?;
         Ok(())
-    }
-}
-
-fn to_image(i: &aws_sdk_ec2::types::Image) -> Image {
-    Image {
-        id: i.image_id().unwrap_or_default().to_owned(),
-        name: i.name().map(str::to_owned),
-        creation_date: i.creation_date().and_then(|d| d.parse().ok()),
-        state: i.state().map(|s| s.as_str().to_owned()),
-        tags: i
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
-            .collect(),
     }
 }

@@ -79,15 +79,10 @@ fn error_policy(_pb: Arc<PackerBuilder>, error: &Error, _ctx: Arc<Context>) -> A
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
-    match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt().json().with_env_filter(filter).init(),
-        LogFormat::Text => {
-            // Colours only on a terminal: log collectors get plain text.
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-            tracing_subscriber::fmt().with_ansi(ansi).with_env_filter(filter).init();
-        }
-    }
+    controller_runtime::init_logging(match args.log_format {
+        LogFormat::Json => controller_runtime::LogFormat::Json,
+        LogFormat::Text => controller_runtime::LogFormat::Text,
+    });
     let client = Client::try_default().await?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let recorder = kube::runtime::events::Recorder::new(
@@ -125,16 +120,6 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(namespaces = ?args.namespaces, health = %bound, "packer-build-controller starting");
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
-    let leadership = if args.leader_elect {
-        let identity = args
-            .pod_name
-            .clone()
-            .unwrap_or_else(|| format!("packer-build-controller-{}", uuid::Uuid::new_v4()));
-        let config = controller_runtime::leader::LeaderConfig::new(&args.lease_namespace, &args.lease_name, identity);
-        Some(controller_runtime::leader::acquire(client.clone(), config).await)
-    } else {
-        None
-    };
     let context = Arc::new(context);
     let controllers = scopes.into_iter().map(|(builders, jobs)| {
         Controller::new(builders, builder_watch.clone())
@@ -150,21 +135,14 @@ async fn main() -> anyhow::Result<()> {
     let controller = async move {
         futures::future::join_all(controllers).await;
     };
-    match leadership {
-        Some(mut leadership) => {
-            tokio::select! {
-                () = controller => {
-                    // SIGTERM: hand the Lease over at once.
-                    leadership.release().await;
-                }
-                () = leadership.lost() => {
-                    tracing::error!("lost leadership; exiting so a fresh process can stand by");
-                    std::process::exit(1);
-                }
-            }
-        }
-        None => controller.await,
-    }
+    let election = args.leader_elect.then(|| {
+        let identity = args
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("packer-build-controller-{}", uuid::Uuid::new_v4()));
+        controller_runtime::leader::LeaderConfig::new(&args.lease_namespace, &args.lease_name, identity)
+    });
+    controller_runtime::run_as_leader(client, election, controller).await;
     tracing::info!("packer-build-controller stopped");
     Ok(())
 }

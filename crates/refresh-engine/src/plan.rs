@@ -157,18 +157,25 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
     let node_groups: Vec<NodeGroupStatus> = order
         .iter()
         .map(|o| {
+            let same = |p: &&NodeGroupStatus| p.name == o.name && p.kind == o.kind;
             let prev = previous
                 .iter()
-                .find(|p| p.name == o.name && p.kind == o.kind && p.target_ami.as_deref() == Some(target));
+                .filter(same)
+                .find(|p| p.target_ami.as_deref() == Some(target));
+            // In flight, for this target or an earlier one: tracked with the recorded update ID until it ends,
+            // whatever the image currently says; never a second update on top of it.
+            let flying = previous
+                .iter()
+                .filter(same)
+                .find(|p| p.state == NodeGroupState::InProgress && p.update_id.is_some());
+            if let Some(p) = flying {
+                let mut e = p.clone();
+                e.current_ami = o.current_ami.clone();
+                return e;
+            }
             if let Some(reason) = &o.skip {
                 let mut e = entry(o, target, NodeGroupState::Skipped);
                 e.message = Some(reason.clone());
-                return e;
-            }
-            if let Some(p) = prev.filter(|p| p.state == NodeGroupState::InProgress && p.update_id.is_some()) {
-                // In flight: tracked with the recorded update ID, whatever the image currently says.
-                let mut e = p.clone();
-                e.current_ami = o.current_ami.clone();
                 return e;
             }
             if let Some(update) = &o.running_update {
@@ -480,6 +487,18 @@ mod tests {
         assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-1"));
         assert_eq!(p.node_groups[1].state, NodeGroupState::UpToDate);
         assert_eq!(p.hold, None);
+    }
+
+    #[test]
+    fn an_update_for_an_earlier_target_is_tracked_to_its_end_before_the_new_one() {
+        let observed = [ng("a", OLD), ng("b", OLD)];
+        let mut earlier = in_progress("a", "u-old");
+        earlier.target_ami = Some("ami-0000000000000000c".into());
+        let previous = [earlier];
+        let p = plan(inputs(&observed, &previous));
+        assert!(p.start.is_empty(), "parallelism 1 is taken by the earlier update");
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-old"));
+        assert_eq!(p.node_groups[0].target_ami.as_deref(), Some("ami-0000000000000000c"));
     }
 
     #[test]

@@ -1,0 +1,574 @@
+//! The AWS edge of the ami-refresh-controller: exactly the calls it makes, on clients built from the standard
+//! config chain (which honours `AWS_ENDPOINT_URL`), one set per region. Every list call follows every page.
+
+use std::{collections::HashMap, sync::Mutex};
+
+use ami_tags::Image;
+use api_types::AmiFilter;
+use aws_config::{Region, SdkConfig};
+use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
+use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
+use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies};
+use controller_runtime::aws::{error_code, error_text, to_image};
+
+use crate::error::{Error, Result};
+
+fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
+    Error::Aws {
+        operation,
+        code: error_code(e),
+        message: error_text(e),
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Clients {
+    ec2: aws_sdk_ec2::Client,
+    eks: aws_sdk_eks::Client,
+    autoscaling: aws_sdk_autoscaling::Client,
+}
+
+/// AWS clients per region.
+#[derive(Debug)]
+pub struct Aws {
+    sdk: SdkConfig,
+    clients: Mutex<HashMap<String, Clients>>,
+}
+
+/// A managed node group as DescribeNodegroup reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodegroupInfo {
+    /// `ACTIVE`, `UPDATING`, `CREATING`, ...
+    pub status: String,
+    /// Launch template ID, when the node group was created with one.
+    pub launch_template_id: Option<String>,
+    /// Launch template version in use.
+    pub launch_template_version: Option<String>,
+    /// `updateConfig.maxUnavailable`.
+    pub max_unavailable: Option<i32>,
+    /// `updateConfig.maxUnavailablePercentage`.
+    pub max_unavailable_percentage: Option<i32>,
+    /// `updateConfig.updateStrategy` (`DEFAULT`, `MINIMAL`).
+    pub update_strategy: Option<String>,
+}
+
+/// How a node group's update config should look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// `maxUnavailable`.
+    pub max_unavailable: Option<i32>,
+    /// `maxUnavailablePercentage`.
+    pub max_unavailable_percentage: Option<i32>,
+    /// `DEFAULT` or `MINIMAL`.
+    pub strategy: Option<&'static str>,
+}
+
+impl UpdateConfig {
+    /// Whether the node group already has this config (unset fields are not compared).
+    pub fn satisfied_by(&self, ng: &NodegroupInfo) -> bool {
+        self.max_unavailable.is_none_or(|v| ng.max_unavailable == Some(v))
+            && self
+                .max_unavailable_percentage
+                .is_none_or(|v| ng.max_unavailable_percentage == Some(v))
+            && self.strategy.is_none_or(|v| ng.update_strategy.as_deref() == Some(v))
+    }
+}
+
+/// A self-managed Auto Scaling group's launch template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AsgInfo {
+    /// Launch template ID (`None` for launch configurations).
+    pub launch_template_id: Option<String>,
+    /// Version as the group names it (`3`, `$Latest`, `$Default`).
+    pub launch_template_version: Option<String>,
+}
+
+/// The end state (or not) of an update or instance refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Still running.
+    Running,
+    /// Finished successfully.
+    Successful,
+    /// Failed, with the reason AWS gave.
+    Failed(String),
+    /// Cancelled (or rolled back), with the reason.
+    Cancelled(String),
+}
+
+/// Instance refresh preferences from the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshPrefs {
+    /// `MinHealthyPercentage`.
+    pub min_healthy_percentage: i32,
+    /// `InstanceWarmup` in seconds.
+    pub instance_warmup: Option<i32>,
+    /// `SkipMatching`.
+    pub skip_matching: bool,
+    /// `AutoRollback`.
+    pub auto_rollback: bool,
+}
+
+const ACTIVE_REFRESH: [&str; 5] = ["Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"];
+
+impl Aws {
+    /// Clients from an SDK configuration (the standard chain in production).
+    pub fn new(sdk: SdkConfig) -> Self {
+        Self {
+            sdk,
+            clients: Mutex::default(),
+        }
+    }
+
+    fn clients(&self, region: &str) -> Clients {
+        let mut clients = self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let region = Region::new(region.to_owned());
+                Clients {
+                    ec2: aws_sdk_ec2::Client::from_conf(
+                        aws_sdk_ec2::config::Builder::from(&self.sdk)
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    eks: aws_sdk_eks::Client::from_conf(
+                        aws_sdk_eks::config::Builder::from(&self.sdk)
+                            .region(region.clone())
+                            .build(),
+                    ),
+                    autoscaling: aws_sdk_autoscaling::Client::from_conf(
+                        aws_sdk_autoscaling::config::Builder::from(&self.sdk)
+                            .region(region)
+                            .build(),
+                    ),
+                }
+            })
+            .clone()
+    }
+
+    /// Images matching the filters (plus tag filters) from the given owners, every page.
+    pub async fn images(
+        &self,
+        region: &str,
+        filters: &[AmiFilter],
+        tag_filters: &[(String, String)],
+        owners: &[String],
+    ) -> Result<Vec<Image>> {
+        let filters: Vec<Filter> = filters
+            .iter()
+            .map(|f| Filter::builder().name(&f.name).set_values(Some(f.values.clone())).build())
+            .chain(
+                tag_filters
+                    .iter()
+                    .map(|(name, value)| Filter::builder().name(name).values(value).build()),
+            )
+            .collect();
+        let mut pages = self
+            .clients(region)
+            .ec2
+            .describe_images()
+            .set_filters(Some(filters))
+            .set_owners(Some(owners.to_vec()))
+            .into_paginator()
+            .send();
+        let mut images = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeImages", &e))?;
+            images.extend(page.images().iter().map(to_image));
+        }
+        Ok(images)
+    }
+
+    /// One image by ID; `None` when EC2 does not know it (or it is not visible to this account).
+    pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
+        let out = self
+            .clients(region)
+            .ec2
+            .describe_images()
+            .image_ids(id)
+            .send()
+            .await;
+        match out {
+            Ok(out) => Ok(out.images().iter().map(to_image).find(|i| i.id == id)),
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
+            Err(e) => Err(aws_error("DescribeImages", &e)),
+        }
+    }
+
+    /// Every node group of a cluster, every page.
+    pub async fn list_nodegroups(&self, region: &str, cluster: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .clients(region)
+            .eks
+            .list_nodegroups()
+            .cluster_name(cluster)
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("ListNodegroups", &e))?;
+            names.extend(page.nodegroups().iter().cloned());
+        }
+        Ok(names)
+    }
+
+    /// One managed node group.
+    pub async fn describe_nodegroup(&self, region: &str, cluster: &str, name: &str) -> Result<NodegroupInfo> {
+        let out = self
+            .clients(region)
+            .eks
+            .describe_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeNodegroup", &e))?;
+        let ng = out.nodegroup().ok_or_else(|| Error::Aws {
+            operation: "DescribeNodegroup",
+            code: None,
+            message: format!("no node group in the answer for {name}"),
+        })?;
+        let lt = ng.launch_template();
+        let update = ng.update_config();
+        Ok(NodegroupInfo {
+            status: ng.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            launch_template_id: lt.and_then(|l| l.id()).map(str::to_owned),
+            launch_template_version: lt.and_then(|l| l.version()).map(str::to_owned),
+            max_unavailable: update.and_then(|u| u.max_unavailable()),
+            max_unavailable_percentage: update.and_then(|u| u.max_unavailable_percentage()),
+            update_strategy: update
+                .and_then(|u| u.update_strategy())
+                .map(|s| s.as_str().to_owned()),
+        })
+    }
+
+    /// A launch template version (`3`, `$Latest`, `$Default`) resolved to its number and image.
+    pub async fn template_version(
+        &self,
+        region: &str,
+        template_id: &str,
+        version: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        let out = self
+            .clients(region)
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .versions(version)
+            .send()
+            .await;
+        let out = match out {
+            Ok(out) => out,
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidLaunchTemplate")) => return Ok(None),
+            Err(e) => return Err(aws_error("DescribeLaunchTemplateVersions", &e)),
+        };
+        Ok(out.launch_template_versions().first().map(|v| {
+            (
+                v.version_number().unwrap_or_default().to_string(),
+                v.launch_template_data()
+                    .and_then(|d| d.image_id())
+                    .map(str::to_owned),
+            )
+        }))
+    }
+
+    /// A version newer than `current` that already carries `image` (one this controller made before), so a
+    /// repeated attempt reuses it instead of piling up versions.
+    pub async fn version_with_image(
+        &self,
+        region: &str,
+        template_id: &str,
+        current: &str,
+        image: &str,
+    ) -> Result<Option<String>> {
+        let Ok(current) = current.parse::<i64>() else {
+            return Ok(None);
+        };
+        let mut pages = self
+            .clients(region)
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .min_version((current + 1).to_string())
+            .max_results(200)
+            .into_paginator()
+            .send();
+        let mut best: Option<i64> = None;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeLaunchTemplateVersions", &e))?;
+            for v in page.launch_template_versions() {
+                let carries = v.launch_template_data().and_then(|d| d.image_id()) == Some(image);
+                if let Some(n) = v.version_number().filter(|n| *n > current && carries) {
+                    best = Some(best.map_or(n, |b| b.max(n)));
+                }
+            }
+        }
+        Ok(best.map(|n| n.to_string()))
+    }
+
+    /// A new launch template version from `source` with only the image changed; returns its number.
+    pub async fn create_version(&self, region: &str, template_id: &str, source: &str, image: &str) -> Result<String> {
+        let out = self
+            .clients(region)
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(template_id)
+            .source_version(source)
+            .version_description(format!("opsy-ami-operator: image {image}"))
+            .launch_template_data(
+                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                    .image_id(image)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateLaunchTemplateVersion", &e))?;
+        out.launch_template_version()
+            .and_then(|v| v.version_number())
+            .map(|n| n.to_string())
+            .ok_or_else(|| Error::Aws {
+                operation: "CreateLaunchTemplateVersion",
+                code: None,
+                message: "no version number in the answer".into(),
+            })
+    }
+
+    /// Applies the update config (`maxUnavailable` or percentage, strategy) to a node group.
+    pub async fn update_nodegroup_config(
+        &self,
+        region: &str,
+        cluster: &str,
+        name: &str,
+        config: UpdateConfig,
+    ) -> Result<()> {
+        let update = NodegroupUpdateConfig::builder()
+            .set_max_unavailable(config.max_unavailable)
+            .set_max_unavailable_percentage(config.max_unavailable_percentage)
+            .set_update_strategy(config.strategy.map(NodegroupUpdateStrategies::from))
+            .build();
+        self.clients(region)
+            .eks
+            .update_nodegroup_config()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .update_config(update)
+            .send()
+            .await
+            .map_err(|e| aws_error("UpdateNodegroupConfig", &e))?;
+        Ok(())
+    }
+
+    /// Starts a node group update to a launch template version; returns the update ID.
+    pub async fn update_nodegroup_version(
+        &self,
+        region: &str,
+        cluster: &str,
+        name: &str,
+        template_id: &str,
+        version: &str,
+        force: bool,
+    ) -> Result<String> {
+        let out = self
+            .clients(region)
+            .eks
+            .update_nodegroup_version()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .launch_template(EksLaunchTemplate::builder().id(template_id).version(version).build())
+            .force(force)
+            .send()
+            .await
+            .map_err(|e| aws_error("UpdateNodegroupVersion", &e))?;
+        out.update()
+            .and_then(|u| u.id())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Aws {
+                operation: "UpdateNodegroupVersion",
+                code: None,
+                message: "no update ID in the answer".into(),
+            })
+    }
+
+    /// Where a node group update stands.
+    pub async fn describe_update(&self, region: &str, cluster: &str, name: &str, id: &str) -> Result<Progress> {
+        let out = self
+            .clients(region)
+            .eks
+            .describe_update()
+            .name(cluster)
+            .nodegroup_name(name)
+            .update_id(id)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeUpdate", &e))?;
+        let update = out.update();
+        let errors = update
+            .map(|u| {
+                u.errors()
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e.error_code().map(|c| c.as_str()).unwrap_or("Error"),
+                            e.error_message().unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        Ok(match update.and_then(|u| u.status()).map(|s| s.as_str()) {
+            Some("Successful") => Progress::Successful,
+            Some("Failed") => Progress::Failed(if errors.is_empty() { "update failed".into() } else { errors }),
+            Some("Cancelled") => Progress::Cancelled("update cancelled".into()),
+            _ => Progress::Running,
+        })
+    }
+
+    /// The ID of a version update running on a node group (found after a restart that lost its status write).
+    pub async fn running_version_update(&self, region: &str, cluster: &str, name: &str) -> Result<Option<String>> {
+        let eks = self.clients(region).eks;
+        let mut pages = eks
+            .list_updates()
+            .name(cluster)
+            .nodegroup_name(name)
+            .into_paginator()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("ListUpdates", &e))?;
+            ids.extend(page.update_ids().iter().cloned());
+        }
+        for id in ids.iter().rev() {
+            let out = eks
+                .describe_update()
+                .name(cluster)
+                .nodegroup_name(name)
+                .update_id(id)
+                .send()
+                .await
+                .map_err(|e| aws_error("DescribeUpdate", &e))?;
+            if let Some(u) = out.update()
+                && u.status().map(|s| s.as_str()) == Some("InProgress")
+                && u.r#type().map(|t| t.as_str()) == Some("VersionUpdate")
+            {
+                return Ok(Some(id.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A self-managed Auto Scaling group's launch template; `None` when the group does not exist.
+    pub async fn describe_asg(&self, region: &str, name: &str) -> Result<Option<AsgInfo>> {
+        let out = self
+            .clients(region)
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(name)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
+        Ok(out.auto_scaling_groups().first().map(|g| {
+            let lt = g.launch_template().or_else(|| {
+                g.mixed_instances_policy()
+                    .and_then(|m| m.launch_template())
+                    .and_then(|t| t.launch_template_specification())
+            });
+            AsgInfo {
+                launch_template_id: lt.and_then(|l| l.launch_template_id()).map(str::to_owned),
+                launch_template_version: lt.and_then(|l| l.version()).map(str::to_owned),
+            }
+        }))
+    }
+
+    /// Starts an instance refresh onto a launch template version; returns its ID.
+    pub async fn start_refresh(
+        &self,
+        region: &str,
+        asg: &str,
+        template_id: &str,
+        version: &str,
+        prefs: RefreshPrefs,
+    ) -> Result<String> {
+        let out = self
+            .clients(region)
+            .autoscaling
+            .start_instance_refresh()
+            .auto_scaling_group_name(asg)
+            .desired_configuration(
+                DesiredConfiguration::builder()
+                    .launch_template(
+                        LaunchTemplateSpecification::builder()
+                            .launch_template_id(template_id)
+                            .version(version)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .preferences(
+                RefreshPreferences::builder()
+                    .min_healthy_percentage(prefs.min_healthy_percentage)
+                    .set_instance_warmup(prefs.instance_warmup)
+                    .skip_matching(prefs.skip_matching)
+                    .auto_rollback(prefs.auto_rollback)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws_error("StartInstanceRefresh", &e))?;
+        out.instance_refresh_id().map(str::to_owned).ok_or_else(|| Error::Aws {
+            operation: "StartInstanceRefresh",
+            code: None,
+            message: "no refresh ID in the answer".into(),
+        })
+    }
+
+    /// Instance refreshes of a group, newest first: (ID, status, reason).
+    async fn refreshes(&self, region: &str, asg: &str, id: Option<&str>) -> Result<Vec<(String, String, String)>> {
+        let out = self
+            .clients(region)
+            .autoscaling
+            .describe_instance_refreshes()
+            .auto_scaling_group_name(asg)
+            .set_instance_refresh_ids(id.map(|i| vec![i.to_owned()]))
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeInstanceRefreshes", &e))?;
+        Ok(out
+            .instance_refreshes()
+            .iter()
+            .map(|r| {
+                (
+                    r.instance_refresh_id().unwrap_or_default().to_owned(),
+                    r.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    r.status_reason().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Where an instance refresh stands.
+    pub async fn describe_refresh(&self, region: &str, asg: &str, id: &str) -> Result<Progress> {
+        let refreshes = self.refreshes(region, asg, Some(id)).await?;
+        let Some((_, status, reason)) = refreshes.into_iter().find(|(i, _, _)| i == id) else {
+            return Ok(Progress::Failed(format!("instance refresh {id} is not known to Auto Scaling")));
+        };
+        Ok(match status.as_str() {
+            "Successful" => Progress::Successful,
+            "Failed" => Progress::Failed(reason),
+            "Cancelled" | "RollbackSuccessful" | "RollbackFailed" => Progress::Cancelled(format!("{status}: {reason}")),
+            _ => Progress::Running,
+        })
+    }
+
+    /// The ID of an instance refresh running on a group, if any.
+    pub async fn active_refresh(&self, region: &str, asg: &str) -> Result<Option<String>> {
+        Ok(self
+            .refreshes(region, asg, None)
+            .await?
+            .into_iter()
+            .find(|(_, status, _)| ACTIVE_REFRESH.contains(&status.as_str()))
+            .map(|(id, _, _)| id))
+    }
+}

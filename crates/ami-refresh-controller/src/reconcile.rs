@@ -1,0 +1,881 @@
+//! One reconcile of an AMIRefresher:
+//!
+//! 1. a fresh GET of the object (the watch cache can lag behind this controller's own last status write);
+//! 2. the target AMI: `spec.ami` (verified), the newest eligible managed AMI from `amiFilters` (+ identity tags,
+//!    trusted owners only), or the AMI of the referenced PackerBuilder (verified);
+//! 3. the node groups as AWS reports them (every page of ListNodegroups minus `exclude`, their launch template
+//!    version and its image; the self-managed Auto Scaling groups of the spec);
+//! 4. updates in flight are polled once (DescribeUpdate / DescribeInstanceRefreshes), never waited on;
+//! 5. the pure plan ([`refresh_engine::plan`]) says which node groups start now;
+//! 6. each start: update config if asked, a launch-template version with only the image changed (reused if one
+//!    exists), then UpdateNodegroupVersion or StartInstanceRefresh; the update ID goes into status at once;
+//! 7. one status patch when something changed, then one Event (and notification) per node-group transition.
+//!
+//! Nothing is finalized on deletion: deleting an AMIRefresher stops further actions and rolls nothing back.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ami_tags::{EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, evaluate, keys, newest_eligible};
+use api_types::{
+    AMIRefresher, AMIRefresherStatus, PackerBuilder,
+    ami_refresher::{AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, RETRY_ANNOTATION, UpdateStrategy},
+    conditions::{ConditionStatus, ConditionUpdate, Time, reasons, set_condition, types},
+};
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+};
+use refresh_engine::{Hold, Observed, PlanInputs, Schedule, WindowState, plan, window_state};
+
+use crate::{
+    aws::{Aws, NodegroupInfo, Progress, RefreshPrefs, UpdateConfig},
+    error::{Error, Result},
+};
+
+/// Shared state of the controller.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// AWS edge.
+    pub aws: Aws,
+    /// Event recorder.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<controller_runtime::Metrics>,
+    /// Notification delivery.
+    pub notifier: controller_runtime::notify::ChannelNotifier,
+    /// First poll delay of an update in flight; grows with the update's age up to 8x.
+    pub poll: Duration,
+    /// Re-check interval of a settled AMIRefresher (new AMIs, drift).
+    pub resync: Duration,
+    /// First retry delay after a failed reconcile; doubles per consecutive failure up to 5 minutes.
+    pub retry_base: Duration,
+    /// DescribeNodegroup calls in flight at once per AMIRefresher.
+    pub concurrency: usize,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl Context {
+    /// A context with default timings.
+    pub fn new(
+        client: Client,
+        aws: Aws,
+        recorder: Recorder,
+        metrics: Arc<controller_runtime::Metrics>,
+        notifier: controller_runtime::notify::ChannelNotifier,
+    ) -> Self {
+        Self {
+            client,
+            aws,
+            recorder,
+            metrics,
+            notifier,
+            poll: Duration::from_secs(30),
+            resync: Duration::from_secs(300),
+            retry_base: Duration::from_secs(5),
+            concurrency: 8,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u32>> {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The back-off after a failed reconcile of `amr`: `retry_base * 2^n`, at most 5 minutes.
+    pub fn backoff(&self, amr: &AMIRefresher) -> Duration {
+        let key = (amr.namespace().unwrap_or_default(), amr.name_any());
+        let mut failures = self.failures();
+        let n = failures.entry(key).or_insert(0);
+        *n = n.saturating_add(1);
+        self.retry_base
+            .saturating_mul(1 << (*n - 1).min(16))
+            .min(Duration::from_secs(300))
+    }
+
+    fn succeeded(&self, amr: &AMIRefresher) {
+        self.failures()
+            .remove(&(amr.namespace().unwrap_or_default(), amr.name_any()));
+    }
+}
+
+/// Reconciles one AMIRefresher and records the reconcile's metrics.
+pub async fn reconcile(amr: Arc<AMIRefresher>, ctx: Arc<Context>) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&amr, &ctx).await;
+    ctx.metrics.observe(
+        started.elapsed().as_secs_f64(),
+        result.as_ref().err().map(Error::category),
+    );
+    if result.is_ok() {
+        ctx.succeeded(&amr);
+    }
+    result
+}
+
+/// How the target was chosen, or why none could be.
+enum Choice {
+    Chosen { ami: String, source: String },
+    NoEligible(String),
+}
+
+fn policy(amr: &AMIRefresher) -> Result<EligibilityPolicy> {
+    let expires_in = amr
+        .spec
+        .expires_in
+        .parse()
+        .map_err(|e| Error::InvalidSpec(format!("spec.expiresIn: {e}")))?;
+    let min_age = match &amr.spec.soak_time {
+        Some(d) => d.parse().map_err(|e| Error::InvalidSpec(format!("spec.soakTime: {e}")))?,
+        None => Duration::ZERO,
+    };
+    Ok(EligibilityPolicy { expires_in, min_age })
+}
+
+fn why_not(id: &str, why: &Ineligible) -> String {
+    match why {
+        Ineligible::NotManaged => format!("{id} is not a managed AMI of this cluster"),
+        Ineligible::NotAvailable => format!("{id} is not available"),
+        Ineligible::NotActive => format!("{id} is deprecated"),
+        Ineligible::NoTimestamp => format!("{id} has no creation time"),
+        Ineligible::Expired { expired_at } => format!("{id} expired at {expired_at}"),
+        Ineligible::TooYoung { usable_from } => format!("{id} is soaking until {usable_from}"),
+    }
+}
+
+/// The AMI owners DescribeImages is restricted to: `amiOwners`, else the `owner-id` filter's values, else this
+/// account. Never "anyone": a public AMI from a stranger with forged tags must not be found.
+pub fn trusted_owners(amr: &AMIRefresher) -> Vec<String> {
+    if !amr.spec.ami_owners.is_empty() {
+        return amr.spec.ami_owners.clone();
+    }
+    let from_filter: Vec<String> = amr
+        .spec
+        .ami_filters
+        .iter()
+        .filter(|f| f.name == "owner-id")
+        .flat_map(|f| f.values.clone())
+        .collect();
+    if from_filter.is_empty() {
+        vec!["self".to_owned()]
+    } else {
+        from_filter
+    }
+}
+
+/// Checks one named AMI: it exists, is available, and when it carries the operator's tags it must be eligible.
+async fn verify(ctx: &Context, amr: &AMIRefresher, id: &str, now: Timestamp) -> Result<Option<String>> {
+    let Some(image) = ctx.aws.image(&amr.spec.region, id).await? else {
+        return Ok(Some(format!(
+            "{id} does not exist in {} or is not visible to this account",
+            amr.spec.region
+        )));
+    };
+    if !image.is_available() {
+        return Ok(Some(format!(
+            "{id} is {}",
+            image.state.as_deref().unwrap_or("not available")
+        )));
+    }
+    if image.tag(keys::BROUGHT_TO_YOU_BY) == Some(OPERATOR_SIGNATURE)
+        && let Err(why) = evaluate(&image, &Selector::any_managed(), &policy(amr)?, now)
+    {
+        return Ok(Some(why_not(id, &why)));
+    }
+    Ok(None)
+}
+
+async fn choose_target(ctx: &Context, amr: &AMIRefresher, now: Timestamp) -> Result<Choice> {
+    let spec = &amr.spec;
+    if let Some(ami) = &spec.ami {
+        return Ok(match verify(ctx, amr, ami, now).await? {
+            Some(why) => Choice::NoEligible(why),
+            None => Choice::Chosen {
+                ami: ami.clone(),
+                source: "spec.ami".into(),
+            },
+        });
+    }
+    if let Some(reference) = &spec.packer_builder_ref {
+        let ns = amr.namespace().unwrap_or_default();
+        let builders: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &ns);
+        let Some(pb) = builders.get_opt(&reference.name).await? else {
+            return Ok(Choice::NoEligible(format!(
+                "PackerBuilder {ns}/{} does not exist",
+                reference.name
+            )));
+        };
+        let Some(ami) = pb.status.and_then(|s| s.last_run_built_image_id) else {
+            return Ok(Choice::NoEligible(format!(
+                "PackerBuilder {ns}/{} has not produced an AMI yet",
+                reference.name
+            )));
+        };
+        return Ok(match verify(ctx, amr, &ami, now).await? {
+            Some(why) => Choice::NoEligible(why),
+            None => Choice::Chosen {
+                ami,
+                source: format!("packerBuilderRef {ns}/{}", reference.name),
+            },
+        });
+    }
+    let selector = Selector::for_cluster(&spec.cluster_name);
+    let owners = trusted_owners(amr);
+    let images = ctx
+        .aws
+        .images(&spec.region, &spec.ami_filters, &selector.ec2_tag_filters(), &owners)
+        .await?;
+    let policy = policy(amr)?;
+    Ok(match newest_eligible(&images, &selector, &policy, now) {
+        Some((image, _)) => Choice::Chosen {
+            ami: image.id.clone(),
+            source: format!("amiFilters: newest eligible of {} candidate(s)", images.len()),
+        },
+        None => {
+            let reasons: Vec<String> = images
+                .iter()
+                .take(5)
+                .filter_map(|i| evaluate(i, &selector, &policy, now).err().map(|w| why_not(&i.id, &w)))
+                .collect();
+            Choice::NoEligible(if images.is_empty() {
+                format!(
+                    "no AMI of cluster {} matches amiFilters from owners {}",
+                    spec.cluster_name,
+                    owners.join(",")
+                )
+            } else {
+                format!(
+                    "none of {} candidate AMI(s) is eligible: {}",
+                    images.len(),
+                    reasons.join("; ")
+                )
+            })
+        }
+    })
+}
+
+/// A node group as observed, with what starting it needs.
+struct Group {
+    observed: Observed,
+    nodegroup: Option<NodegroupInfo>,
+}
+
+fn tracked(previous: &[NodeGroupStatus], name: &str, kind: NodeGroupKind) -> bool {
+    previous
+        .iter()
+        .any(|p| p.name == name && p.kind == kind && p.state == NodeGroupState::InProgress && p.update_id.is_some())
+}
+
+fn blank(name: &str, kind: NodeGroupKind) -> Observed {
+    Observed {
+        name: name.to_owned(),
+        kind,
+        current_ami: None,
+        launch_template_id: None,
+        launch_template_version: None,
+        skip: None,
+        busy: false,
+        running_update: None,
+    }
+}
+
+async fn observe_managed(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: String) -> Result<Group> {
+    let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
+    let ng = ctx.aws.describe_nodegroup(region, cluster, &name).await?;
+    let mut o = blank(&name, NodeGroupKind::Managed);
+    o.launch_template_id = ng.launch_template_id.clone();
+    o.launch_template_version = ng.launch_template_version.clone();
+    match (&ng.launch_template_id, &ng.launch_template_version) {
+        (Some(id), Some(version)) => match ctx.aws.template_version(region, id, version).await? {
+            None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
+            Some((_, None)) => {
+                o.skip = Some(format!(
+                    "launch template {id} version {version} sets no image (EKS chooses the AMI)"
+                ))
+            }
+            Some((_, Some(image))) => o.current_ami = Some(image),
+        },
+        _ => {
+            o.skip = Some(
+                "no custom launch template: EKS chooses this node group's AMI (use a release version update)".into(),
+            )
+        }
+    }
+    match ng.status.as_str() {
+        "CREATING" | "DELETING" | "CREATE_FAILED" | "DELETE_FAILED" => {
+            o.skip = Some(format!("node group is {}", ng.status));
+        }
+        "UPDATING" => {
+            o.busy = true;
+            if o.skip.is_none() && !tracked(previous, &name, NodeGroupKind::Managed) {
+                o.running_update = ctx.aws.running_version_update(region, cluster, &name).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(Group {
+        observed: o,
+        nodegroup: Some(ng),
+    })
+}
+
+async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: &str) -> Result<Group> {
+    let region = &amr.spec.region;
+    let mut o = blank(name, NodeGroupKind::SelfManaged);
+    match ctx.aws.describe_asg(region, name).await? {
+        None => o.skip = Some("Auto Scaling group does not exist".into()),
+        Some(asg) => match (asg.launch_template_id, asg.launch_template_version) {
+            (Some(id), version) => {
+                let version = version.unwrap_or_else(|| "$Default".into());
+                o.launch_template_id = Some(id.clone());
+                match ctx.aws.template_version(region, &id, &version).await? {
+                    None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
+                    Some((number, image)) => {
+                        o.launch_template_version = Some(number);
+                        o.current_ami = image;
+                        if o.current_ami.is_none() {
+                            o.skip = Some(format!("launch template {id} version {version} sets no image"));
+                        }
+                    }
+                }
+                if let Some(active) = ctx.aws.active_refresh(region, name).await? {
+                    o.busy = true;
+                    if !tracked(previous, name, NodeGroupKind::SelfManaged) {
+                        o.running_update = Some(active);
+                    }
+                }
+            }
+            (None, _) => o.skip = Some("uses a launch configuration, not a launch template".into()),
+        },
+    }
+    Ok(Group {
+        observed: o,
+        nodegroup: None,
+    })
+}
+
+async fn observe(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus]) -> Result<Vec<Group>> {
+    let spec = &amr.spec;
+    let names = ctx.aws.list_nodegroups(&spec.region, &spec.cluster_name).await?;
+    let mut groups: Vec<Group> = futures::stream::iter(names.into_iter().filter(|n| !spec.exclude.contains(n)))
+        .map(|name| observe_managed(ctx, amr, previous, name))
+        .buffered(ctx.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for name in spec.auto_scaling_groups.iter().filter(|n| !spec.exclude.contains(n)) {
+        groups.push(observe_asg(ctx, amr, previous, name).await?);
+    }
+    Ok(groups)
+}
+
+/// Polls one update in flight and folds the answer into its status entry.
+async fn track(ctx: &Context, amr: &AMIRefresher, entry: &mut NodeGroupStatus, now: Timestamp) -> Result<()> {
+    let Some(id) = entry.update_id.clone() else {
+        return Ok(());
+    };
+    let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
+    let progress = match entry.kind {
+        NodeGroupKind::Managed => ctx.aws.describe_update(region, cluster, &entry.name, &id).await?,
+        NodeGroupKind::SelfManaged => ctx.aws.describe_refresh(region, &entry.name, &id).await?,
+    };
+    let (state, message) = match progress {
+        Progress::Running => return Ok(()),
+        Progress::Successful => {
+            entry.current_ami = entry.target_ami.clone();
+            (NodeGroupState::Successful, "update finished".to_owned())
+        }
+        Progress::Failed(why) => (NodeGroupState::Failed, why),
+        Progress::Cancelled(why) => (NodeGroupState::Cancelled, why),
+    };
+    entry.state = state;
+    entry.message = Some(message);
+    entry.finished_at = Some(Time(now));
+    Ok(())
+}
+
+enum Started {
+    /// The update runs: its ID and the launch template version.
+    Update { id: String, version: String },
+    /// A prerequisite was changed first (the update config); the version update follows next reconcile.
+    Deferred(String),
+}
+
+fn update_config(amr: &AMIRefresher) -> UpdateConfig {
+    let rc = amr.spec.refresh_config.clone().unwrap_or_default();
+    UpdateConfig {
+        max_unavailable: rc.max_unavailable,
+        max_unavailable_percentage: rc.max_unavailable_percentage,
+        strategy: rc.strategy.map(|s| match s {
+            UpdateStrategy::Default => "DEFAULT",
+            UpdateStrategy::Minimal => "MINIMAL",
+        }),
+    }
+}
+
+fn refresh_prefs(amr: &AMIRefresher) -> Result<RefreshPrefs> {
+    let ir = amr
+        .spec
+        .refresh_config
+        .as_ref()
+        .and_then(|r| r.instance_refresh.clone())
+        .unwrap_or_default();
+    let warmup = match &ir.instance_warmup {
+        Some(d) => Some(
+            i32::try_from(
+                d.parse()
+                    .map_err(|e| Error::InvalidSpec(format!("spec.refreshConfig.instanceRefresh.instanceWarmup: {e}")))?
+                    .as_secs(),
+            )
+            .unwrap_or(i32::MAX),
+        ),
+        None => None,
+    };
+    Ok(RefreshPrefs {
+        min_healthy_percentage: ir.min_healthy_percentage.unwrap_or(90),
+        instance_warmup: warmup,
+        skip_matching: ir.skip_matching,
+        auto_rollback: ir.auto_rollback,
+    })
+}
+
+async fn start(ctx: &Context, amr: &AMIRefresher, group: &Group, target: &str) -> Result<Started> {
+    let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
+    let o = &group.observed;
+    let (Some(template), Some(current)) = (&o.launch_template_id, &o.launch_template_version) else {
+        return Err(Error::InvalidSpec(format!("{} has no launch template", o.name)));
+    };
+    if let Some(ng) = &group.nodegroup {
+        let wanted = update_config(amr);
+        if wanted != UpdateConfig::default() && !wanted.satisfied_by(ng) {
+            ctx.aws.update_nodegroup_config(region, cluster, &o.name, wanted).await?;
+            return Ok(Started::Deferred(
+                "update config (maxUnavailable, strategy) applied; the version update follows".into(),
+            ));
+        }
+    }
+    let version = match ctx.aws.version_with_image(region, template, current, target).await? {
+        Some(existing) => existing,
+        None => ctx.aws.create_version(region, template, current, target).await?,
+    };
+    let id = match o.kind {
+        NodeGroupKind::Managed => {
+            let force = amr.spec.refresh_config.as_ref().is_some_and(|r| r.force);
+            ctx.aws
+                .update_nodegroup_version(region, cluster, &o.name, template, &version, force)
+                .await?
+        }
+        NodeGroupKind::SelfManaged => {
+            ctx.aws
+                .start_refresh(region, &o.name, template, &version, refresh_prefs(amr)?)
+                .await?
+        }
+    };
+    Ok(Started::Update { id, version })
+}
+
+fn condition(status: &mut AMIRefresherStatus, type_: &str, value: bool, reason: &str, message: String, gen_: i64, now: Timestamp) {
+    set_condition(
+        &mut status.conditions,
+        ConditionUpdate {
+            type_,
+            status: ConditionStatus::from(value),
+            reason,
+            message,
+        },
+        Some(gen_),
+        now,
+    );
+}
+
+fn windows(amr: &AMIRefresher) -> Result<Vec<Schedule>> {
+    amr.spec
+        .maintenance_windows
+        .iter()
+        .map(|w| {
+            let duration = w
+                .duration
+                .parse()
+                .map_err(|e| Error::InvalidSpec(format!("maintenanceWindows duration: {e}")))?;
+            Schedule::parse(&w.schedule, duration, &w.time_zone)
+                .map_err(|e| Error::InvalidSpec(format!("maintenanceWindows: {e}")))
+        })
+        .collect()
+}
+
+/// A status change to announce: Event type, reason, message, node group.
+struct Announcement {
+    type_: EventType,
+    reason: &'static str,
+    message: String,
+    node_group: Option<String>,
+    from: Option<String>,
+    to: String,
+}
+
+fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announcement> {
+    let mut out = Vec::new();
+    for n in &new.node_groups {
+        let before = old.node_groups.iter().find(|p| p.name == n.name && p.kind == n.kind);
+        let same_update = before.is_some_and(|b| b.update_id == n.update_id && b.state == n.state);
+        if same_update {
+            continue;
+        }
+        let target = n.target_ami.clone().unwrap_or_default();
+        let (type_, reason, message) = match n.state {
+            NodeGroupState::InProgress => (
+                EventType::Normal,
+                "NodeGroupUpdateStarted",
+                format!(
+                    "{} rolling from {} to {target} (update {})",
+                    n.name,
+                    n.current_ami.as_deref().unwrap_or("unknown"),
+                    n.update_id.as_deref().unwrap_or_default()
+                ),
+            ),
+            NodeGroupState::Successful => (
+                EventType::Normal,
+                "NodeGroupUpdated",
+                format!("{} now runs {target}", n.name),
+            ),
+            NodeGroupState::Failed | NodeGroupState::Cancelled => (
+                EventType::Warning,
+                "NodeGroupUpdateFailed",
+                format!(
+                    "{} did not reach {target}: {}; remaining node groups are left alone",
+                    n.name,
+                    n.message.as_deref().unwrap_or("failed")
+                ),
+            ),
+            _ => continue,
+        };
+        out.push(Announcement {
+            type_,
+            reason,
+            message,
+            node_group: Some(n.name.clone()),
+            from: before.map(|b| format!("{:?}", b.state)),
+            to: format!("{:?}", n.state),
+        });
+    }
+    let ready_reason = |s: &AMIRefresherStatus| {
+        api_types::conditions::get_condition(&s.conditions, types::READY).map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if old.phase != new.phase || ready_reason(old).map(|r| r.0) != ready_reason(new).map(|r| r.0) {
+        let message = ready_reason(new).map(|r| r.1).unwrap_or_default();
+        let phase = |p: Option<AMIRefresherPhase>| p.map(|p| format!("{p:?}"));
+        let (type_, reason) = match new.phase {
+            Some(AMIRefresherPhase::NoEligibleAMI) => (EventType::Warning, reasons::NO_ELIGIBLE_AMI),
+            Some(AMIRefresherPhase::Invalid) => (EventType::Warning, reasons::INVALID_SPEC),
+            Some(AMIRefresherPhase::Planned) => (EventType::Normal, "RolloutPlanned"),
+            Some(AMIRefresherPhase::Ready) if old.phase.is_some() => (EventType::Normal, "RolloutComplete"),
+            Some(AMIRefresherPhase::Waiting) => (EventType::Normal, "RolloutHeld"),
+            _ => return out,
+        };
+        out.push(Announcement {
+            type_,
+            reason,
+            message,
+            node_group: None,
+            from: phase(old.phase),
+            to: phase(new.phase).unwrap_or_default(),
+        });
+    }
+    out
+}
+
+async fn announce(ctx: &Context, amr: &AMIRefresher, status: &AMIRefresherStatus, a: Announcement) {
+    let object = amr.object_ref(&());
+    let event = Event {
+        type_: a.type_,
+        reason: a.reason.to_owned(),
+        note: Some(a.message.clone()),
+        action: "Rollout".into(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &object).await {
+        tracing::warn!(%error, "could not publish an Event");
+    }
+    let severity = match (a.type_, a.to.as_str()) {
+        (EventType::Warning, "Failed" | "Cancelled") => notifier::Severity::Failure,
+        (EventType::Warning, _) => notifier::Severity::Warning,
+        (_, "Successful" | "Ready") => notifier::Severity::Success,
+        _ => notifier::Severity::Info,
+    };
+    let namespace = amr.namespace().unwrap_or_default();
+    let n = notifier::Notification {
+        kind: "AMIRefresher".into(),
+        namespace: namespace.clone(),
+        name: amr.name_any(),
+        from: a.from,
+        to: a.to,
+        reason: a.reason.to_owned(),
+        message: a.message,
+        severity,
+        base_ami: None,
+        ami: status.target_ami.clone(),
+        node_group: a.node_group,
+    };
+    let target = controller_runtime::notify::Target {
+        object: &object,
+        namespace: &namespace,
+        region: &amr.spec.region,
+        spec: amr.spec.notifier.as_ref(),
+    };
+    ctx.notifier.deliver(target, &n).await;
+}
+
+/// Writes the status when it changed (a merge patch that also clears removed fields), then announces each
+/// transition once. Announcements follow the write: a conflict or crash before it repeats nothing.
+async fn report(ctx: &Context, amr: &AMIRefresher, old: &AMIRefresherStatus, status: &AMIRefresherStatus) -> Result<()> {
+    if status == old {
+        return Ok(());
+    }
+    let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &amr.namespace().unwrap_or_default());
+    let patch = controller_runtime::status_merge_patch(
+        &serde_json::to_value(old).unwrap_or_default(),
+        &serde_json::to_value(status).unwrap_or_default(),
+    );
+    api.patch_status(&amr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    for a in transitions(old, status) {
+        announce(ctx, amr, status, a).await;
+    }
+    Ok(())
+}
+
+fn poll_delay(ctx: &Context, status: &AMIRefresherStatus, now: Timestamp) -> Duration {
+    let oldest = status
+        .node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::InProgress)
+        .filter_map(|n| n.started_at.as_ref())
+        .map(|t| now.duration_since(t.0).unsigned_abs())
+        .max()
+        .unwrap_or_default();
+    // Back off as the update ages: node group updates take minutes to hours.
+    (oldest / 10).clamp(ctx.poll, ctx.poll.saturating_mul(8))
+}
+
+async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action> {
+    let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
+    let Some(amr) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if amr.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let now = Timestamp::now();
+    let generation = amr.metadata.generation.unwrap_or(1);
+    let retry = amr.annotations().get(RETRY_ANNOTATION).cloned();
+    let old = amr.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = Some(generation);
+
+    let choice = match (windows(&amr), choose_target(ctx, &amr, now).await) {
+        (Err(e), _) | (_, Err(e @ Error::InvalidSpec(_))) => Err(e),
+        (Ok(windows), Ok(choice)) => Ok((windows, choice)),
+        (_, Err(e)) => return Err(e),
+    };
+    let (windows, target, source) = match choice {
+        Err(e) => {
+            status.phase = Some(AMIRefresherPhase::Invalid);
+            condition(&mut status, types::READY, false, e.category(), e.to_string(), generation, now);
+            report(ctx, &amr, &old, &status).await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+        Ok((_, Choice::NoEligible(why))) => {
+            status.phase = Some(AMIRefresherPhase::NoEligibleAMI);
+            condition(&mut status, types::READY, false, reasons::NO_ELIGIBLE_AMI, why, generation, now);
+            let in_flight = status.node_groups.iter().any(|n| n.state == NodeGroupState::InProgress);
+            if !in_flight {
+                condition(&mut status, types::PROGRESSING, false, reasons::NO_ELIGIBLE_AMI, String::new(), generation, now);
+            }
+            report(ctx, &amr, &old, &status).await?;
+            return Ok(Action::requeue(ctx.resync));
+        }
+        Ok((windows, Choice::Chosen { ami, source })) => (windows, ami, source),
+    };
+
+    let groups = observe(ctx, &amr, &old.node_groups).await?;
+    let mut previous = old.node_groups.clone();
+    let mut newly_failed = false;
+    for entry in previous
+        .iter_mut()
+        .filter(|e| e.state == NodeGroupState::InProgress && e.update_id.is_some())
+    {
+        track(ctx, &amr, entry, now).await?;
+        if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
+            newly_failed = true;
+        }
+    }
+    let acknowledged = status.failed_generation == Some(generation) && status.observed_retry == retry;
+    let observed: Vec<Observed> = groups.iter().map(|g| g.observed.clone()).collect();
+    let rc = amr.spec.refresh_config.clone().unwrap_or_default();
+    let window = window_state(&windows, now);
+    let mut p = plan(PlanInputs {
+        target: &target,
+        observed: &observed,
+        previous: &previous,
+        canary: rc.canary.as_deref(),
+        parallelism: usize::try_from(rc.parallelism).unwrap_or(1),
+        paused: amr.spec.paused,
+        dry_run: amr.spec.dry_run,
+        window,
+        halted: acknowledged || newly_failed,
+        now,
+    });
+
+    let mut deferred = false;
+    let mut transient = None;
+    for name in p.start.clone() {
+        let Some(group) = groups.iter().find(|g| g.observed.name == name) else {
+            continue;
+        };
+        let Some(entry) = p.node_groups.iter_mut().find(|n| n.name == name) else {
+            continue;
+        };
+        match start(ctx, &amr, group, &target).await {
+            Ok(Started::Update { id, version }) => {
+                tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
+                entry.state = NodeGroupState::InProgress;
+                entry.update_id = Some(id);
+                entry.launch_template_version = Some(version);
+                entry.started_at = Some(Time(now));
+                entry.message = Some("update started".into());
+            }
+            Ok(Started::Deferred(why)) => {
+                deferred = true;
+                entry.message = Some(why);
+            }
+            Err(e) if e.is_permanent_aws() => {
+                entry.state = NodeGroupState::Failed;
+                entry.message = Some(e.to_string());
+                entry.finished_at = Some(Time(now));
+                newly_failed = true;
+                break;
+            }
+            Err(e) => {
+                // Keep what already started in this pass: write status first, then retry with back-off.
+                transient = Some(e);
+                break;
+            }
+        }
+    }
+    if newly_failed {
+        status.failed_generation = Some(generation);
+        status.observed_retry = retry.clone();
+    }
+    let failed = p
+        .node_groups
+        .iter()
+        .find(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
+    let halted = (acknowledged || newly_failed) && failed.is_some();
+    let in_flight = p
+        .node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::InProgress)
+        .count();
+    let pending = p
+        .node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::Pending)
+        .count();
+    p.phase = if halted {
+        AMIRefresherPhase::Degraded
+    } else if in_flight > 0 || deferred {
+        AMIRefresherPhase::Progressing
+    } else {
+        p.phase
+    };
+    let done = p.node_groups.iter().filter(|n| matches!(n.state, NodeGroupState::UpToDate | NodeGroupState::Successful)).count();
+
+    status.target_ami = Some(target.clone());
+    status.target_ami_source = Some(source);
+    status.phase = Some(p.phase);
+    status.progress = Some(format!("{done}/{}", p.total));
+    let plan_text = || {
+        p.node_groups
+            .iter()
+            .filter(|n| n.state == NodeGroupState::Pending)
+            .map(|n| format!("{} ({} -> {target})", n.name, n.current_ami.as_deref().unwrap_or("unknown")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (ready, ready_reason, ready_message) = match p.phase {
+        AMIRefresherPhase::Ready => (true, reasons::UP_TO_DATE, format!("{done} node group(s) run {target}")),
+        AMIRefresherPhase::Degraded => (
+            false,
+            reasons::ROLLOUT_FAILED,
+            failed
+                .map(|f| format!("{}: {}", f.name, f.message.as_deref().unwrap_or("failed")))
+                .unwrap_or_default(),
+        ),
+        AMIRefresherPhase::Planned => (false, reasons::DRY_RUN, format!("would roll: {}", plan_text())),
+        AMIRefresherPhase::Waiting => match p.hold {
+            Some(Hold::OutsideWindow { opens_at }) => (
+                false,
+                reasons::OUTSIDE_MAINTENANCE_WINDOW,
+                match opens_at {
+                    Some(t) => format!("{pending} node group(s) wait for the window opening at {t}"),
+                    None => format!("{pending} node group(s) wait; no maintenance window opens again"),
+                },
+            ),
+            _ => (false, reasons::PAUSED, format!("{pending} node group(s) wait: spec.paused is set")),
+        },
+        _ => (
+            false,
+            reasons::ROLLING_OUT,
+            format!("{done}/{} node group(s) on {target}, {in_flight} updating", p.total),
+        ),
+    };
+    condition(&mut status, types::READY, ready, ready_reason, ready_message, generation, now);
+    condition(
+        &mut status,
+        types::PROGRESSING,
+        in_flight > 0,
+        if in_flight > 0 { reasons::ROLLING_OUT } else { reasons::AS_EXPECTED },
+        if in_flight > 0 { format!("{in_flight} node group(s) updating") } else { String::new() },
+        generation,
+        now,
+    );
+    condition(
+        &mut status,
+        types::DEGRADED,
+        halted,
+        if halted { reasons::ROLLOUT_FAILED } else { reasons::AS_EXPECTED },
+        if halted {
+            format!(
+                "rollout stopped: change the spec or set the {RETRY_ANNOTATION} annotation to a new value to retry"
+            )
+        } else {
+            String::new()
+        },
+        generation,
+        now,
+    );
+    status.node_groups = p.node_groups.clone();
+    report(ctx, &amr, &old, &status).await?;
+    if let Some(e) = transient {
+        return Err(e);
+    }
+    let delay = if in_flight > 0 || deferred {
+        poll_delay(ctx, &status, now)
+    } else if let WindowState::Closed { opens_at: Some(t) } = window
+        && pending > 0
+    {
+        t.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
+    } else {
+        ctx.resync
+    };
+    Ok(Action::requeue(delay))
+}
