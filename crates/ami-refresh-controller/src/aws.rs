@@ -8,7 +8,9 @@ use api_types::AmiFilter;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
 use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
-use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies};
+use aws_sdk_eks::types::{
+    LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies,
+};
 use controller_runtime::aws::{error_code, error_text, to_image};
 
 use crate::error::{Error, Result};
@@ -157,7 +159,12 @@ impl Aws {
     ) -> Result<Vec<Image>> {
         let filters: Vec<Filter> = filters
             .iter()
-            .map(|f| Filter::builder().name(&f.name).set_values(Some(f.values.clone())).build())
+            .map(|f| {
+                Filter::builder()
+                    .name(&f.name)
+                    .set_values(Some(f.values.clone()))
+                    .build()
+            })
             .chain(
                 tag_filters
                     .iter()
@@ -182,13 +189,7 @@ impl Aws {
 
     /// One image by ID; `None` when EC2 does not know it (or it is not visible to this account).
     pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
-        let out = self
-            .clients(region)
-            .ec2
-            .describe_images()
-            .image_ids(id)
-            .send()
-            .await;
+        let out = self.clients(region).ec2.describe_images().image_ids(id).send().await;
         match out {
             Ok(out) => Ok(out.images().iter().map(to_image).find(|i| i.id == id)),
             Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
@@ -237,9 +238,7 @@ impl Aws {
             launch_template_version: lt.and_then(|l| l.version()).map(str::to_owned),
             max_unavailable: update.and_then(|u| u.max_unavailable()),
             max_unavailable_percentage: update.and_then(|u| u.max_unavailable_percentage()),
-            update_strategy: update
-                .and_then(|u| u.update_strategy())
-                .map(|s| s.as_str().to_owned()),
+            update_strategy: update.and_then(|u| u.update_strategy()).map(|s| s.as_str().to_owned()),
         })
     }
 
@@ -266,9 +265,7 @@ impl Aws {
         Ok(out.launch_template_versions().first().map(|v| {
             (
                 v.version_number().unwrap_or_default().to_string(),
-                v.launch_template_data()
-                    .and_then(|d| d.image_id())
-                    .map(str::to_owned),
+                v.launch_template_data().and_then(|d| d.image_id()).map(str::to_owned),
             )
         }))
     }
@@ -420,7 +417,11 @@ impl Aws {
             .unwrap_or_default();
         Ok(match update.and_then(|u| u.status()).map(|s| s.as_str()) {
             Some("Successful") => Progress::Successful,
-            Some("Failed") => Progress::Failed(if errors.is_empty() { "update failed".into() } else { errors }),
+            Some("Failed") => Progress::Failed(if errors.is_empty() {
+                "update failed".into()
+            } else {
+                errors
+            }),
             Some("Cancelled") => Progress::Cancelled("update cancelled".into()),
             _ => Progress::Running,
         })
@@ -552,7 +553,9 @@ impl Aws {
     pub async fn describe_refresh(&self, region: &str, asg: &str, id: &str) -> Result<Progress> {
         let refreshes = self.refreshes(region, asg, Some(id)).await?;
         let Some((_, status, reason)) = refreshes.into_iter().find(|(i, _, _)| i == id) else {
-            return Ok(Progress::Failed(format!("instance refresh {id} is not known to Auto Scaling")));
+            return Ok(Progress::Failed(format!(
+                "instance refresh {id} is not known to Auto Scaling"
+            )));
         };
         Ok(match status.as_str() {
             "Successful" => Progress::Successful,

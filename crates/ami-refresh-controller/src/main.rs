@@ -151,8 +151,7 @@ async fn main() -> anyhow::Result<()> {
                     .state()
                     .into_iter()
                     .filter(|amr| {
-                        amr.namespace() == ns
-                            && amr.spec.packer_builder_ref.as_ref().is_some_and(|r| r.name == name)
+                        amr.namespace() == ns && amr.spec.packer_builder_ref.as_ref().is_some_and(|r| r.name == name)
                     })
                     .map(|amr| ObjectRef::from_obj(&*amr))
                     .collect::<Vec<_>>()

@@ -22,7 +22,9 @@ use std::{
 use ami_tags::{EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, evaluate, keys, newest_eligible};
 use api_types::{
     AMIRefresher, AMIRefresherStatus, PackerBuilder,
-    ami_refresher::{AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, RETRY_ANNOTATION, UpdateStrategy},
+    ami_refresher::{
+        AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, RETRY_ANNOTATION, UpdateStrategy,
+    },
     conditions::{ConditionStatus, ConditionUpdate, Time, reasons, set_condition, types},
 };
 use futures::{StreamExt, TryStreamExt};
@@ -136,7 +138,9 @@ fn policy(amr: &AMIRefresher) -> Result<EligibilityPolicy> {
         .parse()
         .map_err(|e| Error::InvalidSpec(format!("spec.expiresIn: {e}")))?;
     let min_age = match &amr.spec.soak_time {
-        Some(d) => d.parse().map_err(|e| Error::InvalidSpec(format!("spec.soakTime: {e}")))?,
+        Some(d) => d
+            .parse()
+            .map_err(|e| Error::InvalidSpec(format!("spec.soakTime: {e}")))?,
         None => Duration::ZERO,
     };
     Ok(EligibilityPolicy { expires_in, min_age })
@@ -289,7 +293,12 @@ fn blank(name: &str, kind: NodeGroupKind) -> Observed {
     }
 }
 
-async fn observe_managed(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: String) -> Result<Group> {
+async fn observe_managed(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    previous: &[NodeGroupStatus],
+    name: String,
+) -> Result<Group> {
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
     let ng = ctx.aws.describe_nodegroup(region, cluster, &name).await?;
     let mut o = blank(&name, NodeGroupKind::Managed);
@@ -457,7 +466,9 @@ async fn start(ctx: &Context, amr: &AMIRefresher, group: &Group, target: &str) -
     if let Some(ng) = &group.nodegroup {
         let wanted = update_config(amr);
         if wanted != UpdateConfig::default() && !wanted.satisfied_by(ng) {
-            ctx.aws.update_nodegroup_config(region, cluster, &o.name, wanted).await?;
+            ctx.aws
+                .update_nodegroup_config(region, cluster, &o.name, wanted)
+                .await?;
             return Ok(Started::Deferred(
                 "update config (maxUnavailable, strategy) applied; the version update follows".into(),
             ));
@@ -483,7 +494,15 @@ async fn start(ctx: &Context, amr: &AMIRefresher, group: &Group, target: &str) -
     Ok(Started::Update { id, version })
 }
 
-fn condition(status: &mut AMIRefresherStatus, type_: &str, value: bool, reason: &str, message: String, gen_: i64, now: Timestamp) {
+fn condition(
+    status: &mut AMIRefresherStatus,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    gen_: i64,
+    now: Timestamp,
+) {
     set_condition(
         &mut status.conditions,
         ConditionUpdate {
@@ -600,7 +619,22 @@ async fn announce(ctx: &Context, amr: &AMIRefresher, status: &AMIRefresherStatus
         reason: a.reason.to_owned(),
         note: Some(a.message.clone()),
         action: "Rollout".into(),
-        secondary: None,
+        // The node group as the related object: the recorder aggregates Events by (reason, regarding, related),
+        // so without it the second node group's Event would be folded into the first one's series.
+        secondary: a
+            .node_group
+            .as_ref()
+            .map(|name| k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("eks.amazonaws.com/v1".into()),
+                kind: Some(
+                    match status.node_groups.iter().find(|n| &n.name == name).map(|n| n.kind) {
+                        Some(NodeGroupKind::SelfManaged) => "AutoScalingGroup".into(),
+                        _ => "Nodegroup".into(),
+                    },
+                ),
+                name: Some(name.clone()),
+                ..Default::default()
+            }),
     };
     if let Err(error) = ctx.recorder.publish(&event, &object).await {
         tracing::warn!(%error, "could not publish an Event");
@@ -636,7 +670,12 @@ async fn announce(ctx: &Context, amr: &AMIRefresher, status: &AMIRefresherStatus
 
 /// Writes the status when it changed (a merge patch that also clears removed fields), then announces each
 /// transition once. Announcements follow the write: a conflict or crash before it repeats nothing.
-async fn report(ctx: &Context, amr: &AMIRefresher, old: &AMIRefresherStatus, status: &AMIRefresherStatus) -> Result<()> {
+async fn report(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    old: &AMIRefresherStatus,
+    status: &AMIRefresherStatus,
+) -> Result<()> {
     if status == old {
         return Ok(());
     }
@@ -689,16 +728,40 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     let (windows, target, source) = match choice {
         Err(e) => {
             status.phase = Some(AMIRefresherPhase::Invalid);
-            condition(&mut status, types::READY, false, e.category(), e.to_string(), generation, now);
+            condition(
+                &mut status,
+                types::READY,
+                false,
+                e.category(),
+                e.to_string(),
+                generation,
+                now,
+            );
             report(ctx, &amr, &old, &status).await?;
             return Ok(Action::requeue(ctx.resync));
         }
         Ok((_, Choice::NoEligible(why))) => {
             status.phase = Some(AMIRefresherPhase::NoEligibleAMI);
-            condition(&mut status, types::READY, false, reasons::NO_ELIGIBLE_AMI, why, generation, now);
+            condition(
+                &mut status,
+                types::READY,
+                false,
+                reasons::NO_ELIGIBLE_AMI,
+                why,
+                generation,
+                now,
+            );
             let in_flight = status.node_groups.iter().any(|n| n.state == NodeGroupState::InProgress);
             if !in_flight {
-                condition(&mut status, types::PROGRESSING, false, reasons::NO_ELIGIBLE_AMI, String::new(), generation, now);
+                condition(
+                    &mut status,
+                    types::PROGRESSING,
+                    false,
+                    reasons::NO_ELIGIBLE_AMI,
+                    String::new(),
+                    generation,
+                    now,
+                );
             }
             report(ctx, &amr, &old, &status).await?;
             return Ok(Action::requeue(ctx.resync));
@@ -706,7 +769,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         Ok((windows, Choice::Chosen { ami, source })) => (windows, ami, source),
     };
 
-    let groups = observe(ctx, &amr, &old.node_groups).await?;
+    // Poll updates in flight first, so the observation below already sees what a finished update changed.
     let mut previous = old.node_groups.clone();
     let mut newly_failed = false;
     for entry in previous
@@ -718,7 +781,9 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             newly_failed = true;
         }
     }
-    let acknowledged = status.failed_generation == Some(generation) && status.observed_retry == retry;
+    let groups = observe(ctx, &amr, &previous).await?;
+    let acknowledged = old.failed_generation == Some(generation) && old.observed_retry == retry;
+    status.observed_retry = retry.clone();
     let observed: Vec<Observed> = groups.iter().map(|g| g.observed.clone()).collect();
     let rc = amr.spec.refresh_config.clone().unwrap_or_default();
     let window = window_state(&windows, now);
@@ -773,7 +838,6 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     }
     if newly_failed {
         status.failed_generation = Some(generation);
-        status.observed_retry = retry.clone();
     }
     let failed = p
         .node_groups
@@ -797,7 +861,11 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     } else {
         p.phase
     };
-    let done = p.node_groups.iter().filter(|n| matches!(n.state, NodeGroupState::UpToDate | NodeGroupState::Successful)).count();
+    let done = p
+        .node_groups
+        .iter()
+        .filter(|n| matches!(n.state, NodeGroupState::UpToDate | NodeGroupState::Successful))
+        .count();
 
     status.target_ami = Some(target.clone());
     status.target_ami_source = Some(source);
@@ -807,7 +875,13 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         p.node_groups
             .iter()
             .filter(|n| n.state == NodeGroupState::Pending)
-            .map(|n| format!("{} ({} -> {target})", n.name, n.current_ami.as_deref().unwrap_or("unknown")))
+            .map(|n| {
+                format!(
+                    "{} ({} -> {target})",
+                    n.name,
+                    n.current_ami.as_deref().unwrap_or("unknown")
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -830,7 +904,11 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
                     None => format!("{pending} node group(s) wait; no maintenance window opens again"),
                 },
             ),
-            _ => (false, reasons::PAUSED, format!("{pending} node group(s) wait: spec.paused is set")),
+            _ => (
+                false,
+                reasons::PAUSED,
+                format!("{pending} node group(s) wait: spec.paused is set"),
+            ),
         },
         _ => (
             false,
@@ -838,13 +916,29 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             format!("{done}/{} node group(s) on {target}, {in_flight} updating", p.total),
         ),
     };
-    condition(&mut status, types::READY, ready, ready_reason, ready_message, generation, now);
+    condition(
+        &mut status,
+        types::READY,
+        ready,
+        ready_reason,
+        ready_message,
+        generation,
+        now,
+    );
     condition(
         &mut status,
         types::PROGRESSING,
         in_flight > 0,
-        if in_flight > 0 { reasons::ROLLING_OUT } else { reasons::AS_EXPECTED },
-        if in_flight > 0 { format!("{in_flight} node group(s) updating") } else { String::new() },
+        if in_flight > 0 {
+            reasons::ROLLING_OUT
+        } else {
+            reasons::AS_EXPECTED
+        },
+        if in_flight > 0 {
+            format!("{in_flight} node group(s) updating")
+        } else {
+            String::new()
+        },
         generation,
         now,
     );
@@ -852,11 +946,13 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         &mut status,
         types::DEGRADED,
         halted,
-        if halted { reasons::ROLLOUT_FAILED } else { reasons::AS_EXPECTED },
         if halted {
-            format!(
-                "rollout stopped: change the spec or set the {RETRY_ANNOTATION} annotation to a new value to retry"
-            )
+            reasons::ROLLOUT_FAILED
+        } else {
+            reasons::AS_EXPECTED
+        },
+        if halted {
+            format!("rollout stopped: change the spec or set the {RETRY_ANNOTATION} annotation to a new value to retry")
         } else {
             String::new()
         },

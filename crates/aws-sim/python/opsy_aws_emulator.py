@@ -548,6 +548,7 @@ class Extension:
                     "region": region,
                     "action": action,
                     "params": request_params(environ, body),
+                    "path": environ.get("PATH_INFO", "/"),
                 }
             )
             for rule in STATE.faults:

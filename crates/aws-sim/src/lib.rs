@@ -132,12 +132,20 @@ pub struct Call {
     /// Query-protocol parameters (EC2, Auto Scaling), e.g. `Filter.1.Name`; empty for other protocols.
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
+    /// Request path (REST protocols name resources in it, e.g. `/clusters/c/node-groups/ng-a/update-version`).
+    #[serde(default)]
+    pub path: String,
 }
 
 impl Call {
     /// Whether any parameter has this value (e.g. a filter value).
     pub fn has_param_value(&self, value: &str) -> bool {
         self.params.values().any(|v| v == value)
+    }
+
+    /// Whether the request path names this resource as a whole segment (e.g. a node group).
+    pub fn names_in_path(&self, segment: &str) -> bool {
+        self.path.split('/').any(|s| s == segment)
     }
 }
 

@@ -78,14 +78,16 @@ impl Context {
     /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack.
     pub fn new(client: Client, aws: Aws, recorder: Recorder, slack_api: String) -> Self {
         let metrics = Arc::new(controller_runtime::Metrics::new("packer_build_controller"));
-        let notifier = Arc::new(crate::notify::SinkNotifier(controller_runtime::notify::ChannelNotifier {
-            client: client.clone(),
-            http: reqwest::Client::new(),
-            slack_api,
-            recorder: recorder.clone(),
-            metrics: metrics.clone(),
-            sdk: aws.sdk().clone(),
-        }));
+        let notifier = Arc::new(crate::notify::SinkNotifier(
+            controller_runtime::notify::ChannelNotifier {
+                client: client.clone(),
+                http: reqwest::Client::new(),
+                slack_api,
+                recorder: recorder.clone(),
+                metrics: metrics.clone(),
+                sdk: aws.sdk().clone(),
+            },
+        ));
         Self {
             client,
             aws,

@@ -425,8 +425,20 @@ mod tests {
         let observed = [ng("a", OLD), ng("b", OLD)];
         let previous = [in_progress("a", "u-1")];
         for (paused, dry_run, window, hold, phase) in [
-            (true, false, WindowState::Always, Hold::Paused, AMIRefresherPhase::Waiting),
-            (false, true, WindowState::Always, Hold::DryRun, AMIRefresherPhase::Planned),
+            (
+                true,
+                false,
+                WindowState::Always,
+                Hold::Paused,
+                AMIRefresherPhase::Waiting,
+            ),
+            (
+                false,
+                true,
+                WindowState::Always,
+                Hold::DryRun,
+                AMIRefresherPhase::Planned,
+            ),
             (
                 false,
                 false,
@@ -511,6 +523,10 @@ mod tests {
         let mut i = inputs(&observed, &previous);
         i.halted = true;
         let p = plan(i);
-        assert_eq!(p.start, vec!["a"], "a failure for another target does not halt this one");
+        assert_eq!(
+            p.start,
+            vec!["a"],
+            "a failure for another target does not halt this one"
+        );
     }
 }

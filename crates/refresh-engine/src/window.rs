@@ -162,7 +162,10 @@ impl Schedule {
         while t.date() >= floor {
             let date = t.date();
             if !self.month.has(date.month()) || !self.day_matches(date) {
-                t = date.to_datetime(jiff::civil::Time::midnight()).checked_sub(1.minute()).ok()?;
+                t = date
+                    .to_datetime(jiff::civil::Time::midnight())
+                    .checked_sub(1.minute())
+                    .ok()?;
             } else if !self.hour.has(t.hour()) {
                 t = t.with().minute(0).build().ok()?.checked_sub(1.minute()).ok()?;
             } else if !self.minute.has(t.minute()) {
@@ -202,7 +205,9 @@ impl Schedule {
         let wall = now.to_zoned(self.tz.clone()).datetime();
         let horizon = i64::try_from(self.duration.as_secs() / 86_400).unwrap_or(i64::MAX / 2) + 2;
         let start = self.instant(self.previous_start(wall, horizon)?)?;
-        let end = start.checked_add(jiff::SignedDuration::try_from(self.duration).ok()?).ok()?;
+        let end = start
+            .checked_add(jiff::SignedDuration::try_from(self.duration).ok()?)
+            .ok()?;
         (start <= now && now < end).then_some(end)
     }
 
@@ -267,12 +272,18 @@ mod tests {
     fn weekday_night_window_in_utc() {
         let w = Schedule::parse("0 2 * * 1-5", hours(2), "UTC").expect("parse");
         // 2026-11-23 is a Monday.
-        assert_eq!(w.open_until(ts("2026-11-23T02:30:00Z")), Some(ts("2026-11-23T04:00:00Z")));
+        assert_eq!(
+            w.open_until(ts("2026-11-23T02:30:00Z")),
+            Some(ts("2026-11-23T04:00:00Z"))
+        );
         assert_eq!(w.open_until(ts("2026-11-23T04:00:00Z")), None, "the end is exclusive");
         assert_eq!(w.open_until(ts("2026-11-23T01:59:59Z")), None);
         // Saturday: closed; next opens Monday 02:00.
         assert_eq!(w.open_until(ts("2026-11-21T02:30:00Z")), None);
-        assert_eq!(w.next_open(ts("2026-11-21T02:30:00Z")), Some(ts("2026-11-23T02:00:00Z")));
+        assert_eq!(
+            w.next_open(ts("2026-11-21T02:30:00Z")),
+            Some(ts("2026-11-23T02:00:00Z"))
+        );
     }
 
     #[test]
@@ -307,15 +318,26 @@ mod tests {
     #[test]
     fn day_of_month_or_day_of_week_when_both_are_restricted() {
         let w = Schedule::parse("0 0 1 * MON", hours(1), "UTC").expect("parse");
-        assert!(w.open_until(ts("2026-12-01T00:10:00Z")).is_some(), "the 1st (a Tuesday)");
+        assert!(
+            w.open_until(ts("2026-12-01T00:10:00Z")).is_some(),
+            "the 1st (a Tuesday)"
+        );
         assert!(w.open_until(ts("2026-11-23T00:10:00Z")).is_some(), "a Monday");
         assert!(w.open_until(ts("2026-11-24T00:10:00Z")).is_none());
     }
 
     #[test]
     fn malformed_schedules_and_zones_are_refused() {
-        for bad in ["", "* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "*/0 * * * *", "5-1 * * * *", "a * * * *"]
-        {
+        for bad in [
+            "",
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "a * * * *",
+        ] {
             assert!(
                 matches!(Schedule::parse(bad, hours(1), "UTC"), Err(WindowError::Schedule { .. })),
                 "{bad:?}"

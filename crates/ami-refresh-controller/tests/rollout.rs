@@ -1,0 +1,889 @@
+//! The real ami-refresh-controller binary against the in-memory API server and the AWS emulator: EKS managed node
+//! groups on launch templates (backed by Auto Scaling groups), self-managed groups, updates that take several
+//! polls, scripted failures, throttling. What AWS saw is read from the emulator's call log.
+
+use std::{path::Path, time::Duration};
+
+use api_types::{
+    AMIRefresher, PackerBuilder,
+    ami_refresher::{AMIRefresherPhase, NodeGroupState, NodeGroupStatus},
+    conditions::get_condition,
+};
+use aws_sdk_ec2::types::RequestLaunchTemplateData;
+use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, VpcConfigRequest};
+use aws_sim::{Account, AwsEmulator, Call, Fault, SeedImage};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::{
+    api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Config, CustomResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use kube_sim::{ApiServer, ServerOptions};
+use serde_json::json;
+
+const REGION: &str = "us-west-2";
+const CLUSTER: &str = "ibeify-gitops";
+const EKS_OWNER: &str = "602401143452";
+const DEFAULT_ACCOUNT: &str = "123456789012";
+const NAME: &str = "node-group-ami-refresh";
+const WAIT: Duration = Duration::from_secs(90);
+const MUTATING: [&str; 5] = [
+    "UpdateNodegroupVersion",
+    "CreateLaunchTemplateVersion",
+    "UpdateNodegroupConfig",
+    "StartInstanceRefresh",
+    "CreateTags",
+];
+
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct World {
+    aws: AwsEmulator,
+    ec2: aws_sdk_ec2::Client,
+    eks: aws_sdk_eks::Client,
+    asg: aws_sdk_autoscaling::Client,
+    _server: ApiServer,
+    client: Client,
+    kubeconfig: tempfile::NamedTempFile,
+    log: tempfile::NamedTempFile,
+    controllers: Vec<tokio::process::Child>,
+    cluster_made: bool,
+}
+
+fn stamp(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn ago(minutes: i64) -> Timestamp {
+    Timestamp::now() - SignedDuration::from_mins(minutes)
+}
+
+/// Tags of an AMI this operator built for the seed cluster.
+fn managed_tags(created: Timestamp, status: &str) -> std::collections::BTreeMap<String, String> {
+    [
+        ("brought-to-you-by", "opsy-the-ami-operator".to_owned()),
+        ("cluster-name", CLUSTER.to_owned()),
+        ("created-by", "packer-builder-local".to_owned()),
+        ("create-timestamp", stamp(created)),
+        ("status", status.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+impl World {
+    async fn start() -> Self {
+        let aws = AwsEmulator::start().await.expect("emulator");
+        aws.set_progress(false, 3).await.expect("progress");
+        let sdk = aws.sdk_config(REGION).await;
+        let account = Account(DEFAULT_ACCOUNT.into());
+        let server = ApiServer::start(ServerOptions::default()).await.expect("api server");
+        let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
+        server.write_kubeconfig(kubeconfig.path()).expect("write kubeconfig");
+        let client = Client::try_from(Config::new(server.url().parse().expect("url"))).expect("client");
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in [AMIRefresher::crd(), PackerBuilder::crd()] {
+            crds.create(&PostParams::default(), &crd).await.expect("CRD");
+        }
+        Self {
+            ec2: aws.ec2(&sdk, &account),
+            eks: aws.eks(&sdk, &account),
+            asg: aws.autoscaling(&sdk, &account),
+            aws,
+            _server: server,
+            client,
+            kubeconfig,
+            log: tempfile::NamedTempFile::new().expect("log"),
+            controllers: Vec::new(),
+            cluster_made: false,
+        }
+    }
+
+    async fn seed_ami(
+        &self,
+        name: &str,
+        owner: &str,
+        created: Timestamp,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> String {
+        let image = SeedImage {
+            name: name.into(),
+            owner_id: owner.into(),
+            creation_date: stamp(created),
+            tags,
+            public: true,
+            ..SeedImage::default()
+        };
+        self.aws
+            .seed_images(&Account(DEFAULT_ACCOUNT.into()), REGION, &[image])
+            .await
+            .expect("seed")
+            .remove(0)
+    }
+
+    /// A managed AMI matching the seed filters, made `minutes` ago.
+    async fn managed_ami(&self, suffix: &str, minutes: i64) -> String {
+        self.seed_ami(
+            &format!("amazon-eks-node-al2023-x86_64-standard-1.30-{suffix}"),
+            EKS_OWNER,
+            ago(minutes),
+            managed_tags(ago(minutes), "active"),
+        )
+        .await
+    }
+
+    async fn template(&self, name: &str, image: &str) -> String {
+        let lt = self
+            .ec2
+            .create_launch_template()
+            .launch_template_name(name)
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id(image)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+                    .user_data("IyEvYmluL2Jhc2gKZWNobyBrZWVwIG1l")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("launch template");
+        lt.launch_template()
+            .and_then(|t| t.launch_template_id())
+            .expect("id")
+            .to_owned()
+    }
+
+    /// A managed node group on its own launch template carrying `image`; returns the template ID.
+    async fn nodegroup(&mut self, name: &str, image: &str) -> String {
+        if !self.cluster_made {
+            self.eks
+                .create_cluster()
+                .name(CLUSTER)
+                .role_arn("arn:aws:iam::123456789012:role/eks")
+                .resources_vpc_config(VpcConfigRequest::builder().build())
+                .send()
+                .await
+                .expect("cluster");
+            self.cluster_made = true;
+        }
+        let lt = self.template(&format!("lt-{name}"), image).await;
+        self.eks
+            .create_nodegroup()
+            .cluster_name(CLUSTER)
+            .nodegroup_name(name)
+            .node_role("arn:aws:iam::123456789012:role/node")
+            .subnets("subnet-12345678")
+            .launch_template(EksLaunchTemplate::builder().id(&lt).build())
+            .scaling_config(
+                NodegroupScalingConfig::builder()
+                    .min_size(1)
+                    .max_size(2)
+                    .desired_size(1)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("nodegroup");
+        lt
+    }
+
+    /// (launch template ID, version, image) of a managed node group as the emulator reports it.
+    async fn nodegroup_image(&self, name: &str) -> (String, String, String) {
+        let ng = self
+            .eks
+            .describe_nodegroup()
+            .cluster_name(CLUSTER)
+            .nodegroup_name(name)
+            .send()
+            .await
+            .expect("describe");
+        let lt = ng
+            .nodegroup()
+            .and_then(|n| n.launch_template())
+            .expect("launch template");
+        let (id, version) = (
+            lt.id().expect("id").to_owned(),
+            lt.version().expect("version").to_owned(),
+        );
+        (id.clone(), version.clone(), self.template_image(&id, &version).await)
+    }
+
+    async fn template_image(&self, id: &str, version: &str) -> String {
+        let v = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .versions(version)
+            .send()
+            .await
+            .expect("versions");
+        v.launch_template_versions()[0]
+            .launch_template_data()
+            .and_then(|d| d.image_id())
+            .expect("image")
+            .to_owned()
+    }
+
+    fn start_controller(&mut self) {
+        self.start_controller_with(&[]);
+    }
+
+    fn start_controller_with(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log.path())
+            .expect("log file");
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ami-refresh-controller"));
+        command
+            .env("KUBECONFIG", self.kubeconfig.path())
+            .env(
+                "RUST_LOG",
+                "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
+            )
+            .envs(self.aws.child_env(REGION))
+            .env("METRICS_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "text")
+            .env("LEADER_ELECT", "false")
+            .env("POLL_INTERVAL", "200ms")
+            .env("RESYNC_INTERVAL", "1s")
+            .env("RETRY_BASE_DELAY", "200ms")
+            .envs(env.iter().copied())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .kill_on_drop(true);
+        self.controllers.push(command.spawn().expect("controller starts"));
+    }
+
+    async fn stop_controller(&mut self) {
+        for mut child in self.controllers.drain(..) {
+            let _ = child.kill().await;
+        }
+    }
+
+    fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn api(&self) -> Api<AMIRefresher> {
+        Api::default_namespaced(self.client.clone())
+    }
+
+    /// The seed AMIRefresher of the original README, with `edit` applied to its JSON.
+    async fn apply_seed(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let text = std::fs::read_to_string(workspace().join("examples/seed/amirefresher-001.yaml")).expect("seed");
+        let mut doc: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
+        doc["metadata"]["namespace"] = json!("default");
+        edit(&mut doc);
+        let amr: AMIRefresher = serde_json::from_value(doc).expect("typed");
+        self.api().create(&PostParams::default(), &amr).await.expect("create");
+    }
+
+    async fn patch_spec(&self, spec: serde_json::Value) {
+        self.api()
+            .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
+            .await
+            .expect("patch");
+    }
+
+    async fn wait_for(&self, what: &str, done: impl Fn(&AMIRefresher) -> bool) -> AMIRefresher {
+        let api = self.api();
+        let wait = async {
+            loop {
+                if let Some(amr) = api.get_opt(NAME).await.expect("get")
+                    && done(&amr)
+                {
+                    return amr;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(amr) => amr,
+            Err(_) => {
+                let amr = api.get(NAME).await.expect("get");
+                let log = self.controller_log();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "{NAME} did not reach {what}; status: {:#?}\nlog tail:\n{tail}",
+                    amr.status
+                )
+            }
+        }
+    }
+
+    async fn calls(&self) -> Vec<Call> {
+        self.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls")
+    }
+
+    async fn count(&self, action: &str) -> usize {
+        self.calls().await.iter().filter(|c| c.action == action).count()
+    }
+
+    async fn mutating_calls(&self) -> Vec<String> {
+        self.calls()
+            .await
+            .into_iter()
+            .filter(|c| MUTATING.contains(&c.action.as_str()))
+            .map(|c| format!("{} {}", c.action, c.path))
+            .collect()
+    }
+
+    async fn events(&self, reason: &str) -> Vec<Event> {
+        Api::<Event>::default_namespaced(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .collect()
+    }
+}
+
+fn phase(amr: &AMIRefresher) -> Option<AMIRefresherPhase> {
+    amr.status.as_ref().and_then(|s| s.phase)
+}
+
+fn group<'a>(amr: &'a AMIRefresher, name: &str) -> &'a NodeGroupStatus {
+    amr.status
+        .as_ref()
+        .and_then(|s| s.node_groups.iter().find(|n| n.name == name))
+        .unwrap_or_else(|| panic!("no status entry for {name}: {:#?}", amr.status))
+}
+
+fn condition(amr: &AMIRefresher, type_: &str) -> (String, String) {
+    let c = get_condition(&amr.status.as_ref().expect("status").conditions, type_).expect("condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+fn ready(amr: &AMIRefresher) -> bool {
+    phase(amr) == Some(AMIRefresherPhase::Ready)
+}
+
+/// The acceptance world: `ingress-dev` (excluded), `ng-current` on the target, `ng-a` and `ng-b` outdated.
+async fn seed_world(w: &mut World) -> (String, String) {
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    for (name, image) in [
+        ("ingress-dev", &old),
+        ("ng-a", &old),
+        ("ng-b", &old),
+        ("ng-current", &target),
+    ] {
+        w.nodegroup(name, image).await;
+    }
+    (old, target)
+}
+
+#[tokio::test]
+async fn the_seed_refresher_rolls_exactly_the_two_outdated_groups_one_after_the_other() {
+    let mut w = World::start().await;
+    let (old, target) = seed_world(&mut w).await;
+    let (lt_a, version_a, _) = w.nodegroup_image("ng-a").await;
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w.wait_for("Ready", ready).await;
+
+    let status = amr.status.as_ref().expect("status");
+    assert_eq!(status.target_ami.as_deref(), Some(target.as_str()));
+    assert_eq!(status.progress.as_deref(), Some("3/3"));
+    assert_eq!(condition(&amr, "Ready"), ("True".into(), "UpToDate".into()));
+    assert_eq!(condition(&amr, "Degraded").0, "False");
+    assert!(
+        status.node_groups.iter().all(|n| n.name != "ingress-dev"),
+        "excluded group listed"
+    );
+    assert_eq!(group(&amr, "ng-current").state, NodeGroupState::UpToDate);
+    for name in ["ng-a", "ng-b"] {
+        let g = group(&amr, name);
+        assert_eq!(g.state, NodeGroupState::Successful, "{name}");
+        assert_eq!(g.current_ami.as_deref(), Some(target.as_str()));
+        let (_, _, image) = w.nodegroup_image(name).await;
+        assert_eq!(image, target, "{name} runs the target in the emulator");
+    }
+    // One after the other: the second started only after the first finished.
+    let (a, b) = (group(&amr, "ng-a"), group(&amr, "ng-b"));
+    assert!(
+        a.finished_at.as_ref().expect("finished").0 <= b.started_at.as_ref().expect("started").0,
+        "ng-b started before ng-a finished: {a:#?} {b:#?}"
+    );
+
+    // Acceptance 2: same launch template, a new version with the new image, and nothing else changed.
+    let (lt_after, version_after, image_after) = w.nodegroup_image("ng-a").await;
+    assert_eq!(lt_after, lt_a);
+    assert_ne!(version_after, version_a);
+    assert_eq!(image_after, target);
+    assert_eq!(
+        group(&amr, "ng-a").launch_template_version.as_deref(),
+        Some(version_after.as_str())
+    );
+    let data = w
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt_a)
+        .versions(&version_after)
+        .send()
+        .await
+        .expect("versions");
+    let data = data.launch_template_versions()[0].launch_template_data().expect("data");
+    assert_eq!(
+        data.user_data(),
+        Some("IyEvYmluL2Jhc2gKZWNobyBrZWVwIG1l"),
+        "other fields kept"
+    );
+
+    let calls = w.calls().await;
+    let updates: Vec<&Call> = calls.iter().filter(|c| c.action == "UpdateNodegroupVersion").collect();
+    assert_eq!(updates.len(), 2, "{updates:#?}");
+    assert!(
+        updates[0].names_in_path("ng-a") && updates[1].names_in_path("ng-b"),
+        "{updates:#?}"
+    );
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 2);
+    for untouched in ["ingress-dev", "ng-current"] {
+        let touched: Vec<&Call> = calls
+            .iter()
+            .filter(|c| c.names_in_path(untouched) && c.action != "DescribeNodegroup")
+            .collect();
+        assert!(touched.is_empty(), "{untouched} touched: {touched:#?}");
+    }
+    assert!(
+        !calls.iter().any(|c| c.names_in_path("ingress-dev")),
+        "the excluded group is not even described"
+    );
+    let _ = old;
+    // Every DescribeImages call is filtered and restricted to trusted owners.
+    for c in calls.iter().filter(|c| c.action == "DescribeImages") {
+        assert!(c.params.keys().any(|k| k.starts_with("Filter.")), "{c:?}");
+        assert!(c.params.keys().any(|k| k.starts_with("Owner.")), "{c:?}");
+    }
+    let started = w.events("NodeGroupUpdateStarted").await;
+    assert_eq!(
+        started.len(),
+        2,
+        "{:#?}",
+        started.iter().map(|e| (&e.note, &e.series)).collect::<Vec<_>>()
+    );
+    assert_eq!(w.events("NodeGroupUpdated").await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_failed_update_stops_the_rollout_until_a_retry_is_asked_for() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    // The next update of ng-a fails.
+    w.aws
+        .finish_update(&Account(DEFAULT_ACCOUNT.into()), REGION, CLUSTER, "ng-a", "Failed")
+        .await
+        .expect("script");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("Degraded", |a| phase(a) == Some(AMIRefresherPhase::Degraded))
+        .await;
+    assert_eq!(condition(&amr, "Degraded"), ("True".into(), "RolloutFailed".into()));
+    assert_eq!(condition(&amr, "Ready"), ("False".into(), "RolloutFailed".into()));
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Failed);
+    assert!(
+        group(&amr, "ng-a")
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("NodeCreationFailure")
+    );
+    assert_eq!(group(&amr, "ng-b").state, NodeGroupState::Pending);
+    // Several resyncs later nothing else was started.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = w.calls().await;
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 1);
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.names_in_path("ng-b") && c.action != "DescribeNodegroup")
+    );
+    assert_eq!(
+        w.events("NodeGroupUpdateFailed").await.len(),
+        1,
+        "one Warning Event per failure"
+    );
+    let (_, _, b_image) = w.nodegroup_image("ng-b").await;
+    assert_ne!(b_image, target, "ng-b untouched");
+
+    // The failure is cleared (the scripted outcome was used up); a retry continues with ng-a, then ng-b.
+    w.api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"ami.refresh.ops/retry": "1"}}})),
+        )
+        .await
+        .expect("annotate");
+    let amr = w.wait_for("Ready after retry", ready).await;
+    assert_eq!(condition(&amr, "Degraded").0, "False");
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 3);
+    assert_eq!(
+        w.count("CreateLaunchTemplateVersion").await,
+        2,
+        "the retry reuses ng-a's version with the target image"
+    );
+    assert_eq!(amr.status.as_ref().and_then(|s| s.observed_retry.as_deref()), Some("1"));
+}
+
+#[tokio::test]
+async fn only_ineligible_amis_roll_nothing_and_forged_amis_are_never_chosen() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v0", 60).await;
+    w.managed_ami("expired", 10).await;
+    w.seed_ami(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-deprecated",
+        EKS_OWNER,
+        ago(1),
+        managed_tags(ago(1), "deprecated"),
+    )
+    .await;
+    w.seed_ami(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-untagged",
+        EKS_OWNER,
+        ago(1),
+        Default::default(),
+    )
+    .await;
+    // A stranger's public AMI with forged tags, a newer date and a create-timestamp far in the future.
+    let future = Timestamp::now() + SignedDuration::from_hours(24 * 365);
+    let stranger = w
+        .seed_ami(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-stranger",
+            "999988887777",
+            ago(0),
+            managed_tags(future, "active"),
+        )
+        .await;
+    // A trusted owner's old AMI whose create-timestamp was forged into the future: its CreationDate counts.
+    let forged = w
+        .seed_ami(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-forged",
+            EKS_OWNER,
+            ago(60 * 24 * 400),
+            managed_tags(future, "active"),
+        )
+        .await;
+    let young = w.managed_ami("young", 1).await;
+    w.nodegroup("ng-a", &old).await;
+    w.start_controller();
+    w.apply_seed(|doc| doc["spec"]["soakTime"] = json!("1h")).await;
+    let amr = w
+        .wait_for("NoEligibleAMI", |a| phase(a) == Some(AMIRefresherPhase::NoEligibleAMI))
+        .await;
+    assert_eq!(condition(&amr, "Ready"), ("False".into(), "NoEligibleAMI".into()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.mutating_calls().await, Vec::<String>::new());
+    assert_eq!(
+        w.events("NoEligibleAMI").await.len(),
+        1,
+        "one Warning Event, not one per resync"
+    );
+    let calls = w.calls().await;
+    assert!(calls.iter().all(|c| c.action != "DescribeNodegroup"), "nothing touched");
+
+    // Without the soak time the young AMI is the newest eligible one: never the stranger's, never the forged one.
+    w.api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([{"op": "remove", "path": "/spec/soakTime"}])).expect("patch"),
+            ),
+        )
+        .await
+        .expect("patch");
+    let amr = w.wait_for("Ready", ready).await;
+    let chosen = amr.status.as_ref().and_then(|s| s.target_ami.clone()).expect("target");
+    assert_eq!(chosen, young);
+    assert_ne!(chosen, stranger);
+    assert_ne!(chosen, forged);
+}
+
+#[tokio::test]
+async fn dry_run_pause_and_maintenance_windows_hold_the_rollout() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    w.start_controller();
+    w.apply_seed(|doc| doc["spec"]["dryRun"] = json!(true)).await;
+    let amr = w
+        .wait_for("Planned", |a| phase(a) == Some(AMIRefresherPhase::Planned))
+        .await;
+    assert_eq!(condition(&amr, "Ready"), ("False".into(), "DryRun".into()));
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Pending);
+    assert_eq!(group(&amr, "ng-b").state, NodeGroupState::Pending);
+    assert_eq!(group(&amr, "ng-current").state, NodeGroupState::UpToDate);
+    let planned = w.events("RolloutPlanned").await;
+    assert_eq!(planned.len(), 1);
+    let note = planned[0].note.clone().unwrap_or_default();
+    assert!(
+        note.contains("ng-a") && note.contains("ng-b") && !note.contains("ingress-dev"),
+        "{note}"
+    );
+
+    w.patch_spec(json!({"dryRun": false, "paused": true})).await;
+    let amr = w
+        .wait_for("Waiting (paused)", |a| {
+            phase(a) == Some(AMIRefresherPhase::Waiting) && condition(a, "Ready").1 == "Paused"
+        })
+        .await;
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Pending);
+    assert_eq!(
+        w.mutating_calls().await,
+        Vec::<String>::new(),
+        "paused: no mutating AWS call"
+    );
+
+    // A window that opens on the 1st of January only.
+    w.patch_spec(json!({"paused": false, "maintenanceWindows": [{"schedule": "0 0 1 1 *", "duration": "1m"}]}))
+        .await;
+    w.wait_for("Waiting (window)", |a| {
+        condition(a, "Ready").1 == "OutsideMaintenanceWindow"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.mutating_calls().await,
+        Vec::<String>::new(),
+        "held: no mutating AWS call"
+    );
+
+    // Open the window: the rollout resumes.
+    w.patch_spec(
+        json!({"maintenanceWindows": [{"schedule": "* * * * *", "duration": "1h", "timeZone": "Europe/Berlin"}]}),
+    )
+    .await;
+    let amr = w.wait_for("Ready", ready).await;
+    assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(target));
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+}
+
+#[tokio::test]
+async fn a_restart_mid_update_resumes_the_same_update() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("ng-a in progress", |a| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.node_groups.iter().any(|n| n.name == "ng-a" && n.update_id.is_some()))
+        })
+        .await;
+    let update = group(&amr, "ng-a").update_id.clone().expect("update id");
+    w.stop_controller().await;
+    w.start_controller();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.count("UpdateNodegroupVersion").await,
+        1,
+        "no second update after the restart"
+    );
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1);
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Successful")
+        .await
+        .expect("finish");
+    let amr = w
+        .wait_for("ng-a successful", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.node_groups
+                    .iter()
+                    .any(|n| n.name == "ng-a" && n.state == NodeGroupState::Successful)
+            })
+        })
+        .await;
+    assert_eq!(
+        group(&amr, "ng-a").update_id.as_deref(),
+        Some(update.as_str()),
+        "the same update was tracked"
+    );
+    w.wait_for("ng-b in progress", |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.node_groups.iter().any(|n| n.name == "ng-b" && n.update_id.is_some()))
+    })
+    .await;
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-b", "Successful")
+        .await
+        .expect("finish");
+    w.wait_for("Ready", ready).await;
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 2);
+}
+
+#[tokio::test]
+async fn an_update_started_before_a_lost_status_write_is_adopted_not_repeated() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    // What a controller that crashed right after UpdateNodegroupVersion left behind: a running update, no status.
+    let (lt, version, _) = w.nodegroup_image("ng-a").await;
+    let created = w
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt)
+        .source_version(&version)
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(&target).build())
+        .send()
+        .await
+        .expect("version");
+    let new_version = created
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .expect("n");
+    let lost = w
+        .eks
+        .update_nodegroup_version()
+        .cluster_name(CLUSTER)
+        .nodegroup_name("ng-a")
+        .launch_template(
+            EksLaunchTemplate::builder()
+                .id(&lt)
+                .version(new_version.to_string())
+                .build(),
+        )
+        .send()
+        .await
+        .expect("update")
+        .update()
+        .and_then(|u| u.id())
+        .expect("id")
+        .to_owned();
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("ng-a adopted", |a| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.node_groups.iter().any(|n| n.name == "ng-a" && n.update_id.is_some()))
+        })
+        .await;
+    assert_eq!(group(&amr, "ng-a").update_id.as_deref(), Some(lost.as_str()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 1);
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1);
+}
+
+#[tokio::test]
+async fn more_than_a_hundred_node_groups_and_throttling() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    let names: Vec<String> = (0..105).map(|i| format!("ng-{i:03}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        // The first and the last (on the second ListNodegroups page) are outdated.
+        let image = if i == 0 || i == 104 { &old } else { &target };
+        w.nodegroup(name, image).await;
+    }
+    w.aws
+        .inject(&Fault::error("eks", "DescribeNodegroup", 400, "ThrottlingException", 3))
+        .await
+        .expect("fault");
+    w.start_controller();
+    w.apply_seed(|doc| doc["spec"]["refreshConfig"] = json!({"parallelism": 2}))
+        .await;
+    let amr = w.wait_for("Ready", ready).await;
+    let status = amr.status.as_ref().expect("status");
+    assert_eq!(status.progress.as_deref(), Some("105/105"));
+    assert_eq!(status.node_groups.len(), 105);
+    assert_eq!(group(&amr, "ng-104").state, NodeGroupState::Successful);
+    assert_eq!(group(&amr, "ng-000").state, NodeGroupState::Successful);
+    let (_, _, image) = w.nodegroup_image("ng-104").await;
+    assert_eq!(image, target);
+    assert!(w.count("ListNodegroups").await >= 2, "paginated");
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+}
+
+#[tokio::test]
+async fn a_self_managed_group_is_rolled_with_an_instance_refresh() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    // A cluster with one managed group on target, plus a self-managed ASG on the old image.
+    w.nodegroup("ng-current", &target).await;
+    let lt = w.template("self-managed", &old).await;
+    w.asg
+        .create_auto_scaling_group()
+        .auto_scaling_group_name("workers-self")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_id(&lt)
+                .version("1")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(2)
+        .desired_capacity(1)
+        .availability_zones("us-west-2a")
+        .send()
+        .await
+        .expect("asg");
+    w.start_controller();
+    w.apply_seed(|doc| {
+        doc["spec"]["autoScalingGroups"] = json!(["workers-self"]);
+        doc["spec"]["refreshConfig"] =
+            json!({"instanceRefresh": {"minHealthyPercentage": 75, "instanceWarmup": "2m", "autoRollback": true}});
+    })
+    .await;
+    let amr = w.wait_for("Ready", ready).await;
+    let g = group(&amr, "workers-self");
+    assert_eq!(g.state, NodeGroupState::Successful);
+    assert_eq!(g.kind, api_types::ami_refresher::NodeGroupKind::SelfManaged);
+    let calls = w.calls().await;
+    let starts: Vec<&Call> = calls.iter().filter(|c| c.action == "StartInstanceRefresh").collect();
+    assert_eq!(starts.len(), 1, "{starts:#?}");
+    let p = &starts[0].params;
+    assert_eq!(
+        p.get("Preferences.MinHealthyPercentage").map(String::as_str),
+        Some("75")
+    );
+    assert_eq!(p.get("Preferences.InstanceWarmup").map(String::as_str), Some("120"));
+    assert_eq!(p.get("Preferences.AutoRollback").map(String::as_str), Some("true"));
+    assert_eq!(p.get("Preferences.SkipMatching").map(String::as_str), Some("true"));
+    assert_eq!(
+        p.get("DesiredConfiguration.LaunchTemplate.LaunchTemplateId")
+            .map(String::as_str),
+        Some(lt.as_str())
+    );
+    assert_eq!(
+        p.get("DesiredConfiguration.LaunchTemplate.Version").map(String::as_str),
+        Some("2")
+    );
+    let group = w
+        .asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("workers-self")
+        .send()
+        .await
+        .expect("asg");
+    let version = group.auto_scaling_groups()[0]
+        .launch_template()
+        .and_then(|l| l.version())
+        .expect("version")
+        .to_owned();
+    assert_eq!(version, "2");
+    assert_eq!(w.template_image(&lt, &version).await, target);
+    assert!(w.count("DescribeInstanceRefreshes").await >= 2, "tracked by polling");
+}
