@@ -887,3 +887,134 @@ async fn a_self_managed_group_is_rolled_with_an_instance_refresh() {
     assert_eq!(w.template_image(&lt, &version).await, target);
     assert!(w.count("DescribeInstanceRefreshes").await >= 2, "tracked by polling");
 }
+
+/// Bodies received by a local webhook.
+type Inbox = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+async fn fake_webhook() -> (String, Inbox) {
+    let inbox = Inbox::default();
+    let recorded = inbox.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let inbox = recorded.clone();
+            async move {
+                inbox
+                    .lock()
+                    .expect("inbox")
+                    .push(serde_json::from_slice(&body).unwrap_or_default());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    (format!("http://{addr}/hook"), inbox)
+}
+
+#[tokio::test]
+async fn an_explicit_ami_is_verified_and_each_transition_is_notified_once() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    let (url, inbox) = fake_webhook().await;
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "hook"}, "stringData": {"url": url}})).expect("secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(w.client.clone())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    w.start_controller();
+    // First an AMI that does not exist: refused, nothing touched.
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("ami".into(), json!("ami-0123456789abcdef0"));
+        spec.insert("notifier".into(), json!({"webhook": {"secret": "hook"}}));
+    })
+    .await;
+    let amr = w
+        .wait_for("NoEligibleAMI", |a| phase(a) == Some(AMIRefresherPhase::NoEligibleAMI))
+        .await;
+    let message = get_condition(&amr.status.as_ref().expect("status").conditions, "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("does not exist"), "{message}");
+    assert_eq!(w.mutating_calls().await, Vec::<String>::new());
+
+    w.patch_spec(json!({ "ami": target })).await;
+    let amr = w.wait_for("Ready", ready).await;
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.target_ami_source.as_deref()),
+        Some("spec.ami")
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = inbox.lock().expect("inbox").clone();
+    let per_group: Vec<(String, String)> = received
+        .iter()
+        .filter(|n| n["nodeGroup"].is_string())
+        .map(|n| {
+            (
+                n["nodeGroup"].as_str().unwrap_or_default().to_owned(),
+                n["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_group,
+        vec![
+            ("ng-a".to_owned(), "NodeGroupUpdateStarted".to_owned()),
+            ("ng-a".to_owned(), "NodeGroupUpdated".to_owned()),
+            ("ng-b".to_owned(), "NodeGroupUpdateStarted".to_owned()),
+            ("ng-b".to_owned(), "NodeGroupUpdated".to_owned()),
+        ],
+        "{received:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    let builders: Api<PackerBuilder> = Api::default_namespaced(w.client.clone());
+    let text = std::fs::read_to_string(workspace().join("examples/seed/packerbuilder-000.yaml")).expect("seed");
+    let pb: PackerBuilder = serde_norway::from_str(&text).expect("pb");
+    builders.create(&PostParams::default(), &pb).await.expect("pb");
+    let set_ami = |ami: String| {
+        let builders = builders.clone();
+        async move {
+            builders
+                .patch_status(
+                    "packer-builder-local",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"lastRunBuiltImageID": ami}})),
+                )
+                .await
+                .expect("status");
+        }
+    };
+    set_ami(target.clone()).await;
+    w.start_controller_with(&[("RESYNC_INTERVAL", "10m")]);
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("packerBuilderRef".into(), json!({"name": "packer-builder-local"}));
+    })
+    .await;
+    let amr = w.wait_for("Ready", ready).await;
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.target_ami_source.as_deref()),
+        Some("packerBuilderRef default/packer-builder-local")
+    );
+    // The builder produces a newer AMI: the refresher follows at once (watch, not the 10 minute resync).
+    let newer = w.managed_ami("v3", 0).await;
+    set_ami(newer.clone()).await;
+    let amr = w
+        .wait_for("Ready on the newer AMI", |a| {
+            ready(a) && a.status.as_ref().and_then(|s| s.target_ami.as_deref()) == Some(newer.as_str())
+        })
+        .await;
+    assert_eq!(amr.status.as_ref().and_then(|s| s.progress.as_deref()), Some("3/3"));
+    let (_, _, image) = w.nodegroup_image("ng-current").await;
+    assert_eq!(image, newer);
+}
