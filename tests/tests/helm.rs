@@ -1,0 +1,303 @@
+//! The Helm charts: `helm lint --strict`, rendering of the supported combinations, every rendered object checked
+//! with `kubernetes-validate --strict` against Kubernetes 1.30 schemas, pod security and RBAC shape, refusal of bad
+//! values by `values.schema.json`, and the drift check of `deploy/`.
+//!
+//! helm comes from `HELM` (set by `cargo xtask test`, which installs it) or PATH; kubernetes-validate from
+//! `KUBERNETES_VALIDATE` (installed in the test venv by `cargo xtask test`).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn helm() -> PathBuf {
+    std::env::var_os("HELM").map_or_else(|| PathBuf::from("helm"), PathBuf::from)
+}
+
+fn chart(sub: Option<&str>) -> PathBuf {
+    let umbrella = root().join("charts/opsy-ami-operator");
+    match sub {
+        Some(sub) => umbrella.join("charts").join(sub),
+        None => umbrella,
+    }
+}
+
+/// `helm template` output, or the error text.
+fn template(chart: &Path, sets: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new(helm());
+    cmd.args(["template", "opsy"])
+        .arg(chart)
+        .args(["--namespace", "opsy-system"]);
+    for set in sets {
+        cmd.args(["--set", set]);
+    }
+    let out = cmd.output().expect("helm runs (cargo xtask test installs it)");
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).expect("utf-8"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn docs(yaml: &str) -> Vec<Value> {
+    serde_norway::Deserializer::from_str(yaml)
+        .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut k: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    k.sort();
+    k
+}
+
+fn validate(yaml: &str) {
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(file.path(), yaml).expect("write");
+    let tool =
+        std::env::var_os("KUBERNETES_VALIDATE").map_or_else(|| PathBuf::from("kubernetes-validate"), PathBuf::from);
+    let out = Command::new(tool)
+        .args(["--strict", "--quiet", "-k", "1.30.0"])
+        .arg(file.path())
+        .output()
+        .expect("kubernetes-validate runs (cargo xtask test installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("ERROR"),
+        "kubernetes-validate failed:\n{text}"
+    );
+}
+
+#[test]
+fn every_chart_passes_helm_lint_strict() {
+    for c in [
+        chart(None),
+        chart(Some("packer-build-controller")),
+        chart(Some("ami-refresh-controller")),
+    ] {
+        let out = Command::new(helm())
+            .args(["lint", "--strict"])
+            .arg(&c)
+            .output()
+            .expect("helm runs");
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            c.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn supported_combinations_render_and_validate_against_kubernetes_1_30() {
+    let cases: [(&str, &[&str], &[&str]); 5] = [
+        (
+            "both",
+            &[],
+            &[
+                "Deployment/opsy-packer-build-controller",
+                "Deployment/opsy-ami-refresh-controller",
+                "ClusterRole/opsy-packer-build-controller",
+                "ClusterRole/opsy-ami-refresh-controller",
+            ],
+        ),
+        (
+            "only packer",
+            &["ami-refresh-controller.enabled=false"],
+            &["Deployment/opsy-packer-build-controller"],
+        ),
+        (
+            "only refresh",
+            &["packer-build-controller.enabled=false"],
+            &["Deployment/opsy-ami-refresh-controller"],
+        ),
+        (
+            "namespaced RBAC",
+            &[
+                "packer-build-controller.rbac.scope=namespace",
+                "packer-build-controller.watchNamespaces={team-a,team-b}",
+            ],
+            &[
+                "Role/opsy-packer-build-controller",
+                "RoleBinding/opsy-packer-build-controller",
+            ],
+        ),
+        (
+            "leader election, 2 replicas, PDB, NetworkPolicy, ServiceMonitor, IRSA",
+            &[
+                "packer-build-controller.replicaCount=2",
+                "packer-build-controller.podDisruptionBudget.enabled=true",
+                "packer-build-controller.networkPolicy.enabled=true",
+                "packer-build-controller.metrics.serviceMonitor.enabled=true",
+                "packer-build-controller.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::123456789012:role/pbc",
+            ],
+            &[
+                "PodDisruptionBudget/opsy-packer-build-controller",
+                "NetworkPolicy/opsy-packer-build-controller",
+                "ServiceMonitor/opsy-packer-build-controller",
+                "Role/opsy-packer-build-controller-leader-election",
+            ],
+        ),
+    ];
+    for (name, sets, expected) in cases {
+        let yaml = template(&chart(None), sets).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let objects = docs(&yaml);
+        let present = kinds(&objects);
+        for want in expected {
+            assert!(
+                present.iter().any(|k| k == want),
+                "{name}: {want} missing from {present:?}"
+            );
+        }
+        if name == "only packer" {
+            assert!(!present.iter().any(|k| k.contains("ami-refresh")), "{present:?}");
+        }
+        if name == "only refresh" {
+            assert!(!present.iter().any(|k| k.contains("packer-build")), "{present:?}");
+        }
+        if name == "namespaced RBAC" {
+            assert!(!present.iter().any(|k| k == "ClusterRole/opsy-packer-build-controller"));
+            let namespaces: Vec<&str> = objects
+                .iter()
+                .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == "opsy-packer-build-controller")
+                .filter_map(|o| o["metadata"]["namespace"].as_str())
+                .collect();
+            assert_eq!(namespaces, ["team-a", "team-b"]);
+            let deployment = objects
+                .iter()
+                .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "opsy-packer-build-controller")
+                .expect("deployment");
+            let env = &deployment["spec"]["template"]["spec"]["containers"][0]["env"];
+            assert!(
+                env.as_array()
+                    .expect("env")
+                    .iter()
+                    .any(|e| e["name"] == "WATCH_NAMESPACE" && e["value"] == "team-a,team-b"),
+                "{env}"
+            );
+        }
+        if name.starts_with("leader election") {
+            let sa = objects
+                .iter()
+                .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "opsy-packer-build-controller")
+                .expect("sa");
+            assert_eq!(
+                sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+                "arn:aws:iam::123456789012:role/pbc"
+            );
+        }
+        validate(&yaml);
+    }
+}
+
+#[test]
+fn pods_run_non_root_read_only_without_privileges_and_rbac_has_no_wildcards() {
+    let yaml = template(&chart(None), &[]).expect("render");
+    let objects = docs(&yaml);
+    let deployments: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Deployment").collect();
+    assert_eq!(deployments.len(), 2);
+    for d in deployments {
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+        for c in pod["containers"].as_array().expect("containers") {
+            let sc = &c["securityContext"];
+            assert_eq!(sc["allowPrivilegeEscalation"], false);
+            assert_eq!(sc["readOnlyRootFilesystem"], true);
+            assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+            assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+            assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        }
+    }
+    for role in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        for rule in role["rules"].as_array().expect("rules") {
+            for field in ["verbs", "resources", "apiGroups"] {
+                assert!(
+                    !rule[field].as_array().expect(field).iter().any(|v| v == "*"),
+                    "wildcard in {}: {rule}",
+                    role["metadata"]["name"]
+                );
+            }
+            if rule["resources"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .any(|r| r == "secrets")
+            {
+                assert_eq!(
+                    rule["verbs"],
+                    serde_json::json!(["get"]),
+                    "Secrets: get only, never list/watch"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_values_are_refused_by_the_values_schema() {
+    for (set, expect) in [
+        ("packer-build-controller.replicaCount=-1", "replicaCount"),
+        ("ami-refresh-controller.rbac.scope=everything", "scope"),
+        ("packer-build-controller.logFormat=xml", "logFormat"),
+        ("packer-build-controller.imagePullPolicy=Always", "imagePullPolicy"),
+        ("ami-refresh-controller.settings.pollInterval=soon", "pollInterval"),
+        (
+            "packer-build-controller.watchNamespaces={Not_A_Namespace}",
+            "watchNamespaces",
+        ),
+        ("opsy=1", "opsy"),
+    ] {
+        let err = template(&chart(None), &[set]).expect_err(set);
+        assert!(err.contains(expect), "{set}: {err}");
+    }
+    // The subcharts refuse bad values when installed on their own too.
+    let err = template(&chart(Some("ami-refresh-controller")), &["replicaCount=abc"]).expect_err("type");
+    assert!(err.contains("replicaCount"), "{err}");
+}
+
+#[test]
+fn deploy_manifests_are_rendered_from_the_charts() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args(["run", "--quiet", "--package", "xtask", "--", "gen-deploy", "--check"])
+        .output()
+        .expect("xtask runs");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for chart in ["packer-build-controller", "ami-refresh-controller"] {
+        let text =
+            std::fs::read_to_string(root().join("deploy").join(chart).join(format!("{chart}.yaml"))).expect("deploy");
+        validate(&text);
+    }
+}
