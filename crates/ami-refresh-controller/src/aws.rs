@@ -34,6 +34,7 @@ struct Clients {
 #[derive(Debug)]
 pub struct Aws {
     sdk: SdkConfig,
+    counter: controller_runtime::aws::CallCounter,
     clients: Mutex<HashMap<String, Clients>>,
 }
 
@@ -115,9 +116,10 @@ const ACTIVE_REFRESH: [&str; 5] = ["Pending", "InProgress", "Cancelling", "Rollb
 
 impl Aws {
     /// Clients from an SDK configuration (the standard chain in production).
-    pub fn new(sdk: SdkConfig) -> Self {
+    pub fn new(sdk: SdkConfig, metrics: std::sync::Arc<controller_runtime::Metrics>) -> Self {
         Self {
             sdk,
+            counter: controller_runtime::aws::CallCounter(metrics),
             clients: Mutex::default(),
         }
     }
@@ -132,16 +134,19 @@ impl Aws {
                     ec2: aws_sdk_ec2::Client::from_conf(
                         aws_sdk_ec2::config::Builder::from(&self.sdk)
                             .region(region.clone())
+                            .interceptor(self.counter.clone())
                             .build(),
                     ),
                     eks: aws_sdk_eks::Client::from_conf(
                         aws_sdk_eks::config::Builder::from(&self.sdk)
                             .region(region.clone())
+                            .interceptor(self.counter.clone())
                             .build(),
                     ),
                     autoscaling: aws_sdk_autoscaling::Client::from_conf(
                         aws_sdk_autoscaling::config::Builder::from(&self.sdk)
                             .region(region)
+                            .interceptor(self.counter.clone())
                             .build(),
                     ),
                 }

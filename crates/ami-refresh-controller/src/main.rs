@@ -94,6 +94,13 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => controller_runtime::LogFormat::Text,
     });
     let client = Client::try_default().await?;
+    let metrics = Arc::new(controller_runtime::Metrics::new(
+        "ami_refresh_controller",
+        &[(
+            "rollouts",
+            "Node-group rollouts by result: started, succeeded, failed, cancelled",
+        )],
+    ));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(args.aws_max_attempts.max(1)))
         .load()
@@ -105,7 +112,6 @@ async fn main() -> anyhow::Result<()> {
             instance: args.pod_name.clone(),
         },
     );
-    let metrics = Arc::new(controller_runtime::Metrics::new("ami_refresh_controller"));
     let notifier = controller_runtime::notify::ChannelNotifier {
         client: client.clone(),
         http: reqwest::Client::new(),
@@ -114,7 +120,13 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         sdk: sdk.clone(),
     };
-    let mut context = Context::new(client.clone(), aws::Aws::new(sdk), recorder, metrics.clone(), notifier);
+    let mut context = Context::new(
+        client.clone(),
+        aws::Aws::new(sdk, metrics.clone()),
+        recorder,
+        metrics.clone(),
+        notifier,
+    );
     context.poll = args.poll_interval;
     context.resync = args.resync_interval;
     context.retry_base = args.retry_base_delay;
@@ -138,7 +150,20 @@ async fn main() -> anyhow::Result<()> {
     if let Some(selector) = &args.label_selector {
         refresher_watch = refresher_watch.labels(selector);
     }
-    let watch_builders = args.watch_packer_builders;
+    // Installed alone (without the PackerBuilder CRD), a PackerBuilder watch would only fail: skip it.
+    let watch_builders = args.watch_packer_builders && {
+        let probe: Api<PackerBuilder> = match args.namespaces.first() {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        match probe.list(&kube::api::ListParams::default().limit(1)).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::warn!("the PackerBuilder CRD is not installed: packerBuilderRef is resolved at resync only");
+                false
+            }
+            _ => true,
+        }
+    };
     let controllers = scopes.into_iter().map(|(refreshers, builders)| {
         let mut controller = Controller::new(refreshers, refresher_watch.clone());
         if watch_builders {

@@ -397,6 +397,13 @@ async fn track(ctx: &Context, amr: &AMIRefresher, entry: &mut NodeGroupStatus, n
         NodeGroupKind::Managed => ctx.aws.describe_update(region, cluster, &entry.name, &id).await?,
         NodeGroupKind::SelfManaged => ctx.aws.describe_refresh(region, &entry.name, &id).await?,
     };
+    let result = match &progress {
+        Progress::Running => return Ok(()),
+        Progress::Successful => "succeeded",
+        Progress::Failed(_) => "failed",
+        Progress::Cancelled(_) => "cancelled",
+    };
+    ctx.metrics.count("rollouts", result);
     let (state, message) = match progress {
         Progress::Running => return Ok(()),
         Progress::Successful => {
@@ -811,6 +818,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         };
         match start(ctx, &amr, group, &target).await {
             Ok(Started::Update { id, version }) => {
+                ctx.metrics.count("rollouts", "started");
                 tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
                 entry.state = NodeGroupState::InProgress;
                 entry.update_id = Some(id);

@@ -1018,3 +1018,198 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
     let (_, _, image) = w.nodegroup_image("ng-current").await;
     assert_eq!(image, newer);
 }
+
+const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:opsy-system:opsy-ami-refresh-controller";
+
+/// Runs the controller as the chart's ServiceAccount with leader election, as in a cluster.
+async fn start_as_service_account(w: &mut World, pod: &str, metrics: &str) -> tempfile::NamedTempFile {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(w.client.clone());
+    if namespaces.get_opt("opsy-system").await.expect("ns").is_none() {
+        let ns = serde_json::from_value(json!({"metadata": {"name": "opsy-system"}})).expect("ns");
+        namespaces.create(&PostParams::default(), &ns).await.expect("ns");
+    }
+    let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
+    w._server
+        .write_kubeconfig_as(kubeconfig.path(), SERVICE_ACCOUNT_USER)
+        .expect("kubeconfig");
+    let path = kubeconfig.path().to_string_lossy().into_owned();
+    w.start_controller_with(&[
+        ("KUBECONFIG", path.as_str()),
+        ("LEADER_ELECT", "true"),
+        ("POD_NAMESPACE", "opsy-system"),
+        ("POD_NAME", pod),
+        ("METRICS_ADDR", metrics),
+        ("LOG_FORMAT", "json"),
+    ]);
+    kubeconfig
+}
+
+#[tokio::test]
+async fn every_request_of_a_rollout_is_allowed_by_the_chart_rbac() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
+    w.apply_seed(|doc| doc["spec"]["notifier"] = json!({"webhook": {"secret": "missing-hook"}}))
+        .await;
+    w.wait_for("Ready", ready).await;
+    let records = w._server.requests();
+    let chart = workspace().join("charts/opsy-ami-operator");
+    for sets in [
+        vec![],
+        vec![
+            "ami-refresh-controller.rbac.scope=namespace",
+            "ami-refresh-controller.watchNamespaces={default}",
+        ],
+    ] {
+        match kube_sim::rbac::check_chart(
+            &chart,
+            &sets,
+            "opsy-system",
+            "opsy-ami-refresh-controller",
+            SERVICE_ACCOUNT_USER,
+            &records,
+        ) {
+            Ok(unused) => eprintln!("RBAC {sets:?}: rules never used in this run: {unused:#?}"),
+            Err(denied) if sets.is_empty() => panic!("requests the chart does not allow:\n{denied}"),
+            // Namespaced RBAC only fits a controller that watches namespaces: cluster-wide lists must be denied.
+            Err(denied) => assert!(
+                denied.lines().all(|l| l.contains("ns=\"\"")),
+                "namespaced rules deny a namespaced request:\n{denied}"
+            ),
+        }
+    }
+}
+
+#[tokio::test]
+async fn namespaced_rbac_covers_a_controller_that_watches_one_namespace() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
+    w.stop_controller().await;
+    let path = _kubeconfig.path().to_string_lossy().into_owned();
+    w.start_controller_with(&[
+        ("KUBECONFIG", path.as_str()),
+        ("WATCH_NAMESPACE", "default"),
+        ("POD_NAMESPACE", "opsy-system"),
+        ("LEADER_ELECT", "true"),
+    ]);
+    w.apply_seed(|_| {}).await;
+    w.wait_for("Ready", ready).await;
+    let chart = workspace().join("charts/opsy-ami-operator");
+    let sets = [
+        "ami-refresh-controller.rbac.scope=namespace",
+        "ami-refresh-controller.watchNamespaces={default}",
+    ];
+    if let Err(denied) = kube_sim::rbac::check_chart(
+        &chart,
+        &sets,
+        "opsy-system",
+        "opsy-ami-refresh-controller",
+        SERVICE_ACCOUNT_USER,
+        &w._server.requests(),
+    ) {
+        panic!("requests the namespaced chart does not allow:\n{denied}");
+    }
+}
+
+async fn get_text(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn two_replicas_one_leader_hand_over_and_metrics() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    let (p0, p1) = (free_port(), free_port());
+    let _k0 = start_as_service_account(&mut w, "amr-0", &format!("127.0.0.1:{p0}")).await;
+    // Give the first replica the Lease, then start the standby.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _k1 = start_as_service_account(&mut w, "amr-1", &format!("127.0.0.1:{p1}")).await;
+    w.apply_seed(|_| {}).await;
+    w.wait_for("ng-a in progress", |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.node_groups.iter().any(|n| n.name == "ng-a" && n.update_id.is_some()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Both serve health; only the leader reconciles.
+    for port in [p0, p1] {
+        assert_eq!(get_text(&format!("http://127.0.0.1:{port}/healthz")).await.0, 200);
+        assert_eq!(get_text(&format!("http://127.0.0.1:{port}/readyz")).await.0, 200);
+    }
+    let (status, leader_metrics) = get_text(&format!("http://127.0.0.1:{p0}/metrics")).await;
+    assert_eq!(status, 200);
+    for name in [
+        "ami_refresh_controller_reconcile_total",
+        "ami_refresh_controller_reconcile_duration_seconds_bucket",
+        "ami_refresh_controller_rollouts_total",
+        "ami_refresh_controller_aws_calls_total",
+    ] {
+        assert!(leader_metrics.contains(name), "{name} missing:\n{leader_metrics}");
+    }
+    assert!(
+        leader_metrics.contains(
+            r#"ami_refresh_controller_aws_calls_total{service="eks",action="UpdateNodegroupVersion",outcome="ok"} 1"#
+        ),
+        "{leader_metrics}"
+    );
+    let (_, standby_metrics) = get_text(&format!("http://127.0.0.1:{p1}/metrics")).await;
+    assert!(
+        !standby_metrics.contains("ami_refresh_controller_reconcile_total{result=\"ok\"}"),
+        "standby reconciled:\n{standby_metrics}"
+    );
+    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
+        .get("ami-refresh-controller")
+        .await
+        .expect("lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-0"));
+
+    // Kill the leader (no clean release): the standby takes over within the lease duration and finishes the job.
+    let mut leader = w.controllers.remove(0);
+    leader.kill().await.expect("kill");
+    let killed = std::time::Instant::now();
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Successful")
+        .await
+        .expect("finish");
+    w.wait_for("ng-b in progress", |a| {
+        a.status
+            .as_ref()
+            .is_some_and(|s| s.node_groups.iter().any(|n| n.name == "ng-b" && n.update_id.is_some()))
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(15 + 10),
+        "hand-over took {:?}",
+        killed.elapsed()
+    );
+    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
+        .get("ami-refresh-controller")
+        .await
+        .expect("lease");
+    assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-1"));
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-b", "Successful")
+        .await
+        .expect("finish");
+    w.wait_for("Ready", ready).await;
+    assert_eq!(
+        w.count("UpdateNodegroupVersion").await,
+        2,
+        "never two updates for one group"
+    );
+}

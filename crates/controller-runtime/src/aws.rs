@@ -31,3 +31,38 @@ pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
             .collect(),
     }
 }
+
+/// Counts every AWS call by service, operation and outcome (`ok`, `throttled`, `client_error`, `server_error`,
+/// `transport_error`) into `aws_calls_total`. Added to each SDK client's config as an interceptor; retries are
+/// counted as the one call the caller made.
+#[derive(Clone, Debug)]
+pub struct CallCounter(pub std::sync::Arc<crate::Metrics>);
+
+impl aws_sdk_ec2::config::Intercept for CallCounter {
+    fn name(&self) -> &'static str {
+        "OpsyCallCounter"
+    }
+
+    fn read_after_execution(
+        &self,
+        context: &aws_sdk_ec2::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _runtime_components: &aws_sdk_ec2::config::RuntimeComponents,
+        cfg: &mut aws_sdk_ec2::config::ConfigBag,
+    ) -> Result<(), aws_sdk_ec2::error::BoxError> {
+        let (service, operation) = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or(("unknown", "unknown"), |m| (m.service(), m.name()));
+        let outcome = match (
+            context.output_or_error(),
+            context.response().map(|r| r.status().as_u16()),
+        ) {
+            (Some(Ok(_)), _) => "ok",
+            (_, Some(429)) => "throttled",
+            (_, Some(400..=499)) => "client_error",
+            (_, Some(500..)) => "server_error",
+            _ => "transport_error",
+        };
+        self.0.aws_call(&service.to_ascii_lowercase(), operation, outcome);
+        Ok(())
+    }
+}

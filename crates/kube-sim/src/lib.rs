@@ -14,6 +14,7 @@ pub mod error;
 pub mod executor;
 pub mod logs;
 pub mod patch;
+pub mod rbac;
 pub mod resources;
 pub mod selectors;
 mod server;
@@ -145,6 +146,15 @@ impl ApiServer {
     /// A kubeconfig pointing at this server (no credentials; plain HTTP on loopback).
     pub fn kubeconfig_yaml(&self) -> String {
         kubeconfig_for(&self.url())
+    }
+
+    /// Writes a kubeconfig whose requests are recorded as `user` (sent as a bearer token; the server does not
+    /// authenticate, it only records who asked).
+    pub fn write_kubeconfig_as(&self, path: &Path, user: &str) -> std::io::Result<()> {
+        let yaml = self
+            .kubeconfig_yaml()
+            .replace("  user: {}\n", &format!("  user:\n    token: {user:?}\n"));
+        std::fs::write(path, yaml)
     }
 
     /// Writes [`ApiServer::kubeconfig_yaml`] to a file.

@@ -36,6 +36,9 @@ pub struct RequestRecord {
     pub subresource: String,
     /// Object name ("" for collections).
     pub name: String,
+    /// Who asked: the bearer token of the request ("" without one). Kubeconfigs from
+    /// [`crate::ApiServer::write_kubeconfig_as`] carry a user name as token, so tests can tell clients apart.
+    pub user: String,
 }
 
 /// A parsed resource path.
@@ -167,6 +170,12 @@ async fn route(
         namespace: target.namespace.clone().unwrap_or_default(),
         subresource: target.subresource.clone().unwrap_or_default(),
         name: target.name.clone().unwrap_or_default(),
+        user: headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default()
+            .to_owned(),
     });
     serve(shared, verb, &target, headers, query, &body).await
 }

@@ -25,6 +25,7 @@ pub struct Aws {
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
     base_cache: tokio::sync::Mutex<HashMap<BaseKey, (Instant, Vec<Image>)>>,
+    counter: Option<controller_runtime::aws::CallCounter>,
 }
 
 fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
@@ -43,7 +44,13 @@ impl Aws {
             ec2: Mutex::default(),
             ssm: Mutex::default(),
             base_cache: tokio::sync::Mutex::default(),
+            counter: None,
         }
+    }
+
+    /// Counts every call of the clients made from now on into `aws_calls_total`.
+    pub fn count_calls(&mut self, metrics: std::sync::Arc<controller_runtime::Metrics>) {
+        self.counter = Some(controller_runtime::aws::CallCounter(metrics));
     }
 
     /// The SDK configuration (for other services' clients, e.g. notifications).
@@ -56,9 +63,11 @@ impl Aws {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                let conf = aws_sdk_ec2::config::Builder::from(&self.sdk)
-                    .region(Region::new(region.to_owned()))
-                    .build();
+                let mut conf = aws_sdk_ec2::config::Builder::from(&self.sdk).region(Region::new(region.to_owned()));
+                if let Some(counter) = &self.counter {
+                    conf = conf.interceptor(counter.clone());
+                }
+                let conf = conf.build();
                 aws_sdk_ec2::Client::from_conf(conf)
             })
             .clone()
@@ -69,9 +78,11 @@ impl Aws {
         clients
             .entry(region.to_owned())
             .or_insert_with(|| {
-                let conf = aws_sdk_ssm::config::Builder::from(&self.sdk)
-                    .region(Region::new(region.to_owned()))
-                    .build();
+                let mut conf = aws_sdk_ssm::config::Builder::from(&self.sdk).region(Region::new(region.to_owned()));
+                if let Some(counter) = &self.counter {
+                    conf = conf.interceptor(counter.clone());
+                }
+                let conf = conf.build();
                 aws_sdk_ssm::Client::from_conf(conf)
             })
             .clone()

@@ -76,8 +76,12 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack.
-    pub fn new(client: Client, aws: Aws, recorder: Recorder, slack_api: String) -> Self {
-        let metrics = Arc::new(controller_runtime::Metrics::new("packer_build_controller"));
+    pub fn new(client: Client, mut aws: Aws, recorder: Recorder, slack_api: String) -> Self {
+        let metrics = Arc::new(controller_runtime::Metrics::new(
+            "packer_build_controller",
+            &[("builds", "Packer builds by result: started, succeeded, failed")],
+        ));
+        aws.count_calls(metrics.clone());
         let notifier = Arc::new(crate::notify::SinkNotifier(
             controller_runtime::notify::ChannelNotifier {
                 client: client.clone(),
@@ -158,7 +162,15 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
     status.observed_generation = Some(generation);
 
     let outcome = match step(pb, &ctx, &mut status, now).await {
-        Ok(outcome) => outcome,
+        Ok(outcome) => {
+            match outcome.event.as_ref().map(|(_, reason, _)| *reason) {
+                Some(reasons::BUILD_STARTED) => ctx.metrics.count("builds", "started"),
+                Some(reasons::BUILD_SUCCEEDED) => ctx.metrics.count("builds", "succeeded"),
+                Some(reasons::BUILD_FAILED) => ctx.metrics.count("builds", "failed"),
+                _ => {}
+            }
+            outcome
+        }
         Err(error) if error.is_user_facing() => {
             let message = error.to_string();
             status.phase = Some(PackerBuilderPhase::Invalid);

@@ -926,7 +926,7 @@ async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics()
             .text()
             .await
             .expect("text");
-        if metrics.contains(r#"packer_build_controller_reconciles_total{result="ok"}"#) {
+        if metrics.contains(r#"packer_build_controller_reconcile_total{result="ok"}"#) {
             reconciled += 1;
         }
     }
