@@ -1085,3 +1085,46 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
     assert_eq!(ses.len(), 2, "{ses:?}");
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
+    const USER: &str = "system:serviceaccount:opsy-system:opsy-packer-build-controller";
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
+    let ns = serde_json::from_value(json!({"metadata": {"name": "opsy-system"}})).expect("ns");
+    namespaces.create(&PostParams::default(), &ns).await.expect("ns");
+    let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
+    h.server
+        .write_kubeconfig_as(kubeconfig.path(), USER)
+        .expect("kubeconfig");
+    let path = kubeconfig.path().to_string_lossy().into_owned();
+    h.start_controller_with(&[
+        ("KUBECONFIG", path.as_str()),
+        ("LEADER_ELECT", "true"),
+        ("POD_NAMESPACE", "opsy-system"),
+        ("POD_NAME", "pbc-0"),
+    ]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    h.wait_built().await;
+    h.stop_controller().await;
+    let chart = workspace().join("charts/opsy-ami-operator");
+    match kube_sim::rbac::check_chart(
+        &chart,
+        &[],
+        "opsy-system",
+        "opsy-packer-build-controller",
+        USER,
+        &h.server.requests(),
+    ) {
+        Ok(unused) => eprintln!("rules never used in this run: {unused:#?}"),
+        Err(denied) => panic!("requests the chart does not allow:\n{denied}"),
+    }
+}

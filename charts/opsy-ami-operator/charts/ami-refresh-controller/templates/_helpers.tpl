@@ -50,8 +50,8 @@ app.kubernetes.io/part-of: opsy-ami-operator
 {{- end }}
 {{- end }}
 
-{{/* RBAC rules of this controller: exactly what the binary calls. */}}
-{{- define "opsy.rules" -}}
+{{/* RBAC rules of this controller: exactly what the binary calls. Named per chart: Helm defines are global across subcharts. */}}
+{{- define "ami-refresh-controller.rules" -}}
 - apiGroups: ["ami.refresh.ops"]
   resources: ["amirefreshers"]
   verbs: ["get", "list", "watch"]
