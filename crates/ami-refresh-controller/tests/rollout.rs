@@ -1213,3 +1213,37 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
         "never two updates for one group"
     );
 }
+
+#[tokio::test]
+async fn sigterm_releases_the_lease_and_exits_cleanly() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
+    w.apply_seed(|_| {}).await;
+    w.wait_for("Ready", ready).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client.clone(), "opsy-system");
+    let holder = leases
+        .get("ami-refresh-controller")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder.as_deref(), Some("amr-0"));
+    let mut child = w.controllers.remove(0);
+    let pid = i32::try_from(child.id().expect("pid")).expect("pid");
+    let sent = std::time::Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits within 10 s of SIGTERM")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    eprintln!("stopped {:?} after SIGTERM", sent.elapsed());
+    let holder = leases
+        .get("ami-refresh-controller")
+        .await
+        .expect("lease")
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(holder, None, "the Lease is released for a standby");
+}

@@ -37,7 +37,7 @@ struct Args {
     #[arg(long, env = "LABEL_SELECTOR")]
     label_selector: Option<String>,
     /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
     /// git-sync image for specs that set none.
     #[arg(long, env = "GIT_SYNC_IMAGE", default_value = packer_job::job::DEFAULT_GIT_SYNC_IMAGE)]

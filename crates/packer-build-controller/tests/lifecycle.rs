@@ -157,6 +157,7 @@ impl Harness {
                 "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
             )
             .envs(self.aws.child_env(REGION))
+            .env("LOG_FORMAT", "text")
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("SLACK_API_URL", &self.slack_api)
             .envs(env.iter().copied())
