@@ -3,6 +3,8 @@
 //! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
 //!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
 //! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
+//! - `gen-deploy [--check]`: render `deploy/<controller>/` from the Helm subcharts with default values.
+//! - `demo [--debug] [--keep] [--timeout 5m]`: the whole loop on one machine (see `demo.rs`).
 //! - `test [-- <args>]`: install what the tests need when missing, check formatting and lints, then run the whole
 //!   workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
@@ -13,6 +15,8 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
 };
+
+mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -44,6 +48,18 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// The whole loop on one machine: AWS emulator, in-memory API server, both controllers, real Packer.
+    Demo {
+        /// Build the controllers in the dev profile (reuses the test build) instead of release.
+        #[arg(long)]
+        debug: bool,
+        /// Keep everything running after the summary (Ctrl-C stops it) and print ready-to-paste commands.
+        #[arg(long)]
+        keep: bool,
+        /// Give up after this long (humantime, e.g. `5m`).
+        #[arg(long, default_value = "5m", value_parser = api_types::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Set up what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -68,6 +84,12 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::GenCrds { check } => gen_crds(&root, check),
         Task::Validate { files } => validate(&files),
         Task::GenDeploy { check } => gen_deploy(&root, check),
+        Task::Demo { debug, keep, timeout } => {
+            let tools = ensure_kube_tools(&root)?;
+            ensure_moto(&root)?;
+            ensure_packer()?;
+            demo::run(&root, &target_dir(&root), &tools, &demo::Options { debug, keep, timeout })
+        }
         Task::Test { args } => test(&root, &args),
     }
 }
