@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -122,7 +122,9 @@ pub fn run(root: &Path, target: &Path, tools: &Path, options: &Options) -> Resul
 }
 
 async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, options: &Options) -> Result<()> {
-    let stage = Stage { started: Instant::now() };
+    let stage = Stage {
+        started: Instant::now(),
+    };
     let work = target.join("demo");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
@@ -132,7 +134,9 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     let aws = AwsEmulator::start()
         .await
         .map_err(|e| step_failed("start the AWS emulator", e))?;
-    aws.set_progress(false, 3).await.map_err(|e| step_failed("configure the emulator", e))?;
+    aws.set_progress(false, 3)
+        .await
+        .map_err(|e| step_failed("configure the emulator", e))?;
     let sdk = aws.sdk_config(REGION).await;
     let account = Account(ACCOUNT.into());
     let ec2 = aws.ec2(&sdk, &account);
@@ -181,7 +185,11 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
             .nodegroup_name(ng)
             .node_role("arn:aws:iam::123456789012:role/node")
             .subnets("subnet-0123456789abcdef0")
-            .launch_template(aws_sdk_eks::types::LaunchTemplateSpecification::builder().id(lt_id).build())
+            .launch_template(
+                aws_sdk_eks::types::LaunchTemplateSpecification::builder()
+                    .id(lt_id)
+                    .build(),
+            )
             .scaling_config(
                 aws_sdk_eks::types::NodegroupScalingConfig::builder()
                     .min_size(1)
@@ -225,12 +233,16 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     }
 
     let repo = work.join("packer-repo");
-    aws_sim::sample_packer_repo(&repo, "packer/eks-node").map_err(|e| step_failed("prepare the Packer repository", e))?;
+    aws_sim::sample_packer_repo(&repo, "packer/eks-node")
+        .map_err(|e| step_failed("prepare the Packer repository", e))?;
     let logs = work.join("logs");
     std::fs::create_dir_all(&logs)?;
     let metrics = [free_port()?, free_port()?];
     let mut children = Vec::new();
-    for (i, name) in ["packer-build-controller", "ami-refresh-controller"].into_iter().enumerate() {
+    for (i, name) in ["packer-build-controller", "ami-refresh-controller"]
+        .into_iter()
+        .enumerate()
+    {
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
         let child = tokio::process::Command::new(bin_dir.join(name))
             .env("KUBECONFIG", &kubeconfig)
@@ -320,11 +332,16 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         println!("      {t}");
     }
     println!("  node groups of {CLUSTER}:");
-    println!("    {:<12} {:<23}    {:<23} {}", "NAME", "BEFORE", "AFTER", "RESULT");
+    println!("    {:<12} {:<23}    {:<23} RESULT", "NAME", "BEFORE", "AFTER");
     let mut ok = true;
     for ng in NODE_GROUPS {
         let result = if ng == EXCLUDED {
-            if after[ng] == before[ng] { "skipped (spec.exclude)".to_owned() } else { ok = false; "TOUCHED despite exclude".to_owned() }
+            if after[ng] == before[ng] {
+                "skipped (spec.exclude)".to_owned()
+            } else {
+                ok = false;
+                "TOUCHED despite exclude".to_owned()
+            }
         } else {
             let state = amr
                 .status
@@ -356,8 +373,14 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
             "  curl -s -X POST {}/_ext/seed/images -H 'content-type: application/json' -d '{{\"account\":\"{ACCOUNT}\",\"region\":\"{REGION}\",\"images\":[{{\"name\":\"amazon-eks-node-al2023-x86_64-standard-1.30-v20261201\",\"ownerId\":\"602401143452\",\"creationDate\":\"2026-12-01T00:00:00Z\",\"public\":true}}]}}'",
             aws.endpoint()
         );
-        println!("  curl -s http://127.0.0.1:{}/metrics   # packer-build-controller", metrics[0]);
-        println!("  curl -s http://127.0.0.1:{}/metrics   # ami-refresh-controller", metrics[1]);
+        println!(
+            "  curl -s http://127.0.0.1:{}/metrics   # packer-build-controller",
+            metrics[0]
+        );
+        println!(
+            "  curl -s http://127.0.0.1:{}/metrics   # ami-refresh-controller",
+            metrics[1]
+        );
         println!("  logs: {}", logs.display());
         tokio::signal::ctrl_c().await?;
         println!("stopping");
@@ -387,7 +410,11 @@ async fn watch(
     let mut shown_log = false;
     loop {
         if Instant::now() > deadline {
-            let step = if last_pb.contains("Ready") { "roll the node groups" } else { "build the AMI" };
+            let step = if last_pb.contains("Ready") {
+                "roll the node groups"
+            } else {
+                "build the AMI"
+            };
             return Err(step_failed(step, format!("not done within {timeout:?}")));
         }
         let pb = builders.get("demo-builder").await?;
@@ -458,7 +485,11 @@ async fn watch(
             for n in &s.node_groups {
                 let state = format!("{:?}", n.state);
                 if last_groups.get(&n.name) != Some(&state) {
-                    let update = n.update_id.as_deref().map(|u| format!(" update {u}")).unwrap_or_default();
+                    let update = n
+                        .update_id
+                        .as_deref()
+                        .map(|u| format!(" update {u}"))
+                        .unwrap_or_default();
                     stage.say(format!(
                         "  node group {}: {} -> {state}{update}",
                         n.name,

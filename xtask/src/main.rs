@@ -88,7 +88,12 @@ fn run_task(cli: Cli) -> Result<()> {
             let tools = ensure_kube_tools(&root)?;
             ensure_moto(&root)?;
             ensure_packer()?;
-            demo::run(&root, &target_dir(&root), &tools, &demo::Options { debug, keep, timeout })
+            demo::run(
+                &root,
+                &target_dir(&root),
+                &tools,
+                &demo::Options { debug, keep, timeout },
+            )
         }
         Task::Test { args } => test(&root, &args),
     }

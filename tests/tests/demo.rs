@@ -1,0 +1,61 @@
+//! `cargo xtask demo` end to end, non-interactively: exit code and summary. It runs the dev-profile binaries that
+//! `cargo xtask test` has just built, the in-memory API server, the AWS emulator and real Packer.
+
+use std::{path::Path, process::Command};
+
+#[test]
+fn the_demo_completes_the_loop_and_prints_the_summary() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "demo",
+            "--debug",
+            "--timeout",
+            "4m",
+        ])
+        .output()
+        .expect("cargo xtask demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    let summary = stdout
+        .split("\nSummary\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no summary:\n{stdout}"));
+    let built = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("built AMI:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no built AMI in:\n{summary}"));
+    assert!(built.starts_with("ami-"), "{summary}");
+    assert!(
+        summary.contains("status=active") && summary.contains("brought-to-you-by=opsy-the-ami-operator"),
+        "{summary}"
+    );
+    for group in ["workers-a", "workers-b"] {
+        let line = summary
+            .lines()
+            .find(|l| l.trim_start().starts_with(group))
+            .expect(group);
+        assert!(
+            line.contains(&format!("-> {built}")) && line.contains("Successful"),
+            "{line}"
+        );
+    }
+    let excluded = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("ingress-dev"))
+        .expect("ingress-dev");
+    assert!(
+        excluded.contains("skipped (spec.exclude)") && !excluded.contains(built),
+        "{excluded}"
+    );
+    assert!(stdout.contains("The loop completed"), "{stdout}");
+}
