@@ -5,6 +5,7 @@
 //! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
 //! - `gen-deploy [--check]`: render `deploy/<controller>/` from the Helm subcharts with default values.
 //! - `demo [--debug] [--keep] [--timeout 5m]`: the whole loop on one machine (see `demo.rs`).
+//! - `bench [--quick]`: cost and scale of both controllers, measured (see `bench.rs`).
 //! - `test [-- <args>]`: install what the tests need when missing, check formatting and lints, then run the whole
 //!   workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
@@ -16,6 +17,7 @@ use std::{
     process::Command,
 };
 
+mod bench;
 mod demo;
 
 use anyhow::{Context, Result, bail};
@@ -60,6 +62,12 @@ enum Task {
         #[arg(long, default_value = "5m", value_parser = api_types::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Cost and scale of both controllers (release build): writes target/bench/report.json and report.md.
+    Bench {
+        /// Small sizes, for a quick smoke run.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Set up what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -84,6 +92,26 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::GenCrds { check } => gen_crds(&root, check),
         Task::Validate { files } => validate(&files),
         Task::GenDeploy { check } => gen_deploy(&root, check),
+        Task::Bench { quick } => {
+            ensure_moto(&root)?;
+            let status = Command::new(cargo())
+                .current_dir(&root)
+                .args([
+                    "build",
+                    "--release",
+                    "--quiet",
+                    "--package",
+                    "packer-build-controller",
+                    "--package",
+                    "ami-refresh-controller",
+                ])
+                .status()?;
+            if !status.success() {
+                bail!("cargo build --release failed");
+            }
+            let target = target_dir(&root);
+            bench::run(&target, &target.join("release"), quick)
+        }
         Task::Demo { debug, keep, timeout } => {
             let tools = ensure_kube_tools(&root)?;
             ensure_moto(&root)?;
