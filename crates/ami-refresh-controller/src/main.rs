@@ -59,6 +59,9 @@ struct Args {
     /// Pod name: reported on Events and the leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// AMIRefreshers reconciled at the same time (bounds parallel AWS and API calls; 0 = unbounded).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -151,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
         refresher_watch = refresher_watch.labels(selector);
     }
     // Installed alone (without the PackerBuilder CRD), a PackerBuilder watch would only fail: skip it.
+    let concurrency = args.concurrency;
     let watch_builders = args.watch_packer_builders && {
         let probe: Api<PackerBuilder> = match args.namespaces.first() {
             Some(ns) => Api::namespaced(client.clone(), ns),
@@ -165,7 +169,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let controllers = scopes.into_iter().map(|(refreshers, builders)| {
-        let mut controller = Controller::new(refreshers, refresher_watch.clone());
+        let mut controller = Controller::new(refreshers, refresher_watch.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
         if watch_builders {
             let store = controller.store();
             // A PackerBuilder that changes (a new AMI) wakes the AMIRefreshers that reference it.

@@ -57,6 +57,9 @@ struct Args {
     /// Pod name: reported on Events and the leader-election identity.
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// PackerBuilders reconciled at the same time (bounds parallel AWS and API calls; 0 = unbounded).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: std::net::SocketAddr,
@@ -123,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
     let context = Arc::new(context);
     let controllers = scopes.into_iter().map(|(builders, jobs)| {
         Controller::new(builders, builder_watch.clone())
+            .with_config(kube::runtime::controller::Config::default().concurrency(args.concurrency))
             .owns(jobs, job_watch.clone())
             .shutdown_on_signal()
             .run(reconcile::reconcile, error_policy, context.clone())
