@@ -301,7 +301,7 @@ where
         if started.elapsed() > timeout {
             bail!("{what}: not reached within {timeout:?}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -334,7 +334,7 @@ async fn steady_builders(
     let timer = format!("{timer_secs}s");
     seed_builders(&w, n, &timer).await?;
     let mut controller = Controller::start(bin, &w, work, &[])?;
-    let ready = wait_until(Duration::from_secs(300), "all PackerBuilders Ready", || {
+    let ready = wait_until(Duration::from_secs(900), "all PackerBuilders Ready", || {
         all_builders_ready(&w.client, n)
     })
     .await?;
@@ -655,39 +655,39 @@ pub fn run(target: &Path, bin_dir: &Path, quick: bool) -> Result<()> {
     let rt = tokio::runtime::Runtime::new()?;
     let sizes: (usize, usize, usize, usize) = if quick { (20, 50, 20, 20) } else { (100, 1000, 200, 200) };
     let mut scenarios = Vec::new();
+    let mut failures = Vec::new();
+    let mut record = |name: String, result: Result<Scenario>| match result {
+        Ok(s) => scenarios.push(s),
+        Err(e) => {
+            eprintln!("   FAILED: {e:#}");
+            failures.push(format!("{name}: {e:#}"));
+            scenarios.push(Scenario {
+                name: format!("{name} (FAILED: {e})"),
+                ..Scenario::default()
+            });
+        }
+    };
     rt.block_on(async {
         for n in [sizes.0, sizes.1] {
             eprintln!("==> steady state, {n} PackerBuilders");
-            scenarios.push(
-                steady_builders(
-                    &pbc,
-                    &work,
-                    n,
-                    10,
-                    1,
-                    &format!("steady state: {n} PackerBuilders, {FILTER_SETS} filter sets, nothing to build"),
-                )
-                .await?,
-            );
+            let name = format!("steady state: {n} PackerBuilders, {FILTER_SETS} filter sets, nothing to build");
+            record(name.clone(), steady_builders(&pbc, &work, n, 10, 1, &name).await);
         }
         eprintln!("==> steady state, {} AMIRefreshers", sizes.2);
-        scenarios.push(steady_refreshers(&arc, &work, sizes.2, 10).await?);
-        eprintln!("==> change propagation, {} PackerBuilders", sizes.3);
-        scenarios.push(propagation(&pbc, &work, sizes.3).await?);
-        eprintln!("==> idle, 100 PackerBuilders, 2 s timer, 10 periods");
-        scenarios.push(
-            steady_builders(
-                &pbc,
-                &work,
-                if quick { 20 } else { 100 },
-                2,
-                10,
-                "idle: unchanged world, 2 s controllerTimer, 10 periods",
-            )
-            .await?,
+        record(
+            format!("steady state: {} AMIRefreshers", sizes.2),
+            steady_refreshers(&arc, &work, sizes.2, 10).await,
         );
-        anyhow::Ok(())
-    })?;
+        eprintln!("==> change propagation, {} PackerBuilders", sizes.3);
+        record(
+            format!("change propagation: {} PackerBuilders", sizes.3),
+            propagation(&pbc, &work, sizes.3).await,
+        );
+        let idle = if quick { 20 } else { 100 };
+        eprintln!("==> idle, {idle} PackerBuilders, 2 s timer, 10 periods");
+        let name = format!("idle: {idle} PackerBuilders, unchanged world, 2 s controllerTimer, 10 periods");
+        record(name.clone(), steady_builders(&pbc, &work, idle, 2, 10, &name).await);
+    });
     let report = json!({"generated_by": "cargo xtask bench", "scenarios": scenarios});
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
     let md = markdown(&scenarios);
