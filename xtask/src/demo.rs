@@ -268,8 +268,8 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     let repo_url = format!("file://{}", repo.display());
     for file in ["aws-creds.yaml", "packerbuilder.yaml", "amirefresher.yaml"] {
         let text = std::fs::read_to_string(root.join("examples/demo").join(file))?
-            .replace("${DEMO_REPO}", &repo_url)
-            .replace("${EC2_ENDPOINT}", aws.endpoint());
+            .replace("file:///opsy-demo/packer-repo", &repo_url)
+            .replace("http://aws-emulator.invalid", aws.endpoint());
         let doc: serde_json::Value = serde_norway::from_str(&text)?;
         let pp = PostParams::default();
         let created = match doc["kind"].as_str() {

@@ -217,6 +217,39 @@ async fn report(
     hint: Option<(EventType, &'static str, String)>,
 ) -> Result<()> {
     let mut status = status.clone();
+    // A build recorded by an earlier process that stopped before announcing it (killed between the status write
+    // and the Event): announce its start now, before whatever state it reached, so no transition is skipped.
+    if let Some(build) = old.build_id.as_deref()
+        && status.build_id.as_deref() == Some(build)
+        && status.phase != Some(PackerBuilderPhase::Building)
+        && !old
+            .last_notified_transition
+            .as_deref()
+            .is_some_and(|k| k.ends_with(&format!("/{build}")))
+    {
+        let message = format!("build {build} started (announced late: the controller restarted during the build)");
+        let event = Event {
+            type_: EventType::Normal,
+            reason: reasons::BUILD_STARTED.to_owned(),
+            note: Some(message.clone()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
+            tracing::warn!(%error, "could not publish an Event");
+        }
+        let transition = crate::notify::Transition {
+            from: None,
+            to: Some(PackerBuilderPhase::Building),
+            reason: reasons::BUILD_STARTED.to_owned(),
+            message,
+            warning: false,
+        };
+        let mut announced = pb.clone();
+        announced.status = Some(status.clone());
+        ctx.notifier.notify(&announced, &transition).await;
+        status.last_notified_transition = Some(format!("Building/{}/{build}", reasons::BUILD_STARTED));
+    }
     if let Some((type_, reason, message)) = announcement(&status) {
         let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
         let key = format!("{phase}/{reason}/{}", status.build_id.as_deref().unwrap_or_default());
