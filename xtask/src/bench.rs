@@ -656,15 +656,22 @@ pub fn run(target: &Path, bin_dir: &Path, quick: bool) -> Result<()> {
     let sizes: (usize, usize, usize, usize) = if quick { (20, 50, 20, 20) } else { (100, 1000, 200, 200) };
     let mut scenarios = Vec::new();
     let mut failures = Vec::new();
-    let mut record = |name: String, result: Result<Scenario>| match result {
-        Ok(s) => scenarios.push(s),
-        Err(e) => {
-            eprintln!("   FAILED: {e:#}");
-            failures.push(format!("{name}: {e:#}"));
-            scenarios.push(Scenario {
-                name: format!("{name} (FAILED: {e})"),
-                ..Scenario::default()
-            });
+    let partial = out.join("report.partial.json");
+    let mut record = |name: String, result: Result<Scenario>| {
+        match result {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("   FAILED: {e:#}");
+                failures.push(format!("{name}: {e:#}"));
+                scenarios.push(Scenario {
+                    name: format!("{name} (FAILED: {e})"),
+                    ..Scenario::default()
+                });
+            }
+        }
+        // Written after every scenario, so a long run that is stopped keeps what it measured.
+        if let Ok(text) = serde_json::to_string_pretty(&scenarios) {
+            let _ = std::fs::write(&partial, text);
         }
     };
     rt.block_on(async {
