@@ -8,7 +8,7 @@ mod reconcile;
 use std::{sync::Arc, time::Duration};
 
 use api_types::{AMIRefresher, PackerBuilder};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use futures::StreamExt;
 use kube::{
     Api, Client, ResourceExt,
@@ -17,24 +17,11 @@ use kube::{
 
 use crate::{error::Error, reconcile::Context};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Parser, Debug)]
 #[command(about = "Rolls EKS node groups onto the AMI chosen by AMIRefresher objects")]
 struct Args {
-    /// Watch only these namespaces (comma-separated; all namespaces when unset).
-    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
-    namespaces: Vec<String>,
-    /// Reconcile only AMIRefreshers matching this label selector (sharding).
-    #[arg(long, env = "LABEL_SELECTOR")]
-    label_selector: Option<String>,
-    /// Log format.
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
-    log_format: LogFormat,
+    #[command(flatten)]
+    runtime: controller_runtime::RuntimeArgs,
     /// Name reported on Events (the Deployment's name).
     #[arg(long, env = "CONTROLLER_NAME", default_value = "ami-refresh-controller")]
     controller_name: String,
@@ -53,27 +40,9 @@ struct Args {
     /// Watch PackerBuilders so a new AMI of a referenced builder is rolled at once (needs list/watch on them).
     #[arg(long, env = "WATCH_PACKER_BUILDERS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_packer_builders: bool,
-    /// Slack Web API base URL (for a proxy or a test double).
-    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
-    slack_api_url: String,
-    /// Pod name: reported on Events and the leader-election identity.
-    #[arg(long, env = "POD_NAME")]
-    pod_name: Option<String>,
-    /// AMIRefreshers reconciled at the same time (bounds parallel AWS and API calls; 0 = unbounded).
-    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
-    concurrency: u16,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    metrics_addr: std::net::SocketAddr,
-    /// Only the holder of the Lease reconciles (on by default; turn off only for a single replica).
-    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_elect: bool,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "ami-refresh-controller")]
     lease_name: String,
-    /// Namespace of the Lease (the controller's own namespace).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    lease_namespace: String,
 }
 
 fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -92,10 +61,7 @@ fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Act
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    controller_runtime::init_logging(match args.log_format {
-        LogFormat::Json => controller_runtime::LogFormat::Json,
-        LogFormat::Text => controller_runtime::LogFormat::Text,
-    });
+    args.runtime.init_logging();
     let client = Client::try_default().await?;
     let metrics = Arc::new(controller_runtime::Metrics::new(
         "ami_refresh_controller",
@@ -112,13 +78,13 @@ async fn main() -> anyhow::Result<()> {
         client.clone(),
         Reporter {
             controller: args.controller_name.clone(),
-            instance: args.pod_name.clone(),
+            instance: args.runtime.pod_name.clone(),
         },
     );
     let notifier = controller_runtime::notify::ChannelNotifier {
         client: client.clone(),
         http: reqwest::Client::new(),
-        slack_api: args.slack_api_url.clone(),
+        slack_api: args.runtime.slack_api_url.clone(),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
         sdk: sdk.clone(),
@@ -136,27 +102,28 @@ async fn main() -> anyhow::Result<()> {
     let context = Arc::new(context);
 
     let readiness = controller_runtime::Readiness::default();
-    let bound = controller_runtime::serve(args.metrics_addr, readiness.clone(), metrics).await?;
-    tracing::info!(namespaces = ?args.namespaces, health = %bound, "ami-refresh-controller starting");
+    let bound = controller_runtime::serve(args.runtime.metrics_addr, readiness.clone(), metrics).await?;
+    tracing::info!(namespaces = ?args.runtime.namespaces, health = %bound, "ami-refresh-controller starting");
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
 
-    let scopes: Vec<(Api<AMIRefresher>, Api<PackerBuilder>)> = if args.namespaces.is_empty() {
+    let scopes: Vec<(Api<AMIRefresher>, Api<PackerBuilder>)> = if args.runtime.namespaces.is_empty() {
         vec![(Api::all(client.clone()), Api::all(client.clone()))]
     } else {
-        args.namespaces
+        args.runtime
+            .namespaces
             .iter()
             .map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)))
             .collect()
     };
     let mut refresher_watch = watcher::Config::default();
-    if let Some(selector) = &args.label_selector {
+    if let Some(selector) = &args.runtime.label_selector {
         refresher_watch = refresher_watch.labels(selector);
     }
     // Installed alone (without the PackerBuilder CRD), a PackerBuilder watch would only fail: skip it.
-    let concurrency = args.concurrency;
+    let concurrency = args.runtime.concurrency;
     let watch_builders = args.watch_packer_builders && {
-        let probe: Api<PackerBuilder> = match args.namespaces.first() {
+        let probe: Api<PackerBuilder> = match args.runtime.namespaces.first() {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
@@ -196,13 +163,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             })
     });
-    let election = args.leader_elect.then(|| {
-        let identity = args
-            .pod_name
-            .clone()
-            .unwrap_or_else(|| format!("ami-refresh-controller-{}", uuid::Uuid::new_v4()));
-        controller_runtime::leader::LeaderConfig::new(&args.lease_namespace, &args.lease_name, identity)
-    });
+    let election = args.runtime.election(&args.lease_name, "ami-refresh-controller");
     controller_runtime::run_as_leader(client, election, async move {
         futures::future::join_all(controllers).await;
     })

@@ -5,6 +5,7 @@
 //! - [`Metrics`]: reconcile counters and durations labelled by result and error category;
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, so only one replica reconciles.
 
+pub mod args;
 pub mod aws;
 pub mod leader;
 pub mod metrics;
@@ -18,6 +19,7 @@ use std::{
     },
 };
 
+pub use args::RuntimeArgs;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 pub use metrics::Metrics;
 

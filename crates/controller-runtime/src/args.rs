@@ -1,0 +1,66 @@
+//! The command-line flags both controller binaries share (each also an environment variable). A binary adds its
+//! own flags and embeds these with `#[command(flatten)]`.
+
+/// Log output format, as a flag value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable text; colours only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of the shared runtime: scope, logging, health/metrics, leader election, concurrency, Slack base URL.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RuntimeArgs {
+    /// Watch only these namespaces (comma-separated; all namespaces when unset). With a list, the controller
+    /// needs RBAC in those namespaces only.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACE", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Reconcile only objects matching this label selector (sharding).
+    #[arg(long, env = "LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormatArg,
+    /// Slack Web API base URL (for a proxy or a test double).
+    #[arg(long, env = "SLACK_API_URL", default_value = "https://slack.com/api")]
+    pub slack_api_url: String,
+    /// Pod name: reported on Events and the leader-election identity.
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Objects reconciled at the same time (bounds parallel AWS and API calls; 0 = unbounded).
+    #[arg(long, env = "CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Only the holder of the Lease reconciles (on by default; turn off only for a single replica).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (the controller's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+}
+
+impl RuntimeArgs {
+    /// Installs logging in the chosen format.
+    pub fn init_logging(&self) {
+        crate::init_logging(match self.log_format {
+            LogFormatArg::Json => crate::LogFormat::Json,
+            LogFormatArg::Text => crate::LogFormat::Text,
+        });
+    }
+
+    /// The leader-election settings (`None` when turned off); the identity is the pod name, else
+    /// `<binary>-<uuid>`.
+    pub fn election(&self, lease_name: &str, binary: &str) -> Option<crate::leader::LeaderConfig> {
+        self.leader_elect.then(|| {
+            let identity = self
+                .pod_name
+                .clone()
+                .unwrap_or_else(|| format!("{binary}-{}", uuid::Uuid::new_v4()));
+            crate::leader::LeaderConfig::new(&self.lease_namespace, lease_name, identity)
+        })
+    }
+}
