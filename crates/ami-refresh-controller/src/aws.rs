@@ -11,16 +11,15 @@ use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
 use aws_sdk_eks::types::{
     LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies,
 };
-use controller_runtime::aws::{error_code, error_text, to_image};
+use controller_runtime::aws::{AwsError, SdkFailure, to_image};
 
 use crate::error::{Error, Result};
 
-fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
-    Error::Aws {
-        operation,
-        code: error_code(e),
-        message: error_text(e),
-    }
+fn aws_error<E>(operation: &'static str, e: &SdkFailure<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Error::Aws(AwsError::from_sdk(operation, e))
 }
 
 #[derive(Clone, Debug)]
@@ -230,11 +229,9 @@ impl Aws {
             .send()
             .await
             .map_err(|e| aws_error("DescribeNodegroup", &e))?;
-        let ng = out.nodegroup().ok_or_else(|| Error::Aws {
-            operation: "DescribeNodegroup",
-            code: None,
-            message: format!("no node group in the answer for {name}"),
-        })?;
+        let ng = out
+            .nodegroup()
+            .ok_or_else(|| Error::Aws(AwsError::malformed("DescribeNodegroup", &format!("node group {name}"))))?;
         let lt = ng.launch_template();
         let update = ng.update_config();
         Ok(NodegroupInfo {
@@ -329,11 +326,7 @@ impl Aws {
         out.launch_template_version()
             .and_then(|v| v.version_number())
             .map(|n| n.to_string())
-            .ok_or_else(|| Error::Aws {
-                operation: "CreateLaunchTemplateVersion",
-                code: None,
-                message: "no version number in the answer".into(),
-            })
+            .ok_or_else(|| Error::Aws(AwsError::malformed("CreateLaunchTemplateVersion", "version number")))
     }
 
     /// Applies the update config (`maxUnavailable` or percentage, strategy) to a node group.
@@ -385,11 +378,7 @@ impl Aws {
         out.update()
             .and_then(|u| u.id())
             .map(str::to_owned)
-            .ok_or_else(|| Error::Aws {
-                operation: "UpdateNodegroupVersion",
-                code: None,
-                message: "no update ID in the answer".into(),
-            })
+            .ok_or_else(|| Error::Aws(AwsError::malformed("UpdateNodegroupVersion", "update ID")))
     }
 
     /// Where a node group update stands.
@@ -523,11 +512,9 @@ impl Aws {
             .send()
             .await
             .map_err(|e| aws_error("StartInstanceRefresh", &e))?;
-        out.instance_refresh_id().map(str::to_owned).ok_or_else(|| Error::Aws {
-            operation: "StartInstanceRefresh",
-            code: None,
-            message: "no refresh ID in the answer".into(),
-        })
+        out.instance_refresh_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Aws(AwsError::malformed("StartInstanceRefresh", "refresh ID")))
     }
 
     /// Instance refreshes of a group, newest first: (ID, status, reason).

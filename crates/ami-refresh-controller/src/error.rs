@@ -7,16 +7,9 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
-    /// An AWS call failed.
-    #[error("AWS {operation} failed: {message}")]
-    Aws {
-        /// The AWS operation.
-        operation: &'static str,
-        /// The AWS error code, when the service sent one.
-        code: Option<String>,
-        /// The SDK's error, with its code.
-        message: String,
-    },
+    /// An AWS call failed (classified in one place: [`controller_runtime::aws::classify`]).
+    #[error(transparent)]
+    Aws(#[from] controller_runtime::aws::AwsError),
     /// The spec cannot be acted on (what the schema cannot catch).
     #[error("{0}")]
     InvalidSpec(String),
@@ -27,8 +20,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "KubernetesError",
-            Self::Aws { code, .. } if is_throttle(code.as_deref()) => "AWSThrottled",
-            Self::Aws { .. } => "AWSError",
+            Self::Aws(e) => e.category(),
             Self::InvalidSpec(_) => "InvalidSpec",
         }
     }
@@ -36,29 +28,9 @@ impl Error {
     /// AWS refused the request itself (a bad parameter, a missing resource): retrying the same call cannot help,
     /// so the node group is marked failed instead of retrying forever.
     pub fn is_permanent_aws(&self) -> bool {
-        match self {
-            Self::Aws { code: Some(code), .. } => matches!(
-                code.as_str(),
-                "InvalidParameterException"
-                    | "InvalidRequestException"
-                    | "ResourceNotFoundException"
-                    | "ValidationError"
-                    | "UnsupportedOperation"
-                    | "InvalidLaunchTemplateId.NotFound"
-                    | "InvalidLaunchTemplateId.VersionNotFound"
-                    | "InvalidAMIID.NotFound"
-                    | "InvalidAMIID.Malformed"
-            ),
-            _ => false,
-        }
+        use controller_runtime::aws::AwsErrorKind;
+        matches!(self, Self::Aws(e) if matches!(e.kind, AwsErrorKind::NotFound | AwsErrorKind::Invalid))
     }
-}
-
-fn is_throttle(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("Throttling" | "ThrottlingException" | "RequestLimitExceeded" | "TooManyRequestsException")
-    )
 }
 
 /// Result alias.

@@ -46,16 +46,13 @@ struct Args {
 }
 
 fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Action {
-    let delay = ctx.backoff(&amr);
-    tracing::warn!(
-        namespace = %amr.namespace().unwrap_or_default(),
-        name = %amr.name_any(),
-        category = error.category(),
-        %error,
-        retry_in = ?delay,
-        "reconcile failed"
-    );
-    Action::requeue(delay)
+    controller_runtime::backoff::requeue_after_error(
+        &ctx.errors,
+        &amr.namespace().unwrap_or_default(),
+        &amr.name_any(),
+        error.category(),
+        error,
+    )
 }
 
 #[tokio::main]
@@ -95,10 +92,10 @@ async fn main() -> anyhow::Result<()> {
         recorder,
         metrics.clone(),
         notifier,
-    );
+    )
+    .with_retry_base(args.retry_base_delay);
     context.poll = args.poll_interval;
     context.resync = args.resync_interval;
-    context.retry_base = args.retry_base_delay;
     let context = Arc::new(context);
 
     let readiness = controller_runtime::Readiness::default();

@@ -1,7 +1,207 @@
-//! Small AWS helpers both controllers share: the error text of an SDK error (code and message, never a request
-//! body or credentials) and the conversion of an EC2 image into the tag scheme's [`ami_tags::Image`].
+//! Small AWS pieces both controllers share: one typed [`AwsError`] with the classification of AWS error codes in
+//! one place (throttled, not found, denied, invalid, transient), the error text of an SDK error (code and message,
+//! never a request body or credentials), and the conversion of an EC2 image into the tag scheme's
+//! [`ami_tags::Image`].
+//!
+//! What this module must never do: decide what a controller does about an error. It only says what kind of error
+//! it is; the controllers' decisions read [`AwsErrorKind`].
 
-use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+/// The error of any SDK call (every AWS SDK crate uses this one type with its operation's error `E`).
+pub type SdkFailure<E> = SdkError<E, HttpResponse>;
+
+/// What kind of failure an AWS error is. The classification lives in [`classify`] and nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AwsErrorKind {
+    /// The account's request rate was exceeded (after the SDK's own retries): retry later with back-off.
+    Throttled,
+    /// The service or the connection failed (5xx, timeout, dispatch failure): retry later with back-off.
+    Transient,
+    /// The resource is busy with another change (e.g. an EKS update in progress): retry later.
+    Conflict,
+    /// The named resource does not exist.
+    NotFound,
+    /// Credentials or permissions are missing: only the user can fix it.
+    Denied,
+    /// AWS refused the request itself (a bad parameter, an unsupported operation): retrying the same call
+    /// cannot help.
+    Invalid,
+    /// Anything else (a code this module does not know).
+    Other,
+}
+
+impl AwsErrorKind {
+    /// Whether the same call may succeed later without anyone changing anything.
+    pub fn is_retriable(self) -> bool {
+        matches!(self, Self::Throttled | Self::Transient | Self::Conflict)
+    }
+
+    /// Short CamelCase category: Event reason and metric label.
+    pub fn category(self) -> &'static str {
+        match self {
+            Self::Throttled => "AWSThrottled",
+            Self::Transient => "AWSUnavailable",
+            Self::Conflict => "AWSConflict",
+            Self::NotFound => "AWSNotFound",
+            Self::Denied => "AWSAccessDenied",
+            Self::Invalid => "AWSInvalidRequest",
+            Self::Other => "AWSError",
+        }
+    }
+}
+
+/// One failed AWS call: the operation, the code AWS sent (if any), a message fit for logs, status and Events
+/// (never a request body or credentials), and its [`AwsErrorKind`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("AWS {operation} failed: {message}")]
+pub struct AwsError {
+    /// The AWS operation, e.g. `CreateTags`.
+    pub operation: &'static str,
+    /// The AWS error code, when the service sent one.
+    pub code: Option<String>,
+    /// `Code: message` as the service sent it, or the SDK's description of a transport failure.
+    pub message: String,
+    /// What kind of failure this is.
+    pub kind: AwsErrorKind,
+}
+
+impl AwsError {
+    /// From an SDK error of any service: transport failures and timeouts are [`AwsErrorKind::Transient`]; a service
+    /// error is classified by its code and HTTP status.
+    pub fn from_sdk<E>(operation: &'static str, error: &SdkFailure<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let status = error.raw_response().map(|r| r.status().as_u16());
+        let code = error.code().map(str::to_owned);
+        let kind = match error {
+            SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+                AwsErrorKind::Transient
+            }
+            _ => classify(code.as_deref(), status),
+        };
+        let message = match (error.code(), error.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_owned(),
+            _ => DisplayErrorContext(error).to_string(),
+        };
+        Self {
+            operation,
+            code,
+            message,
+            kind,
+        }
+    }
+
+    /// An answer that lacks what the API reference promises (e.g. no update ID): treated as transient, since the
+    /// same call is expected to answer properly next time.
+    pub fn malformed(operation: &'static str, what: &str) -> Self {
+        Self {
+            operation,
+            code: None,
+            message: format!("the response has no {what}"),
+            kind: AwsErrorKind::Transient,
+        }
+    }
+
+    /// Short CamelCase category: Event reason and metric label.
+    pub fn category(&self) -> &'static str {
+        self.kind.category()
+    }
+
+    /// Whether the code is one of `codes` (exact match).
+    pub fn has_code(&self, codes: &[&str]) -> bool {
+        self.code.as_deref().is_some_and(|c| codes.contains(&c))
+    }
+}
+
+/// Classifies an AWS error by its code (EC2, EKS, Auto Scaling, SSM, SNS, SES spellings) and, when the code says
+/// nothing, by its HTTP status.
+pub fn classify(code: Option<&str>, status: Option<u16>) -> AwsErrorKind {
+    use AwsErrorKind::*;
+    if let Some(code) = code {
+        let known = match code {
+            "Throttling"
+            | "ThrottlingException"
+            | "ThrottledException"
+            | "RequestLimitExceeded"
+            | "TooManyRequestsException"
+            | "RequestThrottled"
+            | "RequestThrottledException"
+            | "SlowDown"
+            | "PriorRequestNotComplete"
+            | "EC2ThrottledException"
+            | "BandwidthLimitExceeded" => Some(Throttled),
+            "InternalError"
+            | "InternalFailure"
+            | "InternalServerError"
+            | "InternalServiceError"
+            | "ServiceUnavailable"
+            | "ServiceUnavailableException"
+            | "Unavailable"
+            | "RequestTimeout"
+            | "RequestTimeoutException"
+            | "ServerException"
+            | "ServiceFailure"
+            | "RequestExpired" => Some(Transient),
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "UnauthorizedException"
+            | "UnrecognizedClientException"
+            | "InvalidClientTokenId"
+            | "AuthFailure"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "SignatureDoesNotMatch"
+            | "OptInRequired"
+            | "Blocked"
+            | "MissingAuthenticationToken" => Some(Denied),
+            "ResourceNotFoundException" | "ParameterNotFound" | "NotFoundException" | "NotFound" => Some(NotFound),
+            "InvalidParameterException"
+            | "InvalidParameterValue"
+            | "InvalidParameter"
+            | "InvalidParameterCombination"
+            | "InvalidParameterValueException"
+            | "ValidationError"
+            | "ValidationException"
+            | "InvalidRequestException"
+            | "InvalidRequest"
+            | "UnsupportedOperation"
+            | "MissingParameter"
+            | "InvalidAction"
+            | "InvalidKeyId" => Some(Invalid),
+            "ResourceInUseException"
+            | "ResourceInUse"
+            | "ResourceContention"
+            | "ConcurrentModification"
+            | "IncorrectState"
+            | "InstanceRefreshInProgress"
+            | "ConflictException" => Some(Conflict),
+            _ => None,
+        };
+        if let Some(kind) = known {
+            return kind;
+        }
+        // EC2 spells "does not exist" as `<Thing>.NotFound` and bad IDs as `<Thing>.Malformed`.
+        if code.ends_with(".NotFound") || code.ends_with("NotFound") {
+            return NotFound;
+        }
+        if code.ends_with(".Malformed") || code.starts_with("InvalidParameter") {
+            return Invalid;
+        }
+    }
+    match status {
+        Some(429) => Throttled,
+        Some(401 | 403) => Denied,
+        Some(404) => NotFound,
+        Some(500..) => Transient,
+        _ => Other,
+    }
+}
 
 /// `Code: message` of an SDK error, or its display text when the service sent no code.
 pub fn error_text<E: ProvideErrorMetadata + std::fmt::Display>(e: &E) -> String {
@@ -10,11 +210,6 @@ pub fn error_text<E: ProvideErrorMetadata + std::fmt::Display>(e: &E) -> String 
         (Some(code), None) => code.to_owned(),
         _ => e.to_string(),
     }
-}
-
-/// The AWS error code of an SDK error, if the service sent one.
-pub fn error_code<E: ProvideErrorMetadata>(e: &E) -> Option<String> {
-    e.code().map(str::to_owned)
 }
 
 /// An EC2 image as the tag scheme sees it.
@@ -64,5 +259,99 @@ impl aws_sdk_ec2::config::Intercept for CallCounter {
         };
         self.0.aws_call(&service.to_ascii_lowercase(), operation, outcome);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_codes_of_every_service_are_throttled() {
+        for code in [
+            "Throttling",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+            "TooManyRequestsException",
+        ] {
+            assert_eq!(classify(Some(code), Some(400)), AwsErrorKind::Throttled, "{code}");
+        }
+        assert_eq!(classify(None, Some(429)), AwsErrorKind::Throttled);
+    }
+
+    #[test]
+    fn server_errors_and_unknown_5xx_are_transient_and_retriable() {
+        assert_eq!(classify(Some("InternalError"), Some(500)), AwsErrorKind::Transient);
+        assert_eq!(classify(Some("ServerException"), Some(500)), AwsErrorKind::Transient);
+        assert_eq!(classify(Some("SomethingNew"), Some(503)), AwsErrorKind::Transient);
+        assert_eq!(classify(None, Some(502)), AwsErrorKind::Transient);
+        assert!(AwsErrorKind::Transient.is_retriable());
+        assert!(AwsErrorKind::Throttled.is_retriable());
+    }
+
+    #[test]
+    fn permission_and_credential_errors_are_denied_and_not_retriable() {
+        for code in [
+            "UnauthorizedOperation",
+            "AccessDeniedException",
+            "AuthFailure",
+            "ExpiredToken",
+        ] {
+            let kind = classify(Some(code), Some(403));
+            assert_eq!(kind, AwsErrorKind::Denied, "{code}");
+            assert!(!kind.is_retriable());
+        }
+    }
+
+    #[test]
+    fn ec2_not_found_and_malformed_spellings_are_classified_by_suffix() {
+        assert_eq!(
+            classify(Some("InvalidAMIID.NotFound"), Some(400)),
+            AwsErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(Some("InvalidLaunchTemplateId.VersionNotFound"), Some(400)),
+            AwsErrorKind::NotFound
+        );
+        assert_eq!(
+            classify(Some("InvalidAMIID.Malformed"), Some(400)),
+            AwsErrorKind::Invalid
+        );
+        assert_eq!(
+            classify(Some("ResourceNotFoundException"), Some(404)),
+            AwsErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn a_resource_busy_with_another_change_is_a_retriable_conflict() {
+        for code in ["ResourceInUseException", "InstanceRefreshInProgress", "IncorrectState"] {
+            let kind = classify(Some(code), Some(400));
+            assert_eq!(kind, AwsErrorKind::Conflict, "{code}");
+            assert!(kind.is_retriable());
+        }
+    }
+
+    #[test]
+    fn a_client_error_with_an_unknown_code_is_other_not_retried() {
+        let kind = classify(Some("SomethingNew"), Some(400));
+        assert_eq!(kind, AwsErrorKind::Other);
+        assert!(!kind.is_retriable());
+        assert_eq!(kind.category(), "AWSError");
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_category() {
+        let kinds = [
+            AwsErrorKind::Throttled,
+            AwsErrorKind::Transient,
+            AwsErrorKind::Conflict,
+            AwsErrorKind::NotFound,
+            AwsErrorKind::Denied,
+            AwsErrorKind::Invalid,
+            AwsErrorKind::Other,
+        ];
+        let categories: std::collections::BTreeSet<_> = kinds.iter().map(|k| k.category()).collect();
+        assert_eq!(categories.len(), kinds.len());
     }
 }

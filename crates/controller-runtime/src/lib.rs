@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod aws;
+pub mod backoff;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
@@ -157,6 +158,30 @@ pub fn status_merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> s
         }
     }
     serde_json::json!({ "status": status })
+}
+
+/// Writes `new` as the object's status when it differs from `old` (the status the decision started from), with
+/// [`status_merge_patch`] so fields that stopped being true are removed, not left behind. The one status write of
+/// both controllers.
+pub async fn write_status<K, S>(api: &kube::Api<K>, name: &str, old: &S, new: &S) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if old == new {
+        return Ok(false);
+    }
+    let patch = status_merge_patch(
+        &serde_json::to_value(old).map_err(kube::Error::SerdeError)?,
+        &serde_json::to_value(new).map_err(kube::Error::SerdeError)?,
+    );
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(true)
 }
 
 #[cfg(test)]

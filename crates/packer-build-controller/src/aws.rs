@@ -12,6 +12,7 @@ use ami_tags::{Image, Selector};
 use api_types::AmiFilter;
 use aws_config::{Region, SdkConfig};
 use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
+use controller_runtime::aws::{AwsError, AwsErrorKind, SdkFailure};
 
 use crate::error::{Error, Result};
 
@@ -28,11 +29,11 @@ pub struct Aws {
     counter: Option<controller_runtime::aws::CallCounter>,
 }
 
-fn aws_error<E: ProvideErrorMetadata + std::fmt::Display>(operation: &'static str, e: &E) -> Error {
-    Error::Aws {
-        operation,
-        message: controller_runtime::aws::error_text(e),
-    }
+fn aws_error<E>(operation: &'static str, e: &SdkFailure<E>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    Error::Aws(AwsError::from_sdk(operation, e))
 }
 
 impl Aws {
@@ -141,13 +142,14 @@ impl Aws {
 
     /// The value of an SSM parameter (the base AMI ID).
     pub async fn ssm_parameter(&self, region: &str, name: &str) -> Result<String> {
-        let out = self
-            .ssm(region)
-            .get_parameter()
-            .name(name)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetParameter", &e))?;
+        let out = self.ssm(region).get_parameter().name(name).send().await.map_err(|e| {
+            match aws_error("GetParameter", &e) {
+                Error::Aws(e) if e.kind == AwsErrorKind::NotFound => {
+                    Error::NoBaseAmi(format!("SSM parameter {name} does not exist in {region}"))
+                }
+                other => other,
+            }
+        })?;
         out.parameter()
             .and_then(|p| p.value())
             .map(str::to_owned)
@@ -168,7 +170,9 @@ impl Aws {
     pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
         match self.describe(region, Vec::new(), &[], &[id.to_owned()]).await {
             Ok(images) => Ok(images.into_iter().find(|i| i.id == id)),
-            Err(Error::Aws { message, .. }) if message.starts_with("InvalidAMIID") => Ok(None),
+            Err(Error::Aws(e)) if e.kind == AwsErrorKind::NotFound || e.has_code(&["InvalidAMIID.Malformed"]) => {
+                Ok(None)
+            }
             Err(e) => Err(e),
         }
     }

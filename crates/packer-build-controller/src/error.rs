@@ -7,14 +7,9 @@ pub enum Error {
     /// A Kubernetes API call failed.
     #[error("Kubernetes API call failed: {0}")]
     Kube(#[from] kube::Error),
-    /// An AWS call failed.
-    #[error("AWS {operation} failed: {message}")]
-    Aws {
-        /// The AWS operation.
-        operation: &'static str,
-        /// The SDK's error, with its code.
-        message: String,
-    },
+    /// An AWS call failed (classified in one place: [`controller_runtime::aws::classify`]).
+    #[error(transparent)]
+    Aws(#[from] controller_runtime::aws::AwsError),
     /// The spec cannot be acted on (what the schema cannot catch).
     #[error("{0}")]
     InvalidSpec(String),
@@ -24,6 +19,13 @@ pub enum Error {
     /// The filters or SSM parameter found no base AMI.
     #[error("{0}")]
     NoBaseAmi(String),
+    /// The base AMI source gave something that is not an AMI ID (e.g. an SSM parameter of another kind).
+    #[error("{0}")]
+    InvalidBaseAmi(String),
+    /// The API server refused the build Job (invalid name or label, quota, an admission policy): the server's
+    /// message says why; retrying unchanged cannot help.
+    #[error("the API server refused the build Job: {0}")]
+    JobRejected(String),
     /// An object could not be (de)serialised.
     #[error("serialisation failed: {0}")]
     Serde(#[from] serde_json::Error),
@@ -34,10 +36,12 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Self::Kube(_) => "KubernetesError",
-            Self::Aws { .. } => "AWSError",
+            Self::Aws(e) => e.category(),
             Self::InvalidSpec(_) => "InvalidSpec",
             Self::SecretNotFound(_) => "SecretNotFound",
             Self::NoBaseAmi(_) => "NoBaseAMI",
+            Self::InvalidBaseAmi(_) => "InvalidBaseAMI",
+            Self::JobRejected(_) => "JobRejected",
             Self::Serde(_) => "SerializationError",
         }
     }
@@ -46,7 +50,11 @@ impl Error {
     pub fn is_user_facing(&self) -> bool {
         matches!(
             self,
-            Self::InvalidSpec(_) | Self::SecretNotFound(_) | Self::NoBaseAmi(_)
+            Self::InvalidSpec(_)
+                | Self::SecretNotFound(_)
+                | Self::NoBaseAmi(_)
+                | Self::InvalidBaseAmi(_)
+                | Self::JobRejected(_)
         )
     }
 }

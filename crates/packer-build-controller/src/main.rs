@@ -14,7 +14,7 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     runtime::{Controller, controller::Action, events::Reporter, watcher},
 };
 
@@ -42,9 +42,14 @@ struct Args {
     lease_name: String,
 }
 
-fn error_policy(_pb: Arc<PackerBuilder>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(category = error.category(), %error, "reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(15))
+fn error_policy(pb: Arc<PackerBuilder>, error: &Error, ctx: Arc<Context>) -> Action {
+    controller_runtime::backoff::requeue_after_error(
+        &ctx.errors,
+        &pb.namespace().unwrap_or_default(),
+        &pb.name_any(),
+        error.category(),
+        error,
+    )
 }
 
 #[tokio::main]
