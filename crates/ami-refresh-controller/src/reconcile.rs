@@ -13,11 +13,7 @@
 //!
 //! Nothing is finalized on deletion: deleting an AMIRefresher stops further actions and rolls nothing back.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use ami_tags::{EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, evaluate, keys, newest_eligible};
 use api_types::{
@@ -31,7 +27,6 @@ use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
@@ -60,11 +55,10 @@ pub struct Context {
     pub poll: Duration,
     /// Re-check interval of a settled AMIRefresher (new AMIs, drift).
     pub resync: Duration,
-    /// First retry delay after a failed reconcile; doubles per consecutive failure up to 5 minutes.
-    pub retry_base: Duration,
     /// DescribeNodegroup calls in flight at once per AMIRefresher.
     pub concurrency: usize,
-    failures: Mutex<HashMap<(String, String), u32>>,
+    /// Back-off after failed reconciles (shared implementation with packer-build-controller).
+    pub errors: controller_runtime::backoff::ErrorBackoff,
 }
 
 impl Context {
@@ -84,32 +78,25 @@ impl Context {
             notifier,
             poll: Duration::from_secs(30),
             resync: Duration::from_secs(300),
-            retry_base: Duration::from_secs(5),
             concurrency: 8,
-            failures: Mutex::default(),
+            errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), MAX_ERROR_BACKOFF),
         }
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), u32>> {
-        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The back-off after a failed reconcile of `amr`: `retry_base * 2^n`, at most 5 minutes.
-    pub fn backoff(&self, amr: &AMIRefresher) -> Duration {
-        let key = (amr.namespace().unwrap_or_default(), amr.name_any());
-        let mut failures = self.failures();
-        let n = failures.entry(key).or_insert(0);
-        *n = n.saturating_add(1);
-        self.retry_base
-            .saturating_mul(1 << (*n - 1).min(16))
-            .min(Duration::from_secs(300))
+    /// Sets the first retry delay after a failed reconcile (doubling up to 5 minutes).
+    pub fn with_retry_base(mut self, base: Duration) -> Self {
+        self.errors = controller_runtime::backoff::ErrorBackoff::new(base, MAX_ERROR_BACKOFF);
+        self
     }
 
     fn succeeded(&self, amr: &AMIRefresher) {
-        self.failures()
-            .remove(&(amr.namespace().unwrap_or_default(), amr.name_any()));
+        self.errors
+            .succeeded(&amr.namespace().unwrap_or_default(), &amr.name_any());
     }
 }
+
+/// Longest wait after consecutive failed reconciles.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Reconciles one AMIRefresher and records the reconcile's metrics.
 pub async fn reconcile(amr: Arc<AMIRefresher>, ctx: Arc<Context>) -> Result<Action> {
@@ -131,6 +118,25 @@ enum Choice {
     NoEligible(String),
 }
 
+/// The spec, parsed once: durations, windows, refresh preferences and update config. Every step after [`validate`]
+/// uses only this, so a value the controller cannot use is an `InvalidSpec` before anything is looked up or
+/// touched, never a transient error in the middle of a rollout.
+struct ValidSpec {
+    windows: Vec<Schedule>,
+    policy: EligibilityPolicy,
+    prefs: RefreshPrefs,
+    update_config: UpdateConfig,
+}
+
+fn validate(amr: &AMIRefresher) -> Result<ValidSpec> {
+    Ok(ValidSpec {
+        windows: windows(amr)?,
+        policy: policy(amr)?,
+        prefs: refresh_prefs(amr)?,
+        update_config: update_config(amr),
+    })
+}
+
 fn policy(amr: &AMIRefresher) -> Result<EligibilityPolicy> {
     let expires_in = amr
         .spec
@@ -149,6 +155,10 @@ fn policy(amr: &AMIRefresher) -> Result<EligibilityPolicy> {
 fn why_not(id: &str, why: &Ineligible) -> String {
     match why {
         Ineligible::NotManaged => format!("{id} is not a managed AMI of this cluster"),
+        Ineligible::UntrustedNamespace { namespace } => format!(
+            "{id} was built in namespace {namespace}, which is neither this AMIRefresher's namespace nor in \
+             spec.trustedNamespaces"
+        ),
         Ineligible::NotAvailable => format!("{id} is not available"),
         Ineligible::NotActive => format!("{id} is deprecated"),
         Ineligible::NoTimestamp => format!("{id} has no creation time"),
@@ -178,7 +188,13 @@ pub fn trusted_owners(amr: &AMIRefresher) -> Vec<String> {
 }
 
 /// Checks one named AMI: it exists, is available, and when it carries the operator's tags it must be eligible.
-async fn verify(ctx: &Context, amr: &AMIRefresher, id: &str, now: Timestamp) -> Result<Option<String>> {
+async fn verify(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    policy: &EligibilityPolicy,
+    id: &str,
+    now: Timestamp,
+) -> Result<Option<String>> {
     let Some(image) = ctx.aws.image(&amr.spec.region, id).await? else {
         return Ok(Some(format!(
             "{id} does not exist in {} or is not visible to this account",
@@ -192,17 +208,22 @@ async fn verify(ctx: &Context, amr: &AMIRefresher, id: &str, now: Timestamp) -> 
         )));
     }
     if image.tag(keys::BROUGHT_TO_YOU_BY) == Some(OPERATOR_SIGNATURE)
-        && let Err(why) = evaluate(&image, &Selector::any_managed(), &policy(amr)?, now)
+        && let Err(why) = evaluate(&image, &Selector::any_managed(), policy, now)
     {
         return Ok(Some(why_not(id, &why)));
     }
     Ok(None)
 }
 
-async fn choose_target(ctx: &Context, amr: &AMIRefresher, now: Timestamp) -> Result<Choice> {
+async fn choose_target(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    policy: &EligibilityPolicy,
+    now: Timestamp,
+) -> Result<Choice> {
     let spec = &amr.spec;
     if let Some(ami) = &spec.ami {
-        return Ok(match verify(ctx, amr, ami, now).await? {
+        return Ok(match verify(ctx, amr, policy, ami, now).await? {
             Some(why) => Choice::NoEligible(why),
             None => Choice::Chosen {
                 ami: ami.clone(),
@@ -225,7 +246,7 @@ async fn choose_target(ctx: &Context, amr: &AMIRefresher, now: Timestamp) -> Res
                 reference.name
             )));
         };
-        return Ok(match verify(ctx, amr, &ami, now).await? {
+        return Ok(match verify(ctx, amr, policy, &ami, now).await? {
             Some(why) => Choice::NoEligible(why),
             None => Choice::Chosen {
                 ami,
@@ -233,14 +254,15 @@ async fn choose_target(ctx: &Context, amr: &AMIRefresher, now: Timestamp) -> Res
             },
         });
     }
-    let selector = Selector::for_cluster(&spec.cluster_name);
+    let mut namespaces = vec![amr.namespace().unwrap_or_default()];
+    namespaces.extend(spec.trusted_namespaces.iter().cloned());
+    let selector = Selector::for_cluster_in(&spec.cluster_name, &namespaces);
     let owners = trusted_owners(amr);
     let images = ctx
         .aws
         .images(&spec.region, &spec.ami_filters, &selector.ec2_tag_filters(), &owners)
         .await?;
-    let policy = policy(amr)?;
-    Ok(match newest_eligible(&images, &selector, &policy, now) {
+    Ok(match newest_eligible(&images, &selector, policy, now) {
         Some((image, _)) => Choice::Chosen {
             ami: image.id.clone(),
             source: format!("amiFilters: newest eligible of {} candidate(s)", images.len()),
@@ -249,7 +271,7 @@ async fn choose_target(ctx: &Context, amr: &AMIRefresher, now: Timestamp) -> Res
             let reasons: Vec<String> = images
                 .iter()
                 .take(5)
-                .filter_map(|i| evaluate(i, &selector, &policy, now).err().map(|w| why_not(&i.id, &w)))
+                .filter_map(|i| evaluate(i, &selector, policy, now).err().map(|w| why_not(&i.id, &w)))
                 .collect();
             Choice::NoEligible(if images.is_empty() {
                 format!(
@@ -464,14 +486,14 @@ fn refresh_prefs(amr: &AMIRefresher) -> Result<RefreshPrefs> {
     })
 }
 
-async fn start(ctx: &Context, amr: &AMIRefresher, group: &Group, target: &str) -> Result<Started> {
+async fn start(ctx: &Context, amr: &AMIRefresher, valid: &ValidSpec, group: &Group, target: &str) -> Result<Started> {
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
     let o = &group.observed;
     let (Some(template), Some(current)) = (&o.launch_template_id, &o.launch_template_version) else {
         return Err(Error::InvalidSpec(format!("{} has no launch template", o.name)));
     };
     if let Some(ng) = &group.nodegroup {
-        let wanted = update_config(amr);
+        let wanted = valid.update_config;
         if wanted != UpdateConfig::default() && !wanted.satisfied_by(ng) {
             ctx.aws
                 .update_nodegroup_config(region, cluster, &o.name, wanted)
@@ -494,7 +516,7 @@ async fn start(ctx: &Context, amr: &AMIRefresher, group: &Group, target: &str) -
         }
         NodeGroupKind::SelfManaged => {
             ctx.aws
-                .start_refresh(region, &o.name, template, &version, refresh_prefs(amr)?)
+                .start_refresh(region, &o.name, template, &version, valid.prefs)
                 .await?
         }
     };
@@ -683,16 +705,10 @@ async fn report(
     old: &AMIRefresherStatus,
     status: &AMIRefresherStatus,
 ) -> Result<()> {
-    if status == old {
+    let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &amr.namespace().unwrap_or_default());
+    if !controller_runtime::write_status(&api, &amr.name_any(), old, status).await? {
         return Ok(());
     }
-    let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &amr.namespace().unwrap_or_default());
-    let patch = controller_runtime::status_merge_patch(
-        &serde_json::to_value(old).unwrap_or_default(),
-        &serde_json::to_value(status).unwrap_or_default(),
-    );
-    api.patch_status(&amr.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
     for a in transitions(old, status) {
         announce(ctx, amr, status, a).await;
     }
@@ -727,12 +743,15 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     let mut status = old.clone();
     status.observed_generation = Some(generation);
 
-    let choice = match (windows(&amr), choose_target(ctx, &amr, now).await) {
-        (Err(e), _) | (_, Err(e @ Error::InvalidSpec(_))) => Err(e),
-        (Ok(windows), Ok(choice)) => Ok((windows, choice)),
-        (_, Err(e)) => return Err(e),
+    let choice = match validate(&amr) {
+        Err(e) => Err(e),
+        Ok(valid) => match choose_target(ctx, &amr, &valid.policy, now).await {
+            Ok(choice) => Ok((valid, choice)),
+            Err(e @ Error::InvalidSpec(_)) => Err(e),
+            Err(e) => return Err(e),
+        },
     };
-    let (windows, target, source) = match choice {
+    let (valid, target, source) = match choice {
         Err(e) => {
             status.phase = Some(AMIRefresherPhase::Invalid);
             condition(
@@ -773,7 +792,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             report(ctx, &amr, &old, &status).await?;
             return Ok(Action::requeue(ctx.resync));
         }
-        Ok((windows, Choice::Chosen { ami, source })) => (windows, ami, source),
+        Ok((valid, Choice::Chosen { ami, source })) => (valid, ami, source),
     };
 
     // Poll updates in flight first, so the observation below already sees what a finished update changed.
@@ -789,11 +808,16 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         }
     }
     let groups = observe(ctx, &amr, &previous).await?;
-    let acknowledged = old.failed_generation == Some(generation) && old.observed_retry == retry;
+    let halt = refresh_engine::plan::halt_holds(
+        &refresh_engine::plan::HaltRecord::from_status(&old, generation),
+        &target,
+        retry.as_deref(),
+    );
     status.observed_retry = retry.clone();
+    status.failed_generation = None;
     let observed: Vec<Observed> = groups.iter().map(|g| g.observed.clone()).collect();
     let rc = amr.spec.refresh_config.clone().unwrap_or_default();
-    let window = window_state(&windows, now);
+    let window = window_state(&valid.windows, now);
     let mut p = plan(PlanInputs {
         target: &target,
         observed: &observed,
@@ -803,7 +827,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         paused: amr.spec.paused,
         dry_run: amr.spec.dry_run,
         window,
-        halted: acknowledged || newly_failed,
+        halted: halt || newly_failed,
         now,
     });
 
@@ -816,7 +840,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         let Some(entry) = p.node_groups.iter_mut().find(|n| n.name == name) else {
             continue;
         };
-        match start(ctx, &amr, group, &target).await {
+        match start(ctx, &amr, &valid, group, &target).await {
             Ok(Started::Update { id, version }) => {
                 ctx.metrics.count("rollouts", "started");
                 tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
@@ -844,14 +868,12 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             }
         }
     }
-    if newly_failed {
-        status.failed_generation = Some(generation);
-    }
     let failed = p
         .node_groups
         .iter()
         .find(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
-    let halted = (acknowledged || newly_failed) && failed.is_some();
+    let halted = (halt || newly_failed) && failed.is_some();
+    status.halted_target = halted.then(|| target.clone());
     let in_flight = p
         .node_groups
         .iter()

@@ -284,6 +284,18 @@ impl World {
         self.api().create(&PostParams::default(), &amr).await.expect("create");
     }
 
+    /// Sets the retry annotation to `value`, as `kubectl annotate amr NAME ami.refresh.ops/retry=... --overwrite`.
+    async fn ask_retry(&self, value: &str) {
+        self.api()
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"ami.refresh.ops/retry": value}}})),
+            )
+            .await
+            .expect("annotate");
+    }
+
     async fn patch_spec(&self, spec: serde_json::Value) {
         self.api()
             .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
@@ -524,14 +536,7 @@ async fn a_failed_update_stops_the_rollout_until_a_retry_is_asked_for() {
     assert_ne!(b_image, target, "ng-b untouched");
 
     // The failure is cleared (the scripted outcome was used up); a retry continues with ng-a, then ng-b.
-    w.api()
-        .patch(
-            NAME,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"ami.refresh.ops/retry": "1"}}})),
-        )
-        .await
-        .expect("annotate");
+    w.ask_retry("1").await;
     let amr = w.wait_for("Ready after retry", ready).await;
     assert_eq!(condition(&amr, "Degraded").0, "False");
     assert_eq!(w.count("UpdateNodegroupVersion").await, 3);
@@ -541,6 +546,119 @@ async fn a_failed_update_stops_the_rollout_until_a_retry_is_asked_for() {
         "the retry reuses ng-a's version with the target image"
     );
     assert_eq!(amr.status.as_ref().and_then(|s| s.observed_retry.as_deref()), Some("1"));
+}
+
+#[tokio::test]
+async fn an_update_that_fails_after_the_target_changed_halts_is_announced_and_survives_pause_edits() {
+    let mut w = World::start().await;
+    let (_, first_target) = seed_world(&mut w).await;
+    // Updates run until the test finishes them.
+    w.aws.set_progress(true, 1).await.expect("progress");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    w.wait_for("ng-a updating", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.node_groups
+                .iter()
+                .any(|n| n.name == "ng-a" && n.state == NodeGroupState::InProgress)
+        })
+    })
+    .await;
+
+    // A newer AMI appears while ng-a rolls to the first target: the target changes under the update.
+    let newer = w.managed_ami("v3", 0).await;
+    w.wait_for("the newer target", |a| {
+        a.status.as_ref().and_then(|s| s.target_ami.as_deref()) == Some(newer.as_str())
+    })
+    .await;
+    // Then ng-a's update (still for the first target) fails.
+    w.aws
+        .finish_update(&Account(DEFAULT_ACCOUNT.into()), REGION, CLUSTER, "ng-a", "Failed")
+        .await
+        .expect("finish");
+    let amr = w
+        .wait_for("Degraded", |a| phase(a) == Some(AMIRefresherPhase::Degraded))
+        .await;
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Failed);
+    assert_eq!(group(&amr, "ng-a").target_ami.as_deref(), Some(first_target.as_str()));
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.halted_target.as_deref()),
+        Some(newer.as_str())
+    );
+
+    // Unrelated spec edits (pause, unpause) do not lift the halt.
+    w.patch_spec(json!({"paused": true})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    w.patch_spec(json!({"paused": false})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let amr = w.api().get(NAME).await.expect("get");
+    assert_eq!(phase(&amr), Some(AMIRefresherPhase::Degraded), "{:#?}", amr.status);
+    assert_eq!(
+        w.count("UpdateNodegroupVersion").await,
+        1,
+        "the failed group was not restarted for the new target"
+    );
+    let failed = w.events("NodeGroupUpdateFailed").await;
+    assert_eq!(failed.len(), 1, "the failure is announced once");
+
+    // A retry continues, with the new target.
+    w.ask_retry("1").await;
+    let amr = w
+        .wait_for("ng-a restarted for the newer target", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.node_groups.iter().any(|n| {
+                    n.name == "ng-a"
+                        && n.state == NodeGroupState::InProgress
+                        && n.target_ami.as_deref() == Some(newer.as_str())
+                })
+            })
+        })
+        .await;
+    assert_eq!(amr.status.as_ref().and_then(|s| s.halted_target.as_deref()), None);
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+}
+
+#[tokio::test]
+async fn amis_built_in_other_namespaces_are_chosen_only_when_trusted() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    w.nodegroup("ng-a", &old).await;
+    // A newer AMI for the same cluster, built by a PackerBuilder in another namespace.
+    let mut tags = managed_tags(ago(1), "active");
+    tags.insert("created-by-namespace".into(), "sandbox".into());
+    let foreign = w
+        .seed_ami(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-v9",
+            EKS_OWNER,
+            ago(1),
+            tags,
+        )
+        .await;
+    w.start_controller();
+    w.apply_seed(|doc| {
+        doc["spec"]["exclude"] = json!([]);
+    })
+    .await;
+    let amr = w
+        .wait_for("a target", |a| {
+            a.status.as_ref().and_then(|s| s.target_ami.as_ref()).is_some()
+        })
+        .await;
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.target_ami.as_deref()),
+        Some(old.as_str()),
+        "the sandbox namespace's AMI is not trusted by default"
+    );
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 0);
+
+    w.patch_spec(json!({"trustedNamespaces": ["sandbox"]})).await;
+    let amr = w.wait_for("Ready on the trusted AMI", ready).await;
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.target_ami.as_deref()),
+        Some(foreign.as_str())
+    );
+    let (_, _, image) = w.nodegroup_image("ng-a").await;
+    assert_eq!(image, foreign);
 }
 
 #[tokio::test]

@@ -33,6 +33,11 @@ impl EligibilityPolicy {
 pub enum Ineligible {
     /// It lacks the identity tags.
     NotManaged,
+    /// It was built by a PackerBuilder in a namespace the selector does not trust.
+    UntrustedNamespace {
+        /// Its `created-by-namespace` tag.
+        namespace: String,
+    },
     /// EC2 reports it in a state other than `available`.
     NotAvailable,
     /// Its `status` tag is `deprecated`, absent or unknown.
@@ -59,6 +64,11 @@ pub fn evaluate(
     now: Timestamp,
 ) -> Result<Timestamp, Ineligible> {
     if !selector.matches(image) {
+        if !selector.trusts_namespace_of(image) {
+            return Err(Ineligible::UntrustedNamespace {
+                namespace: image.tag(keys::CREATED_BY_NAMESPACE).unwrap_or_default().to_owned(),
+            });
+        }
         return Err(Ineligible::NotManaged);
     }
     if !image.is_available() {

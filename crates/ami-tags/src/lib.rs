@@ -13,6 +13,7 @@ pub use decide::{
     newest_base_image, newest_eligible,
 };
 pub use scheme::{
-    AmiStatus, BuildRecord, Identity, Image, MAX_CLOCK_SKEW, OPERATOR_SIGNATURE, Selector, TimestampSource,
-    adoption_tags, build_tags, created_at, deprecation_tags, keys, sanitize_repo_url,
+    AmiStatus, BuildRecord, Identity, Image, MAX_CLOCK_SKEW, MAX_TAG_VALUE_CHARS, OPERATOR_SIGNATURE, Selector,
+    TimestampSource, adoption_tags, build_tags, created_at, deprecation_tags, first_tagged_at, fit_tag_value, keys,
+    sanitize_repo_url, superseded,
 };

@@ -37,6 +37,23 @@ pub mod keys {
 /// Value of the `brought-to-you-by` tag.
 pub const OPERATOR_SIGNATURE: &str = "opsy-the-ami-operator";
 
+/// EC2's limit on a tag value, in Unicode characters.
+pub const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// A value that fits in an EC2 tag: unchanged when it fits, else its first characters, `~` and 16 hex digits of
+/// its SHA-256, exactly [`MAX_TAG_VALUE_CHARS`] long. Deterministic, so the same long repository URL or branch
+/// always gives the same tag (and the same EC2 tag filter), and two long values that share a prefix still differ.
+pub fn fit_tag_value(value: &str) -> String {
+    if value.chars().count() <= MAX_TAG_VALUE_CHARS {
+        return value.to_owned();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(value.as_bytes()));
+    let keep = MAX_TAG_VALUE_CHARS - 1 - 16;
+    let prefix: String = value.chars().take(keep).collect();
+    format!("{prefix}~{}", &digest[..16])
+}
+
 /// A `create-timestamp` further in the future than this is not believed (clock skew allowance).
 pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
@@ -111,7 +128,9 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// Builds an identity; the repository URL is stripped of credentials here, so it can never reach a tag.
+    /// Builds an identity; the repository URL is stripped of credentials here, so it can never reach a tag. Every
+    /// value is made to fit an EC2 tag ([`fit_tag_value`]) here, once, so the tags written and the tags looked for
+    /// are the same strings.
     pub fn new(
         cluster_name: impl Into<String>,
         created_by: impl Into<String>,
@@ -120,11 +139,11 @@ impl Identity {
         branch: impl Into<String>,
     ) -> Self {
         Self {
-            cluster_name: cluster_name.into(),
-            created_by: created_by.into(),
-            namespace: namespace.into(),
-            packer_repo: sanitize_repo_url(repo_url),
-            packer_repo_branch: branch.into(),
+            cluster_name: fit_tag_value(&cluster_name.into()),
+            created_by: fit_tag_value(&created_by.into()),
+            namespace: fit_tag_value(&namespace.into()),
+            packer_repo: fit_tag_value(&sanitize_repo_url(repo_url)),
+            packer_repo_branch: fit_tag_value(&branch.into()),
         }
     }
 
@@ -149,7 +168,8 @@ impl Identity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
     required: BTreeMap<String, String>,
-    namespace: Option<String>,
+    /// `None`: any namespace. Otherwise an AMI that carries `created-by-namespace` must name one of these.
+    namespaces: Option<Vec<String>>,
 }
 
 impl Selector {
@@ -159,7 +179,7 @@ impl Selector {
         required.remove(keys::CREATED_BY_NAMESPACE);
         Self {
             required,
-            namespace: Some(identity.namespace.clone()),
+            namespaces: Some(vec![identity.namespace.clone()]),
         }
     }
 
@@ -174,7 +194,26 @@ impl Selector {
         .collect();
         Self {
             required,
-            namespace: None,
+            namespaces: None,
+        }
+    }
+
+    /// AMIs this operator made for a cluster in one of `namespaces` (an AMIRefresher's own namespace and its
+    /// `trustedNamespaces`; `*` trusts every namespace). AMIs without `created-by-namespace` (made by the
+    /// original Go operator) are accepted.
+    pub fn for_cluster_in(cluster_name: &str, namespaces: &[String]) -> Self {
+        let mut selector = Self::for_cluster(cluster_name);
+        if !namespaces.iter().any(|n| n == "*") {
+            selector.namespaces = Some(namespaces.to_vec());
+        }
+        selector
+    }
+
+    /// Whether the AMI's `created-by-namespace` (if any) is one this selector trusts.
+    pub fn trusts_namespace_of(&self, image: &Image) -> bool {
+        match (&self.namespaces, image.tag(keys::CREATED_BY_NAMESPACE)) {
+            (Some(trusted), Some(have)) => trusted.iter().any(|n| n == have),
+            _ => true,
         }
     }
 
@@ -183,7 +222,7 @@ impl Selector {
     pub fn any_managed() -> Self {
         Self {
             required: [(keys::BROUGHT_TO_YOU_BY.to_owned(), OPERATOR_SIGNATURE.to_owned())].into(),
-            namespace: None,
+            namespaces: None,
         }
     }
 
@@ -200,15 +239,11 @@ impl Selector {
     /// Whether the image carries the identity tags.
     pub fn matches(&self, image: &Image) -> bool {
         let tags_match = self.required.iter().all(|(key, want)| match image.tag(key) {
-            Some(have) if key == keys::PACKER_REPO => sanitize_repo_url(have) == *want,
+            Some(have) if key == keys::PACKER_REPO => fit_tag_value(&sanitize_repo_url(have)) == *want,
             Some(have) => have == want,
             None => false,
         });
-        let namespace_matches = match (&self.namespace, image.tag(keys::CREATED_BY_NAMESPACE)) {
-            (Some(want), Some(have)) => want == have,
-            _ => true,
-        };
-        tags_match && namespace_matches
+        tags_match && self.trusts_namespace_of(image)
     }
 }
 
@@ -236,6 +271,28 @@ pub fn build_tags(identity: &Identity, record: &BuildRecord) -> BTreeMap<String,
     tags.insert(keys::CREATE_TIMESTAMP.to_owned(), format_timestamp(record.created_at));
     tags.insert(keys::STATUS.to_owned(), AmiStatus::Active.as_str().to_owned());
     tags
+}
+
+/// When an AMI was first tagged by the build `build_id`: its `create-timestamp`, if its `build-id` tag names that
+/// build. Collecting the same build a second time (a retry after an AWS error, a restart) reuses it, so the AMI's
+/// lifetime never starts again.
+pub fn first_tagged_at(image: &Image, build_id: &str) -> Option<Timestamp> {
+    if image.tag(keys::BUILD_ID) != Some(build_id) {
+        return None;
+    }
+    image.tag(keys::CREATE_TIMESTAMP)?.trim().parse().ok()
+}
+
+/// The AMIs a new build of `identity` retires: the other `active` AMIs of exactly this PackerBuilder (cluster,
+/// name, namespace, repository, branch; AMIs of the original operator carry no namespace and count as ours).
+/// Never an AMI of another PackerBuilder, even one with the same name in another namespace.
+pub fn superseded<'a>(images: &'a [Image], identity: &Identity, new_ami: &str) -> Vec<&'a str> {
+    let selector = Selector::for_builder(identity);
+    images
+        .iter()
+        .filter(|i| i.id != new_ami && i.status() == Some(AmiStatus::Active) && selector.matches(i))
+        .map(|i| i.id.as_str())
+        .collect()
 }
 
 /// Tags that retire an AMI superseded by a newer build.
@@ -307,6 +364,104 @@ pub fn sanitize_repo_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn active(id: &str, identity: &Identity) -> Image {
+        let record = BuildRecord {
+            build_id: format!("b-{id}"),
+            job_id: "j".into(),
+            base_ami: None,
+            created_at: ts("2026-01-01T00:00:00Z"),
+        };
+        Image {
+            id: id.into(),
+            state: Some("available".into()),
+            tags: build_tags(identity, &record),
+            ..Image::default()
+        }
+    }
+
+    #[test]
+    fn a_build_supersedes_only_its_own_builders_amis_never_a_same_named_builder_in_another_namespace() {
+        let team_a = Identity::new("prod", "node-ami", "team-a", "https://git.example/p.git", "main");
+        let team_b = Identity::new("prod", "node-ami", "team-b", "https://git.example/p.git", "main");
+        let images = vec![
+            active("ami-a-old", &team_a),
+            active("ami-a-new", &team_a),
+            active("ami-b", &team_b),
+        ];
+        assert_eq!(superseded(&images, &team_a, "ami-a-new"), ["ami-a-old"]);
+        assert_eq!(superseded(&images, &team_b, "ami-b"), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_build_supersedes_active_amis_of_the_original_operator_and_skips_deprecated_ones() {
+        let id = identity();
+        let mut legacy = active("ami-legacy", &id);
+        legacy.tags.remove(keys::CREATED_BY_NAMESPACE);
+        let mut old = active("ami-old", &id);
+        old.tags.insert(keys::STATUS.into(), "deprecated".into());
+        let other_branch = active(
+            "ami-branch",
+            &Identity::new(
+                "opsy-gitops",
+                "packer-builder-local",
+                "default",
+                "https://github.com/ibeify/eks-node-group-ami-refresh",
+                "dev",
+            ),
+        );
+        let images = vec![legacy, old, other_branch, active("ami-new", &id)];
+        assert_eq!(superseded(&images, &id, "ami-new"), ["ami-legacy"]);
+    }
+
+    #[test]
+    fn a_cluster_selector_trusts_only_the_listed_namespaces_and_legacy_amis() {
+        let mine = active(
+            "ami-mine",
+            &Identity::new("prod", "pb", "platform", "https://g/p.git", "main"),
+        );
+        let other = active(
+            "ami-other",
+            &Identity::new("prod", "pb", "sandbox", "https://g/p.git", "main"),
+        );
+        let mut legacy = active(
+            "ami-legacy",
+            &Identity::new("prod", "pb", "x", "https://g/p.git", "main"),
+        );
+        legacy.tags.remove(keys::CREATED_BY_NAMESPACE);
+        let own = Selector::for_cluster_in("prod", &["platform".into()]);
+        assert!(own.matches(&mine));
+        assert!(
+            !own.matches(&other),
+            "another namespace publishing for the same cluster is not trusted"
+        );
+        assert!(own.matches(&legacy));
+        let wider = Selector::for_cluster_in("prod", &["platform".into(), "sandbox".into()]);
+        assert!(wider.matches(&other));
+        assert!(Selector::for_cluster_in("prod", &["platform".into(), "*".into()]).matches(&other));
+    }
+
+    #[test]
+    fn long_tag_values_are_shortened_to_ec2s_limit_deterministically_and_stay_distinct() {
+        let long_a = format!("https://git.example/{}/a.git", "x".repeat(300));
+        let long_b = format!("https://git.example/{}/b.git", "x".repeat(300));
+        let a = fit_tag_value(&long_a);
+        assert_eq!(a.chars().count(), MAX_TAG_VALUE_CHARS);
+        assert_eq!(a, fit_tag_value(&long_a));
+        assert_ne!(a, fit_tag_value(&long_b));
+        assert_eq!(fit_tag_value("main"), "main");
+        let id = Identity::new("c", "n", "ns", &long_a, "main");
+        assert!(id.tags().values().all(|v| v.chars().count() <= MAX_TAG_VALUE_CHARS));
+        assert!(Selector::for_builder(&id).matches(&active("ami-1", &id)));
+    }
+
+    #[test]
+    fn collecting_a_build_again_keeps_the_first_create_timestamp() {
+        let id = identity();
+        let image = active("ami-1", &id);
+        assert_eq!(first_tagged_at(&image, "b-ami-1"), Some(ts("2026-01-01T00:00:00Z")));
+        assert_eq!(first_tagged_at(&image, "another-build"), None);
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("test timestamp")

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     common::{
         AMI_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, K8S_NAME_PATTERN, NODE_GROUP_NAME_PATTERN, OWNER_PATTERN,
-        REGION_PATTERN, is_false,
+        REGION_PATTERN, TRUSTED_NAMESPACE_PATTERN, is_false,
     },
     duration::HumanDuration,
     packer_builder::NotifierSpec,
@@ -68,6 +68,14 @@ pub struct AMIRefresherSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = OWNER_PATTERN)))]
     pub ami_owners: Vec<String>,
+
+    /// Namespaces, besides this AMIRefresher's own, whose PackerBuilders' AMIs `amiFilters` may choose; `"*"`
+    /// trusts every namespace. An AMI records the namespace of the PackerBuilder that built it
+    /// (`created-by-namespace`); AMIs without that tag (built by the original Go operator) are accepted. `ami` and
+    /// `packerBuilderRef` name their AMI explicitly and are not restricted by this list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 63), regex(pattern = TRUSTED_NAMESPACE_PATTERN)))]
+    pub trusted_namespaces: Vec<String>,
 
     /// Use the AMI currently built by this PackerBuilder (same namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,8 +262,13 @@ pub struct AMIRefresherStatus {
     /// The value of the `ami.refresh.ops/retry` annotation the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
-    /// The generation at which the last rollout failure was recorded: a failure halts the rollout until the spec
-    /// changes, the target changes or a retry is asked for.
+    /// Set while a rollout is halted by a failed or cancelled node-group update: the target AMI in effect when the
+    /// failure was seen (whatever AMI the failed update was rolling to). The halt holds until the target becomes
+    /// another AMI or the `ami.refresh.ops/retry` annotation gets a new value; other spec edits (pause, windows)
+    /// do not lift it.
+    #[serde(default, rename = "haltedTarget", skip_serializing_if = "Option::is_none")]
+    pub halted_target: Option<String>,
+    /// Written by the first release instead of `haltedTarget`; an upgrade carries its halt over and clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_generation: Option<i64>,
 }

@@ -19,6 +19,8 @@ pub const K8S_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([
 pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// A twelve-digit AWS account ID.
 pub const ACCOUNT_ID_PATTERN: &str = r"^[0-9]{12}$";
+/// A namespace name (DNS label) or `*` (every namespace).
+pub const TRUSTED_NAMESPACE_PATTERN: &str = r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$";
 /// An AMI owner for DescribeImages: an account ID or one of the aliases EC2 accepts.
 pub const OWNER_PATTERN: &str = r"^([0-9]{12}|self|amazon|aws-marketplace|aws-backup-vault)$";
 /// A container image reference (no whitespace).

@@ -108,7 +108,8 @@ pub struct BaseAmiSpec {
     pub ssm_parameter: Option<String>,
 
     /// AMI owners passed to DescribeImages with `amiFilters` (account IDs or `self`, `amazon`,
-    /// `aws-marketplace`). Strongly recommended: without an owner anyone's public AMI can match a name filter.
+    /// `aws-marketplace`). When empty and no `owner-id` / `owner-alias` filter is set, the lookup is restricted to
+    /// the build account and Amazon (`self`, `amazon`), so a name filter never matches a stranger's public AMI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = OWNER_PATTERN)))]
     pub owners: Vec<String>,
@@ -257,8 +258,8 @@ pub struct GitSyncSpec {
 /// The Packer project and the Job that runs it.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(r"!self.repoURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@')")
-    .message("repoURL must not embed credentials; put them in the gitSync.secret Secret").field_path(".repoURL"))]
+#[x_kube(validation = Rule::new(r"!self.repoURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@') && !self.repoURL.matches('^[Hh][Tt][Tt][Pp][Ss]?://[^/@]*@')")
+    .message("repoURL must not embed credentials (user:password@ or token@); put them in the gitSync.secret Secret").field_path(".repoURL"))]
 pub struct BuilderSpec {
     /// Git repository holding the Packer project (`https://`, `ssh://`, `git@host:path` or `file://`).
     /// Credentials belong in `gitSync.secret`, never in the URL.
@@ -318,7 +319,7 @@ pub struct PackerCommand {
     /// a Job; use `debug: true`. `-on-error` is refused: use `onError`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), inner(length(min = 1, max = 4096)))]
-    #[x_kube(validation = Rule::new("!self.exists(a, a == '-debug' || a == '--debug' || a.startsWith('-debug=') || a.startsWith('-on-error') || a.startsWith('--on-error'))")
+    #[x_kube(validation = Rule::new("!self.exists(a, a == '-debug' || a == '--debug' || a.startsWith('-debug=') || a.startsWith('--debug=') || a.startsWith('-on-error') || a.startsWith('--on-error'))")
         .message("args must not contain -debug (it waits for a keypress; use debug: true) or -on-error (use onError)"))]
     pub args: Vec<String>,
     /// Packer variables, passed as `-var name=value` in name order.

@@ -247,6 +247,7 @@ impl Store {
             map.remove("status");
         }
         obj = self.admit_custom_resource(t, &name, obj, opts)?;
+        validate_labels(t, &name, &obj)?;
         let now = now_string();
         {
             let meta = metadata_mut(&mut obj);
@@ -353,6 +354,9 @@ impl Store {
         next["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
         if next == existing {
             return Ok(existing);
+        }
+        if !status_only {
+            validate_labels(t, name, &next)?;
         }
         if t.kind == "CustomResourceDefinition" && !status_only {
             self.register_crd(&next)?;
@@ -663,6 +667,67 @@ fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     obj["metadata"]
         .as_object_mut()
         .expect("metadata was just made an object")
+}
+
+/// Label keys and values as the real API server validates them (apimachinery `ValidateLabels`): a value is at
+/// most 63 characters of `[A-Za-z0-9_.-]` starting and ending alphanumeric (or empty); a key is an optional DNS
+/// subdomain prefix (at most 253) and `/`, then a name of at most 63 such characters. Checked on
+/// `metadata.labels` and on a pod template's labels (Jobs, Deployments), where a too-long value refuses the whole
+/// object.
+fn validate_labels(t: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiError> {
+    const VALUE_RULE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' \
+        or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', \
+        regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+    fn is_label_name(v: &str) -> bool {
+        let bytes = v.as_bytes();
+        bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    }
+    fn is_dns_subdomain(v: &str) -> bool {
+        !v.is_empty()
+            && v.len() <= 253
+            && v.split('.').all(|part| {
+                let b = part.as_bytes();
+                b.first().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && b.last().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && b.iter()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            })
+    }
+    let mut causes = Vec::new();
+    let mut check = |path: &str, labels: &Value| {
+        for (key, value) in labels.as_object().into_iter().flatten() {
+            let (prefix, key_name) = key.rsplit_once('/').map_or((None, key.as_str()), |(p, n)| (Some(p), n));
+            if key_name.len() > 63 || !is_label_name(key_name) || prefix.is_some_and(|p| !is_dns_subdomain(p)) {
+                causes.push((
+                    path.to_owned(),
+                    format!("{key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character, with at most 63 characters"),
+                ));
+            }
+            let value = value.as_str().unwrap_or_default();
+            if value.len() > 63 {
+                causes.push((
+                    path.to_owned(),
+                    format!("{value:?}: must be no more than 63 characters"),
+                ));
+            } else if !value.is_empty() && !is_label_name(value) {
+                causes.push((path.to_owned(), format!("{value:?}: {VALUE_RULE}")));
+            }
+        }
+    };
+    check("metadata.labels", &obj["metadata"]["labels"]);
+    check(
+        "spec.template.metadata.labels",
+        &obj["spec"]["template"]["metadata"]["labels"],
+    );
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&t.kind, name, causes))
+    }
 }
 
 fn check_type_meta(obj: &Value, t: &ResourceType) -> Result<(), ApiError> {

@@ -343,6 +343,54 @@ async fn label_and_field_selectors_filter_lists() {
 }
 
 #[tokio::test]
+async fn label_values_and_keys_are_validated_as_the_real_api_server_does() {
+    let (_server, client) = start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let invalid = |result: kube::Result<ConfigMap>| match result {
+        Err(kube::Error::Api(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"), "{}", e.message);
+            e.message
+        }
+        other => panic!("expected 422 Invalid, got {other:?}"),
+    };
+    let message = invalid(
+        cms.create(&PostParams::default(), &cm("long", json!({"a": "x".repeat(64)})))
+            .await,
+    );
+    assert!(message.contains("must be no more than 63 characters"), "{message}");
+    let message = invalid(
+        cms.create(&PostParams::default(), &cm("syntax", json!({"a": "-bad"})))
+            .await,
+    );
+    assert!(
+        message.contains("must start and end with an alphanumeric character"),
+        "{message}"
+    );
+    invalid(
+        cms.create(&PostParams::default(), &cm("key", json!({"Bad_Prefix/a": "v"})))
+            .await,
+    );
+    invalid(
+        cms.create(&PostParams::default(), &cm("keylen", json!({"k".repeat(64): "v"})))
+            .await,
+    );
+    // Valid at the edge: 63 characters, an empty value, a prefixed key.
+    cms.create(
+        &PostParams::default(),
+        &cm(
+            "ok",
+            json!({"a": "x".repeat(63), "b": "", "ami.refresh.ops/build-id": "3cb1b7aa-0000"}),
+        ),
+    )
+    .await
+    .expect("valid labels");
+    // An update is checked too.
+    let mut changed = cms.get("ok").await.expect("get");
+    changed.metadata.labels = Some([("a".to_owned(), "y".repeat(64))].into());
+    invalid(cms.replace("ok", &PostParams::default(), &changed).await);
+}
+
+#[tokio::test]
 async fn stale_resource_version_is_a_conflict_and_duplicates_already_exist() {
     let (_server, client) = start().await;
     let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());

@@ -32,6 +32,30 @@ pub fn validate(spec: &PackerBuilderSpec) -> Result<Durations, String> {
     })
 }
 
+/// The owners a base-AMI lookup is restricted to. The spec's `baseAmi.owners` when given; none when an `owner-id` or
+/// `owner-alias` filter already restricts it; otherwise the build account and Amazon (`self`, `amazon`), so a
+/// name-only filter never picks up a stranger's public AMI with a matching name.
+pub fn base_owners(filters: &[api_types::AmiFilter], owners: &[String]) -> Vec<String> {
+    if !owners.is_empty() {
+        return owners.to_vec();
+    }
+    if filters
+        .iter()
+        .any(|f| matches!(f.name.as_str(), "owner-id" | "owner-alias"))
+    {
+        return Vec::new();
+    }
+    vec!["self".to_owned(), "amazon".to_owned()]
+}
+
+/// Whether an SSM parameter's value is an AMI ID (`ami-` and 8 or 17 hex digits), as EC2 writes them.
+pub fn is_ami_id(value: &str) -> bool {
+    let Some(hex) = value.strip_prefix("ami-") else {
+        return false;
+    };
+    matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// First retry delay after a failed build; doubles per further failure.
 pub const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest delay between retries.
@@ -87,6 +111,46 @@ pub fn build_gate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn filter(name: &str, value: &str) -> api_types::AmiFilter {
+        api_types::AmiFilter {
+            name: name.into(),
+            values: vec![value.into()],
+        }
+    }
+
+    #[test]
+    fn a_name_only_base_filter_is_restricted_to_this_account_and_amazon() {
+        let name = [filter("name", "amazon-eks-node-*")];
+        assert_eq!(base_owners(&name, &[]), ["self", "amazon"]);
+    }
+
+    #[test]
+    fn explicit_owners_or_an_owner_filter_are_used_as_given() {
+        let name = [filter("name", "x*")];
+        assert_eq!(base_owners(&name, &["602401143452".into()]), ["602401143452"]);
+        let with_owner = [filter("name", "x*"), filter("owner-id", "602401143452")];
+        assert!(base_owners(&with_owner, &[]).is_empty());
+        let with_alias = [filter("owner-alias", "amazon")];
+        assert!(base_owners(&with_alias, &[]).is_empty());
+    }
+
+    #[test]
+    fn only_ami_ids_are_accepted_from_an_ssm_parameter() {
+        assert!(is_ami_id("ami-0123456789abcdef0"));
+        assert!(is_ami_id("ami-12345678"));
+        for bad in [
+            "",
+            "ami-",
+            "ami-XYZ",
+            "ami-0123456789ABCDEF0",
+            "resolve:ssm:/x",
+            "ami-123",
+            "snap-12345678",
+        ] {
+            assert!(!is_ami_id(bad), "{bad}");
+        }
+    }
 
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("ts")

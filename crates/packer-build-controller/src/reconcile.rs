@@ -23,7 +23,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ListParams, LogParams, Patch, PatchParams, PostParams},
+    api::{ListParams, LogParams, PostParams},
     runtime::{
         controller::Action,
         events::{Event, EventType, Recorder},
@@ -64,6 +64,9 @@ pub struct Context {
     pub metrics: Arc<controller_runtime::Metrics>,
     /// Where transitions are announced.
     pub notifier: Arc<dyn crate::notify::Notifier>,
+    /// Back-off after failed reconciles (AWS throttling, API errors); shared implementation with
+    /// ami-refresh-controller.
+    pub errors: controller_runtime::backoff::ErrorBackoff,
 }
 
 impl std::fmt::Debug for Context {
@@ -100,6 +103,7 @@ impl Context {
             retry_base: crate::decide::RETRY_BASE,
             metrics,
             notifier,
+            errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
         }
     }
 }
@@ -135,11 +139,15 @@ fn condition(
 /// Reconciles one PackerBuilder and records the reconcile's metrics.
 pub async fn reconcile(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
+    let (namespace, name) = (pb.namespace().unwrap_or_default(), pb.name_any());
     let result = reconcile_inner(pb, ctx.clone()).await;
     ctx.metrics.observe(
         started.elapsed().as_secs_f64(),
         result.as_ref().err().map(Error::category),
     );
+    if result.is_ok() {
+        ctx.errors.succeeded(&namespace, &name);
+    }
     result
 }
 
@@ -287,12 +295,8 @@ async fn report(
             status.last_notified_transition = Some(key);
         }
     }
-    if status != *old {
-        let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&pb.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
+    let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
+    controller_runtime::write_status(&api, &pb.name_any(), old, &status).await?;
     Ok(())
 }
 
@@ -338,12 +342,20 @@ fn identity(pb: &PackerBuilder) -> Identity {
 async fn current_base(pb: &PackerBuilder, ctx: &Context) -> Result<Option<String>> {
     let spec = &pb.spec;
     if let Some(parameter) = spec.base_ami.as_ref().and_then(|b| b.ssm_parameter.as_ref()) {
-        return ctx.aws.ssm_parameter(&spec.region, parameter).await.map(Some);
+        let value = ctx.aws.ssm_parameter(&spec.region, parameter).await?;
+        if !crate::decide::is_ami_id(&value) {
+            // Never echo the value: a mistyped parameter name may point at a SecureString or other data.
+            return Err(Error::InvalidBaseAmi(format!(
+                "SSM parameter {parameter} does not hold an AMI ID (ami- and 8 or 17 hex digits)"
+            )));
+        }
+        return Ok(Some(value));
     }
     if spec.ami_filters.is_empty() {
         return Ok(None);
     }
-    let owners = spec.base_ami.as_ref().map(|b| b.owners.clone()).unwrap_or_default();
+    let given = spec.base_ami.as_ref().map(|b| b.owners.clone()).unwrap_or_default();
+    let owners = crate::decide::base_owners(&spec.ami_filters, &given);
     let images = ctx.aws.base_images(&spec.region, &spec.ami_filters, &owners).await?;
     newest_base_image(&images)
         .map(|i| Some(i.id.clone()))
@@ -549,14 +561,11 @@ async fn start_build(
         now,
     );
 
-    // Persist the build identity first: a restart after this point re-creates the same Job name.
+    // Persist the build identity first: a restart after this point re-creates the same Job name. Fields the new
+    // build does not have (a base AMI of an earlier build) are removed, so a restart never reads them back.
     let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        &pb.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&serde_json::json!({ "status": status })),
-    )
-    .await?;
+    let stored = pb.status.clone().unwrap_or_default();
+    controller_runtime::write_status(&api, &pb.name_any(), &stored, status).await?;
 
     create_job(pb, ctx, status, ns, durations, debug).await?;
     status.job_status = Some("running".to_owned());
@@ -617,6 +626,9 @@ async fn create_job(
             tracing::info!(job = %job_name(&pb.name_any(), &job_id), "build Job already exists; following it");
             Ok(())
         }
+        // Invalid (422), Forbidden (403: quota, admission policy) or a bad request: the same Job would be refused
+        // again, so it becomes a condition and an Event instead of a silent retry loop.
+        Err(kube::Error::Api(e)) if matches!(e.code, 400 | 403 | 422) => Err(Error::JobRejected(e.message)),
         Err(e) => Err(e.into()),
     }
 }
@@ -670,7 +682,13 @@ async fn follow_job(
                     event: None,
                 });
             }
-            Some(Ok(())) => collect_success(pb, ctx, status, ns, name, now).await,
+            Some(Ok(())) => match collect_success(pb, ctx, status, ns, name, durations, now).await {
+                Ok(outcome) => Ok(outcome),
+                Err(Collect::BadArtifact(message)) => Err(message),
+                // The build is good; a call failed after it (throttled CreateTags, a 5xx, the API server). Retry
+                // with back-off: never a failed build, never counted toward maxFailedJobs.
+                Err(Collect::Retry(error)) => return Err(error),
+            },
             Some(Err(message)) => Err(format!("build Job {name} failed: {message}")),
         },
     };
@@ -712,26 +730,42 @@ async fn reported_ami(ctx: &Context, ns: &str, job: &str, region: &str) -> Resul
     Ok(None)
 }
 
+/// Why collecting a succeeded build did not finish.
+enum Collect {
+    /// The artifact is not what a good build leaves behind: a failed build.
+    BadArtifact(String),
+    /// A call failed after a good build (AWS, API server): retry, it is not the build's fault.
+    Retry(Error),
+}
+
+impl From<Error> for Collect {
+    fn from(error: Error) -> Self {
+        Self::Retry(error)
+    }
+}
+
 async fn collect_success(
     pb: &PackerBuilder,
     ctx: &Context,
     status: &mut PackerBuilderStatus,
     ns: &str,
     job: &str,
+    durations: &Durations,
     now: Timestamp,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, Collect> {
     let spec = &pb.spec;
     let generation = pb.metadata.generation.unwrap_or(1);
-    let ami = reported_ami(ctx, ns, job, &spec.region)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("build Job {job} succeeded but reported no AMI in {}", spec.region))?;
+    let ami = reported_ami(ctx, ns, job, &spec.region).await?.ok_or_else(|| {
+        Collect::BadArtifact(format!(
+            "build Job {job} succeeded but reported no AMI in {}",
+            spec.region
+        ))
+    })?;
     let image = ctx
         .aws
         .image(&spec.region, &ami)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("Packer reported {ami}, but EC2 does not know it"))?;
+        .await?
+        .ok_or_else(|| Collect::BadArtifact(format!("Packer reported {ami}, but EC2 does not know it")))?;
     if !image.is_available() {
         // Still being registered: look again shortly, the Job's result is safe in its termination message.
         return Ok(Outcome {
@@ -740,11 +774,13 @@ async fn collect_success(
         });
     }
     let identity = identity(pb);
+    let build_id = status.build_id.clone().unwrap_or_default();
     let record = BuildRecord {
-        build_id: status.build_id.clone().unwrap_or_default(),
+        // A second collection of the same build (after a failed call below, or a restart) keeps the first time.
+        created_at: ami_tags::first_tagged_at(&image, &build_id).unwrap_or(now),
+        build_id,
         job_id: status.job_id.clone().unwrap_or_default(),
         base_ami: status.last_run_base_image_id.clone(),
-        created_at: now,
     };
     ctx.aws
         .tag(
@@ -752,21 +788,18 @@ async fn collect_success(
             std::slice::from_ref(&ami),
             &build_tags(&identity, &record),
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    let older: Vec<String> = ctx
+        .await?;
+    // EC2 filters by the identity tags it can match exactly; `superseded` applies the full identity (namespace
+    // included), so a same-named PackerBuilder in another namespace never loses its AMI.
+    let candidates = ctx
         .aws
         .managed_images(&spec.region, &Selector::for_builder(&identity))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?;
+    let older: Vec<String> = ami_tags::superseded(&candidates, &identity, &ami)
         .into_iter()
-        .filter(|i| i.id != ami && i.status() == Some(ami_tags::AmiStatus::Active))
-        .map(|i| i.id)
+        .map(str::to_owned)
         .collect();
-    ctx.aws
-        .tag(&spec.region, &older, &deprecation_tags())
-        .await
-        .map_err(|e| e.to_string())?;
+    ctx.aws.tag(&spec.region, &older, &deprecation_tags()).await?;
     let message = format!("built and verified AMI {ami}");
     status.job_status = Some("completed".to_owned());
     status.last_run_status = Some("succeeded".to_owned());
@@ -801,11 +834,8 @@ async fn collect_success(
         generation,
         now,
     );
-    let timer = validate(spec)
-        .map(|d| d.controller_timer)
-        .unwrap_or(Duration::from_secs(3600));
     Ok(Outcome {
-        requeue: timer,
+        requeue: durations.controller_timer,
         event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
     })
 }

@@ -109,18 +109,7 @@ impl Harness {
         crds.create(&PostParams::default(), &PackerBuilder::crd())
             .await
             .expect("CRD");
-        let secrets: Api<Secret> = Api::default_namespaced(client.clone());
-        for (name, data) in [
-            (
-                "aws-creds",
-                json!({"AWS_ACCESS_KEY_ID": "dGVzdGluZw==", "AWS_SECRET_ACCESS_KEY": "dGVzdGluZw=="}),
-            ),
-            ("git-sync", json!({"username": "Ym90", "token": "c2VudGluZWw="})),
-            ("slack-token", json!({"token": "eG94Yi1zZW50aW5lbC1zbGFjaw=="})),
-        ] {
-            let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).expect("secret");
-            secrets.create(&PostParams::default(), &s).await.expect("secret");
-        }
+        create_secrets(&client, "default").await;
         let repo = tempfile::tempdir().expect("repo");
         aws_sim::sample_packer_repo(repo.path(), "packer/generic-fips").expect("sample repo");
         let log = tempfile::NamedTempFile::new().expect("log");
@@ -137,7 +126,30 @@ impl Harness {
             slack,
         }
     }
+}
 
+/// The namespace (as a real API server needs it) and the Secrets the seed PackerBuilder names, in `namespace`.
+async fn create_secrets(client: &Client, namespace: &str) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    if namespaces.get_opt(namespace).await.expect("namespace").is_none() {
+        let ns = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("namespace");
+        namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    for (name, data) in [
+        (
+            "aws-creds",
+            json!({"AWS_ACCESS_KEY_ID": "dGVzdGluZw==", "AWS_SECRET_ACCESS_KEY": "dGVzdGluZw=="}),
+        ),
+        ("git-sync", json!({"username": "Ym90", "token": "c2VudGluZWw="})),
+        ("slack-token", json!({"token": "eG94Yi1zZW50aW5lbC1zbGFjaw=="})),
+    ] {
+        let s: Secret = serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).expect("secret");
+        secrets.create(&PostParams::default(), &s).await.expect("secret");
+    }
+}
+
+impl Harness {
     fn start_controller(&mut self) {
         self.start_controller_with(&[]);
     }
@@ -213,7 +225,17 @@ impl Harness {
     }
 
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&PackerBuilder) -> bool) -> PackerBuilder {
-        let api: Api<PackerBuilder> = Api::default_namespaced(self.client.clone());
+        self.wait_for_in("default", name, what, done).await
+    }
+
+    async fn wait_for_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        done: impl Fn(&PackerBuilder) -> bool,
+    ) -> PackerBuilder {
+        let api: Api<PackerBuilder> = Api::namespaced(self.client.clone(), namespace);
         let wait = async {
             loop {
                 if let Some(pb) = api.get_opt(name).await.expect("get")
@@ -242,7 +264,11 @@ impl Harness {
     }
 
     async fn jobs(&self) -> Vec<Job> {
-        Api::<Job>::default_namespaced(self.client.clone())
+        self.jobs_in("default").await
+    }
+
+    async fn jobs_in(&self, namespace: &str) -> Vec<Job> {
+        Api::<Job>::namespaced(self.client.clone(), namespace)
             .list(&ListParams::default())
             .await
             .expect("jobs")
@@ -531,6 +557,118 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
         "the older AMI is deprecated"
     );
     assert_eq!(h.image_tags(&second_ami).await["status"], "active");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_named_builders_in_two_namespaces_each_build_once_and_never_deprecate_each_other() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    create_secrets(&h.client, "team-b").await;
+    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
+    // Same name, cluster, repository and branch; only the namespace differs.
+    let mut team_a = h.seed_builder();
+    team_a.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    let mut team_b = team_a.clone();
+    team_b.metadata.namespace = Some("team-b".into());
+    for builder in [&team_a, &team_b] {
+        let ns = builder.metadata.namespace.clone().expect("namespace");
+        Api::<PackerBuilder>::namespaced(h.client.clone(), &ns)
+            .create(&PostParams::default(), builder)
+            .await
+            .expect("apply");
+    }
+    let built = |pb: &PackerBuilder| ready_reason(pb).as_deref() == Some("BuildSucceeded");
+    let a = h.wait_for_in("default", "packer-builder-local", "Ready", built).await;
+    let b = h.wait_for_in("team-b", "packer-builder-local", "Ready", built).await;
+    let ami_a = a.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    let ami_b = b.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    assert_ne!(ami_a, ami_b);
+
+    // Several controllerTimer periods: before the fix, each build deprecated the other's AMI and both rebuilt.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(h.jobs_in("default").await.len(), 1, "team-a built once");
+    assert_eq!(h.jobs_in("team-b").await.len(), 1, "team-b built once");
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 2);
+    for (ami, namespace) in [(&ami_a, "default"), (&ami_b, "team-b")] {
+        let tags = h.image_tags(ami).await;
+        assert_eq!(
+            tags["status"], "active",
+            "{ami} of {namespace} was not touched by the other"
+        );
+        assert_eq!(tags["created-by-namespace"], namespace);
+    }
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted_as_a_failed_build() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    let running = h
+        .wait_for("packer-builder-local", "a running build", |pb| {
+            pb.status.as_ref().and_then(|s| s.job_status.as_deref()) == Some("running")
+        })
+        .await;
+    // Stop the controller while Packer builds, so the throttling below hits the controller's calls, not Packer's.
+    h.stop_controller().await;
+    let job = running.status.and_then(|s| s.job_name).expect("job name");
+    let jobs: Api<Job> = Api::default_namespaced(h.client.clone());
+    let complete = async {
+        loop {
+            let done = jobs
+                .get(&job)
+                .await
+                .expect("job")
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, complete)
+        .await
+        .expect("the build Job completes");
+    // The next four CreateTags are throttled: more than the SDK's own three attempts, so one reconcile fails.
+    h.aws
+        .inject(&aws_sim::Fault::error(
+            "ec2",
+            "CreateTags",
+            400,
+            "RequestLimitExceeded",
+            4,
+        ))
+        .await
+        .expect("fault");
+    h.start_controller();
+    let pb = h.wait_built().await;
+    let status = pb.status.expect("status");
+    assert_eq!(status.failed_job_count, 0, "a throttled call is not a failed build");
+    assert_eq!(status.last_run_status.as_deref(), Some("succeeded"));
+    assert_eq!(h.jobs().await.len(), 1, "no second build");
+    let ami = status.last_run_built_image_id.expect("ami");
+    let tags = h.image_tags(&ami).await;
+    assert_eq!(tags["status"], "active");
+    assert_eq!(tags["build-id"], status.build_id.expect("build id"));
+    let log = h.controller_log();
+    assert!(log.contains("AWSThrottled"), "the retry is logged with its category");
     h.stop_controller().await;
 }
 

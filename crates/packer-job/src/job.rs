@@ -70,6 +70,20 @@ pub fn job_id_for(build_id: &str) -> String {
         .to_lowercase()
 }
 
+/// A Kubernetes label value (at most 63 characters) for a name: the name itself when it fits, else its first
+/// characters, `-` and 16 hex digits of its SHA-256, so two long names never share a label and the same name
+/// always gives the same value (the API server refuses a longer label, and with it the whole Job).
+pub fn label_value(name: &str) -> String {
+    const MAX: usize = 63;
+    if name.len() <= MAX {
+        return name.to_owned();
+    }
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(name.as_bytes()));
+    let prefix: String = name.chars().take(MAX - 17).collect();
+    format!("{}-{}", prefix.trim_end_matches(['-', '.', '_']), &digest[..16])
+}
+
 /// `<builder>-<job id>`, kept within the 63 characters a Job name may have.
 pub fn job_name(builder_name: &str, job_id: &str) -> String {
     let max = 63 - job_id.len() - 1;
@@ -81,7 +95,7 @@ pub fn job_name(builder_name: &str, job_id: &str) -> String {
 pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
     let job_name = job_name(p.builder_name, p.job_id);
     let labels = json!({
-        LABEL_BUILDER: p.builder_name,
+        LABEL_BUILDER: label_value(p.builder_name),
         LABEL_BUILD_ID: p.build_id,
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/component": "packer-build",
@@ -211,10 +225,14 @@ mod tests {
     }
 
     fn job() -> Job {
+        job_named("packer-builder-local")
+    }
+
+    fn job_named(builder_name: &str) -> Job {
         let b = builder();
         let steps = render_steps(&b, None, false);
         build_job(&JobParams {
-            builder_name: "packer-builder-local",
+            builder_name,
             namespace: "default",
             owner: OwnerReference {
                 api_version: "ami.refresh.ops/v1alpha1".into(),
@@ -243,6 +261,24 @@ mod tests {
         assert_eq!(job_name("packer-builder-local", "3cb1b"), "packer-builder-local-3cb1b");
         let long = "a".repeat(100);
         assert_eq!(job_name(&long, "3cb1b").len(), 63);
+    }
+
+    #[test]
+    fn a_long_builder_name_becomes_a_valid_distinct_label_value() {
+        assert_eq!(label_value("packer-builder-local"), "packer-builder-local");
+        let a = format!("{}-a", "x".repeat(100));
+        let b = format!("{}-b", "x".repeat(100));
+        let label = label_value(&a);
+        assert!(label.len() <= 63, "{label}");
+        assert_eq!(label, label_value(&a), "deterministic");
+        assert_ne!(label, label_value(&b), "distinct");
+        let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        assert!(label.chars().all(ok));
+        assert!(label.starts_with(|c: char| c.is_ascii_alphanumeric()));
+        assert!(label.ends_with(|c: char| c.is_ascii_alphanumeric()));
+        let long_job = job_named(&a);
+        let labels = long_job.metadata.labels.expect("labels");
+        assert_eq!(labels[LABEL_BUILDER], label);
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! - a node group already on the target is never started;
 //! - a node group with an update in flight (recorded, or found running in AWS) is tracked, never started again;
 //! - at most `parallelism` node groups are in flight; a named canary rolls first and alone;
-//! - after a failure for the current target nothing new starts until a retry is acknowledged (`halted`);
+//! - after a failure nothing new starts until the target changes or a retry is asked for (`halted`, see
+//!   [`halt_holds`]); a failed update stays `Failed` in status while halted, whatever AMI it was rolling to, so a
+//!   target that changed during the update never turns the failure into a fresh start;
 //! - `paused`, dry-run and a closed maintenance window start nothing; updates already in flight are still tracked.
 
-use api_types::ami_refresher::{AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus};
+use api_types::ami_refresher::{AMIRefresherPhase, AMIRefresherStatus, NodeGroupKind, NodeGroupState, NodeGroupStatus};
 use jiff::Timestamp;
 
 use crate::window::WindowState;
@@ -112,6 +114,36 @@ impl Plan {
     }
 }
 
+/// What the previous status says about a halt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HaltRecord {
+    /// The target in effect when the failure halted the rollout (`status.haltedTarget`).
+    pub target: Option<String>,
+    /// The retry annotation value already acted on (`status.observedRetry`).
+    pub observed_retry: Option<String>,
+}
+
+impl HaltRecord {
+    /// Reads the halt from a status. A status written by the first release has `failedGeneration` instead of
+    /// `haltedTarget`: its halt is carried over when it was recorded at the current generation.
+    pub fn from_status(status: &AMIRefresherStatus, generation: i64) -> Self {
+        let legacy = status
+            .failed_generation
+            .filter(|g| *g == generation)
+            .and_then(|_| status.target_ami.clone());
+        Self {
+            target: status.halted_target.clone().or(legacy),
+            observed_retry: status.observed_retry.clone(),
+        }
+    }
+}
+
+/// Whether an earlier halt still holds: only a new target AMI or a new value of the retry annotation lifts it.
+/// Pausing, unpausing or any other spec edit does not.
+pub fn halt_holds(record: &HaltRecord, target: &str, retry: Option<&str>) -> bool {
+    record.target.as_deref() == Some(target) && record.observed_retry.as_deref() == retry
+}
+
 fn entry(o: &Observed, target: &str, state: NodeGroupState) -> NodeGroupStatus {
     NodeGroupStatus {
         name: o.name.clone(),
@@ -196,8 +228,13 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
                     _ => entry(o, target, NodeGroupState::UpToDate),
                 };
             }
+            // While halted, a failure is kept whatever AMI it was rolling to: a target that changed during the
+            // update must not turn the failed group into a fresh `Pending` that starts at once.
             if halted
-                && let Some(p) = prev.filter(|p| matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
+                && let Some(p) = previous
+                    .iter()
+                    .filter(same)
+                    .find(|p| matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
             {
                 let mut e = p.clone();
                 e.current_ami = o.current_ami.clone();
@@ -514,8 +551,28 @@ mod tests {
     }
 
     #[test]
-    fn a_new_target_forgets_the_old_outcome() {
+    fn a_new_target_after_the_halt_forgets_the_old_outcome() {
         let observed = [ng("a", OLD)];
+        let mut failed = in_progress("a", "u-1");
+        failed.state = NodeGroupState::Failed;
+        failed.target_ami = Some("ami-0000000000000000c".into());
+        let previous = [failed];
+        // The halt was recorded while ami-...c was the target; the target is now TARGET.
+        let record = HaltRecord {
+            target: Some("ami-0000000000000000c".into()),
+            observed_retry: None,
+        };
+        let mut i = inputs(&observed, &previous);
+        i.halted = halt_holds(&record, TARGET, None);
+        let p = plan(i);
+        assert_eq!(p.start, vec!["a"], "a target chosen after the halt lifts it");
+    }
+
+    #[test]
+    fn an_update_that_fails_after_the_target_changed_still_halts_and_stays_failed() {
+        // The update of `a` was rolling to ami-...c; the target became TARGET while it ran; then it failed. The
+        // halt is recorded now, with TARGET as the target in effect.
+        let observed = [ng("a", OLD), ng("b", OLD)];
         let mut failed = in_progress("a", "u-1");
         failed.state = NodeGroupState::Failed;
         failed.target_ami = Some("ami-0000000000000000c".into());
@@ -523,10 +580,48 @@ mod tests {
         let mut i = inputs(&observed, &previous);
         i.halted = true;
         let p = plan(i);
-        assert_eq!(
-            p.start,
-            vec!["a"],
-            "a failure for another target does not halt this one"
+        assert!(p.start.is_empty(), "nothing restarts: {:?}", p.start);
+        assert_eq!(p.node_groups[0].state, NodeGroupState::Failed);
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-1"));
+        assert_eq!(p.phase, AMIRefresherPhase::Degraded);
+        assert_eq!(p.hold, Some(Hold::Failed));
+        // And on the next reconcile the recorded halt (target TARGET) still holds.
+        let record = HaltRecord {
+            target: Some(TARGET.into()),
+            observed_retry: None,
+        };
+        assert!(halt_holds(&record, TARGET, None));
+    }
+
+    #[test]
+    fn only_a_new_target_or_a_new_retry_value_lifts_a_halt() {
+        let record = HaltRecord {
+            target: Some(TARGET.into()),
+            observed_retry: Some("1".into()),
+        };
+        assert!(halt_holds(&record, TARGET, Some("1")), "same target, same retry value");
+        assert!(!halt_holds(&record, TARGET, Some("2")), "a new retry value");
+        assert!(
+            !halt_holds(&record, TARGET, None),
+            "the annotation removed counts as a new value"
         );
+        assert!(!halt_holds(&record, OLD, Some("1")), "another target");
+        assert!(!halt_holds(&HaltRecord::default(), TARGET, None), "nothing halted");
+    }
+
+    #[test]
+    fn a_halt_survives_unrelated_spec_edits_and_an_upgrade_from_the_first_release() {
+        let mut status = AMIRefresherStatus {
+            target_ami: Some(TARGET.into()),
+            halted_target: Some(TARGET.into()),
+            ..AMIRefresherStatus::default()
+        };
+        // Pausing and unpausing bumps the generation; the halt does not depend on it.
+        assert!(halt_holds(&HaltRecord::from_status(&status, 7), TARGET, None));
+        // A status of the first release: failedGeneration at the current generation carries the halt over.
+        status.halted_target = None;
+        status.failed_generation = Some(3);
+        assert!(halt_holds(&HaltRecord::from_status(&status, 3), TARGET, None));
+        assert!(!halt_holds(&HaltRecord::from_status(&status, 4), TARGET, None));
     }
 }
