@@ -652,11 +652,10 @@ async fn amis_built_in_other_namespaces_are_chosen_only_when_trusted() {
     assert_eq!(w.count("UpdateNodegroupVersion").await, 0);
 
     w.patch_spec(json!({"trustedNamespaces": ["sandbox"]})).await;
-    let amr = w.wait_for("Ready on the trusted AMI", ready).await;
-    assert_eq!(
-        amr.status.as_ref().and_then(|s| s.target_ami.as_deref()),
-        Some(foreign.as_str())
-    );
+    w.wait_for("Ready on the trusted AMI", |a| {
+        ready(a) && a.status.as_ref().and_then(|s| s.target_ami.as_deref()) == Some(foreign.as_str())
+    })
+    .await;
     let (_, _, image) = w.nodegroup_image("ng-a").await;
     assert_eq!(image, foreign);
 }

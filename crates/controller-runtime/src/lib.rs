@@ -168,13 +168,33 @@ where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize + PartialEq,
 {
+    write_status_at(api, name, None, old, new).await
+}
+
+/// [`write_status`] that succeeds only while the object is still at `resource_version` (the version the decision
+/// was made on): a second controller process that decided on the same version gets 409 Conflict instead of
+/// overwriting the first one's decision. Used where two writers must not both act (starting a build).
+pub async fn write_status_at<K, S>(
+    api: &kube::Api<K>,
+    name: &str,
+    resource_version: Option<&str>,
+    old: &S,
+    new: &S,
+) -> kube::Result<bool>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
     if old == new {
         return Ok(false);
     }
-    let patch = status_merge_patch(
+    let mut patch = status_merge_patch(
         &serde_json::to_value(old).map_err(kube::Error::SerdeError)?,
         &serde_json::to_value(new).map_err(kube::Error::SerdeError)?,
     );
+    if let Some(rv) = resource_version {
+        patch["metadata"] = serde_json::json!({ "resourceVersion": rv });
+    }
     api.patch_status(
         name,
         &kube::api::PatchParams::default(),

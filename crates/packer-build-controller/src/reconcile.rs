@@ -31,7 +31,9 @@ use kube::{
 };
 use packer_job::{
     command::{BaseVars, display, render_steps},
-    job::{DEFAULT_GIT_SYNC_IMAGE, JobParams, build_job, job_id_for, job_name},
+    job::{
+        DEFAULT_GIT_SYNC_IMAGE, JobParams, LABEL_BUILD_ID, LABEL_BUILDER, build_job, job_id_for, job_name, label_value,
+    },
     outcome::artifact_in_region,
 };
 
@@ -510,7 +512,49 @@ async fn decide(
             requeue: delay,
             event: None,
         }),
-        Gate::Go { debug } => start_build(pb, ctx, status, ns, durations, base, &why, debug, now).await,
+        Gate::Go { debug } => {
+            if let Some(job) = live_job(pb, ctx, ns).await? {
+                return Ok(follow_found_job(status, &job));
+            }
+            start_build(pb, ctx, status, ns, durations, base, &why, debug, now).await
+        }
+    }
+}
+
+/// A build Job of this PackerBuilder (by label and owner) that has not finished, if any: never start a second
+/// build next to it.
+async fn live_job(pb: &PackerBuilder, ctx: &Context, ns: &str) -> Result<Option<Job>> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{LABEL_BUILDER}={}", label_value(&pb.name_any()));
+    let uid = pb.uid();
+    let list = jobs.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list.items.into_iter().find(|job| {
+        let owned = job
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| Some(&o.uid) == uid.as_ref());
+        owned && job_finished(job).is_none() && job.metadata.deletion_timestamp.is_none()
+    }))
+}
+
+/// Records a running build Job that status does not name (its status write was lost, or another controller
+/// process started it) and follows it instead of starting another.
+fn follow_found_job(status: &mut PackerBuilderStatus, job: &Job) -> Outcome {
+    let name = job.name_any();
+    let build_id = job.labels().get(LABEL_BUILD_ID).cloned().unwrap_or_default();
+    tracing::info!(job = %name, build = %build_id, "a build Job of this PackerBuilder is running; following it");
+    status.job_id = Some(job_id_for(&build_id));
+    status.build_id = Some(build_id);
+    status.job_name = Some(name.clone());
+    status.job_status = Some("running".to_owned());
+    status.last_run_status = Some("running".to_owned());
+    status.last_run_message = Some(format!("following build Job {name}, found running"));
+    status.phase = Some(PackerBuilderPhase::Building);
+    Outcome {
+        requeue: BUILD_POLL,
+        event: None,
     }
 }
 
@@ -564,8 +608,12 @@ async fn start_build(
     // Persist the build identity first: a restart after this point re-creates the same Job name. Fields the new
     // build does not have (a base AMI of an earlier build) are removed, so a restart never reads them back.
     let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), ns);
+    // Conditional on the version this decision was made on: of two controller processes that both decided to
+    // build (two leaders for a moment, a misconfigured second install), only one records a build; the other gets
+    // 409 Conflict, retries, and then follows the recorded build.
     let stored = pb.status.clone().unwrap_or_default();
-    controller_runtime::write_status(&api, &pb.name_any(), &stored, status).await?;
+    let version = pb.resource_version();
+    controller_runtime::write_status_at(&api, &pb.name_any(), version.as_deref(), &stored, status).await?;
 
     create_job(pb, ctx, status, ns, durations, debug).await?;
     status.job_status = Some("running".to_owned());

@@ -1014,6 +1014,46 @@ async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn two_controller_processes_without_leader_election_start_one_build_per_packer_builder() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    // Two processes that both believe they lead (leader election off): both see every new PackerBuilder at once.
+    h.start_controller_with(&[("POD_NAME", "a"), ("LEADER_ELECT", "false")]);
+    h.start_controller_with(&[("POD_NAME", "b"), ("LEADER_ELECT", "false")]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    let names: Vec<String> = (0..6).map(|i| format!("pb-{i}")).collect();
+    for name in &names {
+        let mut builder = h.seed_builder();
+        builder.metadata.name = Some(name.clone());
+        api.create(&PostParams::default(), &builder).await.expect("apply");
+    }
+    for name in &names {
+        h.wait_for(name, "Ready", |pb| {
+            ready_reason(pb).as_deref() == Some("BuildSucceeded")
+        })
+        .await;
+    }
+    let jobs = h.jobs().await;
+    assert_eq!(
+        jobs.len(),
+        names.len(),
+        "one Job per PackerBuilder: {:?}",
+        job_names(&jobs)
+    );
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(
+        calls.iter().filter(|c| c.action == "CreateImage").count(),
+        names.len(),
+        "one AMI per PackerBuilder"
+    );
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics() {
     let mut h = Harness::start().await;
     h.seed_base(
