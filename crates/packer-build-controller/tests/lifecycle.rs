@@ -575,6 +575,11 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
     team_a.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
     let mut team_b = team_a.clone();
     team_b.metadata.namespace = Some("team-b".into());
+    // Tenants name their AMIs apart: EC2 refuses two AMIs with the same name in one account and region, and the
+    // sample project names them by the second they were made in.
+    team_b.spec.builder.commands[0]
+        .variables
+        .insert("ami_name_prefix".into(), "team-b".into());
     for builder in [&team_a, &team_b] {
         let ns = builder.metadata.namespace.clone().expect("namespace");
         Api::<PackerBuilder>::namespaced(h.client.clone(), &ns)
@@ -591,8 +596,24 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
 
     // Several controllerTimer periods: before the fix, each build deprecated the other's AMI and both rebuilt.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(h.jobs_in("default").await.len(), 1, "team-a built once");
-    assert_eq!(h.jobs_in("team-b").await.len(), 1, "team-b built once");
+    for namespace in ["default", "team-b"] {
+        let jobs = h.jobs_in(namespace).await;
+        let outcomes: Vec<_> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.metadata.name.clone(),
+                    j.status.as_ref().and_then(|s| s.conditions.clone()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            jobs.len(),
+            1,
+            "{namespace} built once: {outcomes:#?}\ncontroller log tail:\n{}",
+            h.controller_log().lines().rev().take(60).collect::<Vec<_>>().join("\n")
+        );
+    }
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 2);
     for (ami, namespace) in [(&ami_a, "default"), (&ami_b, "team-b")] {
@@ -1029,13 +1050,20 @@ async fn two_controller_processes_without_leader_election_start_one_build_per_pa
     for name in &names {
         let mut builder = h.seed_builder();
         builder.metadata.name = Some(name.clone());
+        // Distinct AMI names: EC2 refuses two AMIs with one name, and the sample names them by the second.
+        builder.spec.builder.commands[0]
+            .variables
+            .insert("ami_name_prefix".into(), name.clone());
         api.create(&PostParams::default(), &builder).await.expect("apply");
     }
     for name in &names {
-        h.wait_for(name, "Ready", |pb| {
-            ready_reason(pb).as_deref() == Some("BuildSucceeded")
-        })
-        .await;
+        let pb = h
+            .wait_for(name, "Ready", |pb| {
+                ready_reason(pb).as_deref() == Some("BuildSucceeded")
+            })
+            .await;
+        let failed = pb.status.map(|s| s.failed_job_count).unwrap_or_default();
+        assert_eq!(failed, 0, "{name}: no build failed, so every extra Job is a duplicate");
     }
     let jobs = h.jobs().await;
     assert_eq!(

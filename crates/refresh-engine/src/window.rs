@@ -108,9 +108,11 @@ fn parse_field(text: &str, min: u8, max: u8, names: &[&str], name_base: u8) -> R
             };
         }
     }
+    // Vixie cron marks a field that begins with `*` (`*`, `*/2`) as unrestricted for the day-of-month /
+    // day-of-week rule, even when a step thins it out.
     Ok(Field {
         bits,
-        restricted: text != "*",
+        restricted: !text.starts_with('*'),
     })
 }
 
@@ -133,7 +135,7 @@ impl Schedule {
             return Err(error("the window duration is zero".into()));
         }
         let tz = TimeZone::get(time_zone).map_err(|_| WindowError::TimeZone(time_zone.to_owned()))?;
-        Ok(Self {
+        let parsed = Self {
             minute: parse_field(minute, 0, 59, &[], 0).map_err(|e| error(format!("minute: {e}")))?,
             hour: parse_field(hour, 0, 23, &[], 0).map_err(|e| error(format!("hour: {e}")))?,
             day: parse_field(day, 1, 31, &[], 0).map_err(|e| error(format!("day of month: {e}")))?,
@@ -141,17 +143,38 @@ impl Schedule {
             weekday,
             duration,
             tz,
-        })
+        };
+        if !parsed.can_fire() {
+            return Err(error(
+                "it never fires (no month of the schedule has such a day); the rollout would wait forever".into(),
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether some calendar day matches: a day-of-month that no month of the schedule has (`30 2`, `31 4,6`)
+    /// never fires when only the day of month decides (February counts 29 days: leap years exist).
+    fn can_fire(&self) -> bool {
+        const DAYS_IN_MONTH: [i8; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        let day_of_month_decides = !(self.day.restricted && self.weekday.restricted);
+        if !day_of_month_decides {
+            return true;
+        }
+        (1..=12i8)
+            .filter(|m| self.month.has(*m))
+            .any(|m| (1..=DAYS_IN_MONTH[usize::try_from(m - 1).unwrap_or(0)]).any(|d| self.day.has(d)))
+            && self.weekday.bits & 0x7f != 0
     }
 
     fn day_matches(&self, date: Date) -> bool {
         let dom = self.day.has(date.day());
         let dow = self.weekday.has(date.weekday().to_sunday_zero_offset());
-        match (self.day.restricted, self.weekday.restricted) {
-            (true, true) => dom || dow,
-            (true, false) => dom,
-            (false, true) => dow,
-            (false, false) => true,
+        // Vixie cron: both fields restricted -> either matches; otherwise both must (an unrestricted `*` matches
+        // every day, a `*/2` only the days its step names).
+        if self.day.restricted && self.weekday.restricted {
+            dom || dow
+        } else {
+            dom && dow
         }
     }
 
@@ -266,6 +289,38 @@ mod tests {
 
     fn hours(h: u64) -> Duration {
         Duration::from_secs(h * 3600)
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        for never in ["0 0 30 2 *", "0 0 31 4,6,9,11 *", "0 0 31 FEB *"] {
+            let err = Schedule::parse(never, hours(1), "UTC").expect_err(never);
+            assert!(err.to_string().contains("never fires"), "{never}: {err}");
+        }
+        // 29 February exists in leap years; a weekday makes `30 2` fire on that weekday (either field matches).
+        for fires in ["0 0 29 2 *", "0 0 30 2 MON"] {
+            assert!(Schedule::parse(fires, hours(1), "UTC").is_ok(), "{fires}");
+        }
+    }
+
+    #[test]
+    fn a_day_of_month_step_with_a_weekday_needs_both_as_in_vixie_cron() {
+        // `*/2` starts with `*`, so Vixie cron requires both fields: odd days of the month that are Mondays.
+        let w = Schedule::parse("0 3 */2 * MON", hours(1), "UTC").expect("parse");
+        // 2026-11-23 is a Monday (even day): closed. 2026-11-30 is a Monday (even): closed. 2026-12-07 is a Monday
+        // (odd day): open.
+        assert_eq!(w.open_until(ts("2026-11-23T03:30:00Z")), None);
+        assert_eq!(
+            w.next_open(ts("2026-11-23T04:00:00Z")),
+            Some(ts("2026-12-07T03:00:00Z"))
+        );
+        // Both restricted without a star: either matches (the 1st, or any Monday).
+        let either = Schedule::parse("0 3 1 * MON", hours(1), "UTC").expect("parse");
+        assert!(either.open_until(ts("2026-11-23T03:30:00Z")).is_some(), "a Monday");
+        assert!(
+            either.open_until(ts("2026-12-01T03:30:00Z")).is_some(),
+            "the 1st (a Tuesday)"
+        );
     }
 
     #[test]
