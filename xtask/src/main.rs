@@ -4,8 +4,9 @@
 //!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
 //! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
 //! - `gen-deploy [--check]`: render `deploy/<controller>/` from the Helm subcharts with default values.
-//! - `demo [--debug] [--keep] [--timeout 5m]`: the whole loop on one machine (see `demo.rs`).
-//! - `bench [--quick]`: cost and scale of both controllers, measured (see `bench.rs`).
+//! - `demo [--debug] [--keep] [--timeout 5m]`: the whole loop on one machine (`testing/testbed`, run after the
+//!   tools it needs are installed).
+//! - `bench [--quick]`: cost and scale of both controllers, measured (`testing/testbed`).
 //! - `test [-- <args>]`: install what the tests need when missing, check formatting and lints, then run the whole
 //!   workspace test suite. This is
 //!   the one test command; `.ci/run` calls it.
@@ -16,9 +17,6 @@ use std::{
     path::{Path, PathBuf},
     process::Command,
 };
-
-mod bench;
-mod demo;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -109,19 +107,29 @@ fn run_task(cli: Cli) -> Result<()> {
             if !status.success() {
                 bail!("cargo build --release failed");
             }
-            let target = target_dir(&root);
-            bench::run(&target, &target.join("release"), quick)
+            let bin_dir = target_dir(&root).join("release");
+            let mut bench = testbed(&root);
+            bench.args(["bench", "--bin-dir"]).arg(bin_dir);
+            if quick {
+                bench.arg("--quick");
+            }
+            run(&mut bench).context("the bench failed")
         }
         Task::Demo { debug, keep, timeout } => {
             let tools = ensure_kube_tools(&root)?;
             ensure_moto(&root)?;
             ensure_packer()?;
-            demo::run(
-                &root,
-                &target_dir(&root),
-                &tools,
-                &demo::Options { debug, keep, timeout },
-            )
+            let mut demo = testbed(&root);
+            demo.env("KUBECTL", tools.join("kubectl"))
+                .args(["demo", "--timeout"])
+                .arg(format!("{}s", timeout.as_secs().max(1)));
+            if debug {
+                demo.arg("--debug");
+            }
+            if keep {
+                demo.arg("--keep");
+            }
+            run(&mut demo).context("the demo did not complete")
         }
         Task::Test { args } => test(&root, &args),
     }
@@ -378,6 +386,16 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         runner.arg("--").args(extra);
     }
     run(&mut runner).context("tests failed")
+}
+
+/// `cargo run -p testbed --`: the demo and the bench live in test infrastructure, so `cargo xtask` itself builds
+/// without the AWS SDK.
+fn testbed(root: &Path) -> Command {
+    let mut command = Command::new(cargo());
+    command
+        .current_dir(root)
+        .args(["run", "--quiet", "--package", "testbed", "--"]);
+    command
 }
 
 fn cargo() -> String {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: cost and scale of both controllers (release binaries, separate processes) against the
+//! `cargo xtask bench` (`testbed bench`): cost and scale of both controllers (release binaries, separate processes) against the
 //! in-memory API server and the AWS emulator. Counts come from the emulator's call log and the API server's request
 //! record (the controllers run as their own user, so the bench's own requests are excluded); the controllers'
 //! `/metrics` are reported beside them as a cross-check. Writes `target/bench/report.json` and `report.md`.

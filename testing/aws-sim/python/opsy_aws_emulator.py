@@ -1,6 +1,6 @@
 """AWS emulator for opsy-ami-operator tests: the moto server (pinned 5.2.5) plus what moto lacks.
 
-Test infrastructure, not a product component. Started by the Rust helper in crates/aws-sim; prints
+Test infrastructure, not a product component. Started by the Rust helper in testing/aws-sim; prints
 "READY <port>" on stdout once it serves on 127.0.0.1.
 
 Added to moto:

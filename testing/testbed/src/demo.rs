@@ -1,4 +1,4 @@
-//! `cargo xtask demo`: the whole loop on one machine. The in-memory API server (with its Job executor) and the AWS
+//! `cargo xtask demo` (`testbed demo`): the whole loop on one machine. The in-memory API server (with its Job executor) and the AWS
 //! emulator run inside this process; the two controller binaries run as separate processes through a
 //! kubeconfig, as in a cluster; Packer really builds against the emulator.
 //!
@@ -42,6 +42,8 @@ pub struct Options {
     pub keep: bool,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Use the controller binaries in this directory instead of building them (the test build's, in the test).
+    pub bin_dir: Option<std::path::PathBuf>,
 }
 
 struct Stage {
@@ -98,6 +100,10 @@ fn tail(path: &Path, lines: usize) -> String {
 /// Runs the demo; `Ok` only when the loop completed (AMI built and tagged, node groups rolled, excluded one
 /// untouched).
 pub fn run(root: &Path, target: &Path, tools: &Path, options: &Options) -> Result<()> {
+    if let Some(bin_dir) = &options.bin_dir {
+        println!("==> using the controllers in {}", bin_dir.display());
+        return tokio::runtime::Runtime::new()?.block_on(run_loop(root, target, tools, bin_dir, options));
+    }
     let mut build = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     build.current_dir(root).args([
         "build",
