@@ -743,6 +743,29 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     let mut status = old.clone();
     status.observed_generation = Some(generation);
 
+    // Poll updates in flight first, whatever the spec or the target now say: an update that ends is reported (and
+    // a failure halts) even while the spec is invalid or no AMI is eligible; the observation below then already
+    // sees what a finished update changed.
+    let mut previous = old.node_groups.clone();
+    let mut newly_failed = false;
+    for entry in previous
+        .iter_mut()
+        .filter(|e| e.state == NodeGroupState::InProgress && e.update_id.is_some())
+    {
+        track(ctx, &amr, entry, now).await?;
+        if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
+            newly_failed = true;
+        }
+    }
+    // Used when no rollout step follows (invalid spec, no eligible AMI): the tracked entries, and a halt against
+    // the last target when one of them failed.
+    let tracked_only = |status: &mut AMIRefresherStatus| {
+        status.node_groups = previous.clone();
+        if newly_failed {
+            status.halted_target = old.target_ami.clone();
+        }
+    };
+
     let choice = match validate(&amr) {
         Err(e) => Err(e),
         Ok(valid) => match choose_target(ctx, &amr, &valid.policy, now).await {
@@ -753,6 +776,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     };
     let (valid, target, source) = match choice {
         Err(e) => {
+            tracked_only(&mut status);
             status.phase = Some(AMIRefresherPhase::Invalid);
             condition(
                 &mut status,
@@ -767,6 +791,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             return Ok(Action::requeue(ctx.resync));
         }
         Ok((_, Choice::NoEligible(why))) => {
+            tracked_only(&mut status);
             status.phase = Some(AMIRefresherPhase::NoEligibleAMI);
             condition(
                 &mut status,
@@ -795,18 +820,6 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         Ok((valid, Choice::Chosen { ami, source })) => (valid, ami, source),
     };
 
-    // Poll updates in flight first, so the observation below already sees what a finished update changed.
-    let mut previous = old.node_groups.clone();
-    let mut newly_failed = false;
-    for entry in previous
-        .iter_mut()
-        .filter(|e| e.state == NodeGroupState::InProgress && e.update_id.is_some())
-    {
-        track(ctx, &amr, entry, now).await?;
-        if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
-            newly_failed = true;
-        }
-    }
     let groups = observe(ctx, &amr, &previous).await?;
     let halt = refresh_engine::plan::halt_holds(
         &refresh_engine::plan::HaltRecord::from_status(&old, generation),
@@ -926,6 +939,25 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         ),
         AMIRefresherPhase::Planned => (false, reasons::DRY_RUN, format!("would roll: {}", plan_text())),
         AMIRefresherPhase::Waiting => match p.hold {
+            Some(Hold::CanaryUnavailable) => (
+                false,
+                reasons::CANARY_UNAVAILABLE,
+                match p
+                    .node_groups
+                    .iter()
+                    .find(|n| Some(n.name.as_str()) == rc.canary.as_deref())
+                {
+                    Some(n) => format!(
+                        "canary {} cannot be rolled ({}); {pending} node group(s) wait",
+                        n.name,
+                        n.message.as_deref().unwrap_or("skipped")
+                    ),
+                    None => format!(
+                        "canary {} is not a node group of the cluster (or is excluded); {pending} node group(s) wait",
+                        rc.canary.as_deref().unwrap_or_default()
+                    ),
+                },
+            ),
             Some(Hold::OutsideWindow { opens_at }) => (
                 false,
                 reasons::OUTSIDE_MAINTENANCE_WINDOW,

@@ -619,6 +619,60 @@ async fn an_update_that_fails_after_the_target_changed_halts_is_announced_and_su
 }
 
 #[tokio::test]
+async fn an_update_in_flight_is_tracked_to_its_failure_while_no_ami_is_eligible() {
+    let mut w = World::start().await;
+    let (old, target) = seed_world(&mut w).await;
+    w.aws.set_progress(true, 1).await.expect("progress");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    w.wait_for("ng-a updating", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.node_groups
+                .iter()
+                .any(|n| n.name == "ng-a" && n.state == NodeGroupState::InProgress)
+        })
+    })
+    .await;
+    // Every managed AMI is deprecated while ng-a rolls onto the target: none is eligible any more.
+    w.ec2
+        .create_tags()
+        .resources(&target)
+        .resources(&old)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("status")
+                .value("deprecated")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("deprecate");
+    w.wait_for("NoEligibleAMI", |a| phase(a) == Some(AMIRefresherPhase::NoEligibleAMI))
+        .await;
+    w.aws
+        .finish_update(&Account(DEFAULT_ACCOUNT.into()), REGION, CLUSTER, "ng-a", "Failed")
+        .await
+        .expect("finish");
+    let amr = w
+        .wait_for("ng-a failed", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.node_groups
+                    .iter()
+                    .any(|n| n.name == "ng-a" && n.state == NodeGroupState::Failed)
+            })
+        })
+        .await;
+    assert_eq!(phase(&amr), Some(AMIRefresherPhase::NoEligibleAMI));
+    assert_eq!(
+        amr.status.as_ref().and_then(|s| s.halted_target.as_deref()),
+        Some(target.as_str()),
+        "the failure halts against the last target"
+    );
+    assert_eq!(w.events("NodeGroupUpdateFailed").await.len(), 1, "and is announced");
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 1);
+}
+
+#[tokio::test]
 async fn amis_built_in_other_namespaces_are_chosen_only_when_trusted() {
     let mut w = World::start().await;
     let old = w.managed_ami("v1", 4).await;

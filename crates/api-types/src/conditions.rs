@@ -50,6 +50,8 @@ pub mod reasons {
     pub const OUTSIDE_MAINTENANCE_WINDOW: &str = "OutsideMaintenanceWindow";
     /// Dry-run: the plan is published and nothing is changed.
     pub const DRY_RUN: &str = "DryRun";
+    /// The canary node group cannot be rolled (not in the cluster, or skipped): nothing else starts.
+    pub const CANARY_UNAVAILABLE: &str = "CanaryUnavailable";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -39,6 +39,10 @@ use crate::{
 #[x_kube(validation = Rule::new(
     "!(has(self.amiFilters) && size(self.amiFilters) > 0 && has(self.baseAmi) && has(self.baseAmi.ssmParameter))"
 ).message("set either amiFilters or baseAmi.ssmParameter to find the base AMI, not both").field_path(".baseAmi.ssmParameter"))]
+#[x_kube(validation = Rule::new("!has(self.distribution)")
+    .message("spec.distribution (copy to regions, share with accounts) is not implemented yet; remove it").field_path(".distribution"))]
+#[x_kube(validation = Rule::new("!has(self.retention)")
+    .message("spec.retention (deregister old AMIs) is not implemented yet; remove it").field_path(".retention"))]
 #[serde(rename_all = "camelCase")]
 pub struct PackerBuilderSpec {
     /// EC2 DescribeImages filters that find the base AMI (the newest match wins). Optional: without them (and
@@ -81,11 +85,13 @@ pub struct PackerBuilderSpec {
     #[schemars(range(min = 1, max = 100))]
     pub max_failed_jobs: i32,
 
-    /// Copy the built AMI to other regions and share it with other accounts.
+    /// Reserved: copying the built AMI to other regions and sharing it is not implemented yet, so setting this
+    /// field is refused at apply time rather than silently ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<DistributionSpec>,
 
-    /// Clean-up of old managed AMIs. Without it, old AMIs are only tagged `status=deprecated`, never deleted.
+    /// Reserved: deregistering old AMIs is not implemented yet, so setting this field is refused at apply time
+    /// rather than silently ignored. Old AMIs are tagged `status=deprecated` and never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
 }

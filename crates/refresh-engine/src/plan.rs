@@ -77,6 +77,8 @@ pub enum Hold {
     },
     /// Waiting for node groups in flight (parallelism or the canary).
     InFlight,
+    /// The named canary cannot be rolled (not in the cluster, or skipped): the rollout never goes on without it.
+    CanaryUnavailable,
     /// Node groups are busy in AWS with an update this operator did not start.
     Busy,
 }
@@ -280,8 +282,18 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
     };
     let mut hold = None;
     if !pending.is_empty() {
+        // A canary that cannot roll (a typo, a group without a custom launch template) must hold the rollout:
+        // going on without it would roll every group unprobed.
+        let canary_unavailable = canary.is_some_and(|c| {
+            node_groups
+                .iter()
+                .find(|n| n.name == c)
+                .is_none_or(|n| n.state == NodeGroupState::Skipped)
+        });
         if let Some(gate) = gate {
             hold = Some(gate);
+        } else if canary_unavailable {
+            hold = Some(Hold::CanaryUnavailable);
         } else {
             let canary_pending = canary.and_then(|c| node_groups.iter().find(|n| n.name == c && !on_target(n.state)));
             let capacity = match canary_pending {
@@ -314,7 +326,10 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         AMIRefresherPhase::Ready
     } else if dry_run {
         AMIRefresherPhase::Planned
-    } else if matches!(hold, Some(Hold::Paused | Hold::OutsideWindow { .. })) {
+    } else if matches!(
+        hold,
+        Some(Hold::Paused | Hold::OutsideWindow { .. } | Hold::CanaryUnavailable)
+    ) {
         AMIRefresherPhase::Waiting
     } else {
         AMIRefresherPhase::Progressing
@@ -436,6 +451,30 @@ mod tests {
         i.canary = Some("canary");
         i.parallelism = 5;
         assert_eq!(plan(i).start, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_canary_that_cannot_roll_holds_the_rollout_instead_of_being_skipped() {
+        // Not in the cluster (a typo in refreshConfig.canary): nothing starts.
+        let observed = [ng("a", OLD), ng("b", OLD)];
+        let mut i = inputs(&observed, &[]);
+        i.canary = Some("canary");
+        i.parallelism = 5;
+        let p = plan(i);
+        assert!(p.start.is_empty(), "{:?}", p.start);
+        assert_eq!(p.hold, Some(Hold::CanaryUnavailable));
+        assert_eq!(p.phase, AMIRefresherPhase::Waiting);
+        // Skipped (no custom launch template): nothing starts either.
+        let mut skipped = ng("canary", OLD);
+        skipped.skip = Some("no custom launch template".into());
+        let observed = [ng("a", OLD), skipped];
+        let mut i = inputs(&observed, &[]);
+        i.canary = Some("canary");
+        let p = plan(i);
+        assert!(p.start.is_empty());
+        assert_eq!(p.hold, Some(Hold::CanaryUnavailable));
+        // Without a canary the same groups roll.
+        assert_eq!(plan(inputs(&observed, &[])).start, vec!["a"]);
     }
 
     #[test]
