@@ -50,6 +50,9 @@ pub mod reasons {
     pub const OUTSIDE_MAINTENANCE_WINDOW: &str = "OutsideMaintenanceWindow";
     /// Dry-run: the plan is published and nothing is changed.
     pub const DRY_RUN: &str = "DryRun";
+    /// The AMI a build reported is not what a good build leaves: not owned by this account, made before the build
+    /// started, or failed/deregistered. Nothing is tagged; it counts as a failed build.
+    pub const UNVERIFIED_ARTIFACT: &str = "UnverifiedArtifact";
     /// The canary node group cannot be rolled (not in the cluster, or skipped): nothing else starts.
     pub const CANARY_UNAVAILABLE: &str = "CanaryUnavailable";
     /// A condition that does not currently apply.

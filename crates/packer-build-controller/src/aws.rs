@@ -166,9 +166,12 @@ impl Aws {
         self.describe(region, filters, &["self".to_owned()], &[]).await
     }
 
-    /// One AMI by ID, or `None` when EC2 does not know it.
-    pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
-        match self.describe(region, Vec::new(), &[], &[id.to_owned()]).await {
+    /// One AMI of this account by ID, or `None` when EC2 does not know it or another account owns it.
+    pub async fn own_image(&self, region: &str, id: &str) -> Result<Option<Image>> {
+        match self
+            .describe(region, Vec::new(), &["self".to_owned()], &[id.to_owned()])
+            .await
+        {
             Ok(images) => Ok(images.into_iter().find(|i| i.id == id)),
             Err(Error::Aws(e)) if e.kind == AwsErrorKind::NotFound || e.has_code(&["InvalidAMIID.Malformed"]) => {
                 Ok(None)

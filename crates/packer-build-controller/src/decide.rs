@@ -56,6 +56,41 @@ pub fn is_ami_id(value: &str) -> bool {
     matches!(hex.len(), 8 | 17) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// What the AMI a build reported is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Artifact {
+    /// Available, owned by this account, made during this build: tag it.
+    Verified,
+    /// Still being registered: look again shortly.
+    Pending,
+    /// Not what this build made (or a failed image): a failed build, and nothing is tagged.
+    Unverified(String),
+}
+
+/// Checks the AMI a build reported before anything is tagged: `image` is the DescribeImages answer restricted to
+/// this account (`None`: unknown, or owned by another account); it must be `available` (`pending` waits; any
+/// other state fails) and created no earlier than the build started (less [`ami_tags::MAX_CLOCK_SKEW`]), so a
+/// build pod cannot make the controller tag an older AMI of the account as the new one.
+pub fn check_artifact(ami: &str, image: Option<&ami_tags::Image>, build_started: Option<Timestamp>) -> Artifact {
+    let Some(image) = image else {
+        return Artifact::Unverified(format!("the build reported {ami}, but this account owns no such AMI"));
+    };
+    match image.state.as_deref() {
+        None | Some("available") => {}
+        Some("pending") => return Artifact::Pending,
+        Some(other) => return Artifact::Unverified(format!("the build reported {ami}, which is {other}")),
+    }
+    if let (Some(started), Some(created)) = (build_started, image.creation_date) {
+        let earliest = started.checked_sub(ami_tags::MAX_CLOCK_SKEW).unwrap_or(started);
+        if created < earliest {
+            return Artifact::Unverified(format!(
+                "the build reported {ami}, created at {created}, before this build started at {started}"
+            ));
+        }
+    }
+    Artifact::Verified
+}
+
 /// First retry delay after a failed build; doubles per further failure.
 pub const RETRY_BASE: Duration = Duration::from_secs(30);
 /// Longest delay between retries.
@@ -117,6 +152,38 @@ mod tests {
             name: name.into(),
             values: vec![value.into()],
         }
+    }
+
+    fn image(state: &str, created: &str) -> ami_tags::Image {
+        ami_tags::Image {
+            id: "ami-0123456789abcdef0".into(),
+            state: Some(state.into()),
+            creation_date: Some(created.parse().expect("ts")),
+            ..ami_tags::Image::default()
+        }
+    }
+
+    #[test]
+    fn only_an_available_ami_of_this_account_made_during_the_build_is_verified() {
+        let started: Timestamp = "2026-11-30T10:00:00Z".parse().expect("ts");
+        let ami = "ami-0123456789abcdef0";
+        let made = image("available", "2026-11-30T10:20:00Z");
+        assert_eq!(check_artifact(ami, Some(&made), Some(started)), Artifact::Verified);
+        assert_eq!(
+            check_artifact(ami, Some(&image("pending", "2026-11-30T10:20:00Z")), Some(started)),
+            Artifact::Pending
+        );
+        for bad in [
+            check_artifact(ami, None, Some(started)),
+            check_artifact(ami, Some(&image("failed", "2026-11-30T10:20:00Z")), Some(started)),
+            check_artifact(ami, Some(&image("deregistered", "2026-11-30T10:20:00Z")), Some(started)),
+            check_artifact(ami, Some(&image("available", "2026-11-01T00:00:00Z")), Some(started)),
+        ] {
+            assert!(matches!(bad, Artifact::Unverified(_)), "{bad:?}");
+        }
+        // Within the clock-skew allowance.
+        let skewed = image("available", "2026-11-30T09:58:00Z");
+        assert_eq!(check_artifact(ami, Some(&skewed), Some(started)), Artifact::Verified);
     }
 
     #[test]

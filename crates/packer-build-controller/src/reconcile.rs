@@ -176,7 +176,7 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
             match outcome.event.as_ref().map(|(_, reason, _)| *reason) {
                 Some(reasons::BUILD_STARTED) => ctx.metrics.count("builds", "started"),
                 Some(reasons::BUILD_SUCCEEDED) => ctx.metrics.count("builds", "succeeded"),
-                Some(reasons::BUILD_FAILED) => ctx.metrics.count("builds", "failed"),
+                Some(reasons::BUILD_FAILED | reasons::UNVERIFIED_ARTIFACT) => ctx.metrics.count("builds", "failed"),
                 _ => {}
             }
             outcome
@@ -721,7 +721,10 @@ async fn follow_job(
                 event: None,
             });
         }
-        None => Err(format!("build Job {name} disappeared before it finished")),
+        None => Err((
+            reasons::BUILD_FAILED,
+            format!("build Job {name} disappeared before it finished"),
+        )),
         Some(job) => match job_finished(&job) {
             None => {
                 status.phase = Some(PackerBuilderPhase::Building);
@@ -732,17 +735,26 @@ async fn follow_job(
             }
             Some(Ok(())) => match collect_success(pb, ctx, status, ns, name, durations, now).await {
                 Ok(outcome) => Ok(outcome),
-                Err(Collect::BadArtifact(message)) => Err(message),
+                Err(Collect::BadArtifact(message)) => Err((reasons::BUILD_FAILED, message)),
+                Err(Collect::Unverified(message)) => Err((reasons::UNVERIFIED_ARTIFACT, message)),
                 // The build is good; a call failed after it (throttled CreateTags, a 5xx, the API server). Retry
                 // with back-off: never a failed build, never counted toward maxFailedJobs.
                 Err(Collect::Retry(error)) => return Err(error),
             },
-            Some(Err(message)) => Err(format!("build Job {name} failed: {message}")),
+            Some(Err(message)) => Err((reasons::BUILD_FAILED, format!("build Job {name} failed: {message}"))),
         },
     };
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(message) => Ok(record_failure(pb, ctx.retry_base, status, durations, message, now)),
+        Err((reason, message)) => Ok(record_failure(
+            pb,
+            ctx.retry_base,
+            status,
+            durations,
+            reason,
+            message,
+            now,
+        )),
     }
 }
 
@@ -782,6 +794,9 @@ async fn reported_ami(ctx: &Context, ns: &str, job: &str, region: &str) -> Resul
 enum Collect {
     /// The artifact is not what a good build leaves behind: a failed build.
     BadArtifact(String),
+    /// The reported AMI is not what this build made (another account's, older than the build, failed): a failed
+    /// build with reason `UnverifiedArtifact`, and nothing is tagged.
+    Unverified(String),
     /// A call failed after a good build (AWS, API server): retry, it is not the build's fault.
     Retry(Error),
 }
@@ -809,18 +824,19 @@ async fn collect_success(
             spec.region
         ))
     })?;
-    let image = ctx
-        .aws
-        .image(&spec.region, &ami)
-        .await?
-        .ok_or_else(|| Collect::BadArtifact(format!("Packer reported {ami}, but EC2 does not know it")))?;
-    if !image.is_available() {
-        // Still being registered: look again shortly, the Job's result is safe in its termination message.
-        return Ok(Outcome {
-            requeue: Duration::from_secs(15),
-            event: None,
-        });
-    }
+    let found = ctx.aws.own_image(&spec.region, &ami).await?;
+    let build_started = status.last_run.as_ref().map(|t| t.0);
+    let image = match crate::decide::check_artifact(&ami, found.as_ref(), build_started) {
+        crate::decide::Artifact::Verified => found.unwrap_or_default(),
+        crate::decide::Artifact::Pending => {
+            // Still being registered: look again shortly, the Job's result is safe in its termination message.
+            return Ok(Outcome {
+                requeue: Duration::from_secs(15),
+                event: None,
+            });
+        }
+        crate::decide::Artifact::Unverified(why) => return Err(Collect::Unverified(why)),
+    };
     let identity = identity(pb);
     let build_id = status.build_id.clone().unwrap_or_default();
     let record = BuildRecord {
@@ -893,6 +909,7 @@ fn record_failure(
     retry_base: Duration,
     status: &mut PackerBuilderStatus,
     durations: &Durations,
+    reason: &'static str,
     message: String,
     now: Timestamp,
 ) -> Outcome {
@@ -901,15 +918,7 @@ fn record_failure(
     status.job_status = Some("failed".to_owned());
     status.last_run_status = Some("failed".to_owned());
     status.last_run_message = Some(message.clone());
-    condition(
-        status,
-        types::BUILDING,
-        false,
-        reasons::BUILD_FAILED,
-        message.clone(),
-        generation,
-        now,
-    );
+    condition(status, types::BUILDING, false, reason, message.clone(), generation, now);
     let degraded = status.failed_job_count >= pb.spec.max_failed_jobs;
     if degraded {
         let text = format!(
@@ -941,17 +950,9 @@ fn record_failure(
         };
     }
     status.phase = Some(PackerBuilderPhase::Failed);
-    condition(
-        status,
-        types::READY,
-        false,
-        reasons::BUILD_FAILED,
-        message.clone(),
-        generation,
-        now,
-    );
+    condition(status, types::READY, false, reason, message.clone(), generation, now);
     Outcome {
         requeue: crate::decide::retry_backoff(retry_base, status.failed_job_count),
-        event: Some((EventType::Warning, reasons::BUILD_FAILED, message)),
+        event: Some((EventType::Warning, reason, message)),
     }
 }
