@@ -1,9 +1,13 @@
 //! Packer steps as argv.
 //!
 //! Order of arguments within a step is fixed so the same spec always renders the same command (and the same
-//! `status.command`): flags, then user variables sorted by name, then the controller's `ami_id`/`region`
-//! variables (last, so they win over a user variable of the same name), then `-var-file`, then the user's extra
-//! arguments, then the directory `.`.
+//! `status.command`): flags, then user variables sorted by name, then `-var-file`, then the user's extra
+//! arguments, then the controller's `ami_id`/`region` variables, then the directory `.`. Packer lets the last
+//! definition of a variable win, so the base AMI the controller found is the one Packer builds from, whatever a
+//! user variable, variable file or extra argument says (the AMI's `base-ami` tag must name the AMI really used).
+//!
+//! `init` and `validate` steps the spec does not list are added with the `build` command's working directory,
+//! variables and variable file, so they check what `build` will run.
 
 use api_types::packer_builder::{BuilderSpec, PackerCommand, PackerSubCommand};
 
@@ -39,12 +43,20 @@ pub fn render_steps(builder: &BuilderSpec, base: Option<&BaseVars>, force_debug:
     ]
     .into_iter()
     .map(|sub| {
+        let build = builder
+            .commands
+            .iter()
+            .find(|c| c.sub_command == PackerSubCommand::Build);
         let defaults = PackerCommand {
             sub_command: sub,
             args: Vec::new(),
-            variables: Default::default(),
-            variables_file: None,
-            working_dir: None,
+            variables: if sub == PackerSubCommand::Init {
+                Default::default()
+            } else {
+                build.map(|b| b.variables.clone()).unwrap_or_default()
+            },
+            variables_file: build.and_then(|b| b.variables_file.clone()),
+            working_dir: build.and_then(|b| b.working_dir.clone()),
             color: false,
             debug: false,
             on_error: None,
@@ -77,17 +89,19 @@ fn render_step(spec: &PackerCommand, builder: &BuilderSpec, base: Option<&BaseVa
             args.push("-var".to_owned());
             args.push(format!("{key}={value}"));
         }
-        if let Some(base) = base {
-            args.push("-var".to_owned());
-            args.push(format!("ami_id={}", base.ami_id));
-            args.push("-var".to_owned());
-            args.push(format!("region={}", base.region));
-        }
         if let Some(file) = &spec.variables_file {
             args.push(format!("-var-file={file}"));
         }
     }
     args.extend(spec.args.iter().cloned());
+    if sub != PackerSubCommand::Init
+        && let Some(base) = base
+    {
+        args.push("-var".to_owned());
+        args.push(format!("ami_id={}", base.ami_id));
+        args.push("-var".to_owned());
+        args.push(format!("region={}", base.region));
+    }
     args.push(".".to_owned());
     Step {
         sub_command: sub,
@@ -182,6 +196,35 @@ mod tests {
     }
 
     #[test]
+    fn added_init_and_validate_run_in_the_build_commands_working_directory() {
+        let spec = builder(serde_json::json!([{"subCommand": "build", "workingDir": "packer/al2023"}]));
+        let steps = render_steps(&spec, None, false);
+        assert!(
+            steps.iter().all(|s| s.working_dir == "packer/al2023"),
+            "{:?}",
+            steps.iter().map(|s| &s.working_dir).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_user_ami_id_in_args_or_variables_never_overrides_the_base_ami() {
+        let spec = builder(
+            serde_json::json!([{"subCommand": "build", "args": ["-var", "ami_id=ami-00000000"],
+            "variables": {"ami_id": "ami-11111111"}}]),
+        );
+        let steps = render_steps(&spec, Some(&base()), false);
+        for step in &steps[1..] {
+            let last = step
+                .args
+                .iter()
+                .rev()
+                .find(|a| a.starts_with("ami_id="))
+                .expect("an ami_id");
+            assert_eq!(last, "ami_id=ami-05da30e98c637628c", "{:?}", step.args);
+        }
+    }
+
+    #[test]
     fn seed_build_command_gets_missing_steps_and_base_variables_in_a_stable_order() {
         let spec = builder(
             serde_json::json!([{"subCommand": "build", "args": ["-force"], "color": false, "debug": true,
@@ -189,10 +232,16 @@ mod tests {
         );
         let steps = render_steps(&spec, Some(&base()), false);
         assert_eq!(steps[0].args, ["init", "."]);
+        // The added validate checks what build will run: the same variables and variable file.
         assert_eq!(
             steps[1].args,
             [
                 "validate",
+                "-var",
+                "eks_version=1.30",
+                "-var",
+                "z_last=1",
+                "-var-file=al2_amd64.pkrvars.hcl",
                 "-var",
                 "ami_id=ami-05da30e98c637628c",
                 "-var",
@@ -200,6 +249,8 @@ mod tests {
                 "."
             ]
         );
+        // The controller's base variables come last, after the variable file and the extra arguments: Packer
+        // lets the last definition win, so the AMI built from is the one the controller found.
         assert_eq!(
             steps[2].args,
             [
@@ -211,12 +262,12 @@ mod tests {
                 "eks_version=1.30",
                 "-var",
                 "z_last=1",
+                "-var-file=al2_amd64.pkrvars.hcl",
+                "-force",
                 "-var",
                 "ami_id=ami-05da30e98c637628c",
                 "-var",
                 "region=us-west-2",
-                "-var-file=al2_amd64.pkrvars.hcl",
-                "-force",
                 ".",
             ]
         );
