@@ -80,11 +80,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let notifier = controller_runtime::notify::ChannelNotifier {
         client: client.clone(),
-        http: reqwest::Client::new(),
+        http: controller_runtime::notify::http_client(),
         slack_api: args.runtime.slack_api_url.clone(),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
         sdk: sdk.clone(),
+        url_policy: args.runtime.url_policy(),
     };
     let mut context = Context::new(
         client.clone(),

@@ -253,6 +253,9 @@ impl World {
             .env("POLL_INTERVAL", "200ms")
             .env("RESYNC_INTERVAL", "1s")
             .env("RETRY_BASE_DELAY", "200ms")
+            // The fake webhook listens on http://127.0.0.1 (refused by default).
+            .env("WEBHOOK_ALLOW_HTTP", "true")
+            .env("WEBHOOK_ALLOW_PRIVATE", "true")
             .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -1082,6 +1085,36 @@ async fn fake_webhook() -> (String, Inbox) {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
     (format!("http://{addr}/hook"), inbox)
+}
+
+#[tokio::test]
+async fn a_webhook_on_a_private_address_is_refused_by_default_and_never_called() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    let (url, inbox) = fake_webhook().await;
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "hook"}, "stringData": {"url": url}})).expect("secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(w.client.clone())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    // The controller's defaults: https only, no private or loopback hosts.
+    w.start_controller_with(&[("WEBHOOK_ALLOW_HTTP", "false"), ("WEBHOOK_ALLOW_PRIVATE", "false")]);
+    w.apply_seed(|doc| doc["spec"]["notifier"] = json!({"webhook": {"secret": "hook"}}))
+        .await;
+    w.wait_for("Ready", ready).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(inbox.lock().expect("inbox").is_empty(), "the webhook was never called");
+    let failed = w.events("NotificationFailed").await;
+    assert!(!failed.is_empty(), "each refused delivery is a Warning Event");
+    for event in &failed {
+        let note = event.note.clone().unwrap_or_default();
+        assert!(note.contains("webhook") && note.contains("refused"), "{note}");
+        assert!(
+            !note.contains(&url),
+            "the URL (it may carry a token) is never echoed: {note}"
+        );
+    }
 }
 
 #[tokio::test]

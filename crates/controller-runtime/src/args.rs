@@ -41,9 +41,24 @@ pub struct RuntimeArgs {
     /// Namespace of the Lease (the controller's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// Allow `http://` Discord and webhook URLs (default: https only).
+    #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_http: bool,
+    /// Allow Discord and webhook URLs on loopback, link-local (instance metadata), private or cluster-internal
+    /// hosts (default: refused, since the URLs come from users' Secrets and the request leaves from this pod).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 impl RuntimeArgs {
+    /// Which webhook URLs the notifier may call.
+    pub fn url_policy(&self) -> notifier::UrlPolicy {
+        notifier::UrlPolicy {
+            allow_http: self.webhook_allow_http,
+            allow_private: self.webhook_allow_private,
+        }
+    }
+
     /// Installs logging in the chosen format.
     pub fn init_logging(&self) {
         crate::init_logging(match self.log_format {

@@ -29,6 +29,17 @@ pub struct ChannelNotifier {
     pub metrics: Arc<Metrics>,
     /// AWS configuration for SNS and SES (the controller's own identity).
     pub sdk: aws_config::SdkConfig,
+    /// Which Discord and webhook URLs (from users' Secrets) may be called.
+    pub url_policy: notifier::UrlPolicy,
+}
+
+/// The HTTP client for notifications: never follows a redirect, so an allowed public URL cannot bounce the
+/// request to an internal address.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
 }
 
 impl std::fmt::Debug for ChannelNotifier {
@@ -110,6 +121,7 @@ impl ChannelNotifier {
             sinks.push(
                 secret_value(&secrets, &discord.secret, "webhookURL")
                     .await
+                    .and_then(|url| notifier::check_url(&url, self.url_policy).map(|()| url))
                     .map(|url| Sink::Discord(DiscordSink::new(url)))
                     .map_err(|e| ("discord", e)),
             );
@@ -122,6 +134,7 @@ impl ChannelNotifier {
             sinks.push(
                 secret_value(&secrets, &webhook.secret, "url")
                     .await
+                    .and_then(|url| notifier::check_url(&url, self.url_policy).map(|()| url))
                     .map(|url| Sink::Webhook(WebhookSink::new(url, key)))
                     .map_err(|e| ("webhook", e)),
             );

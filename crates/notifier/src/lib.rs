@@ -5,16 +5,20 @@
 //! - [`Sink`]s: Slack (`chat.postMessage`, once per channel, Block Kit with a severity colour), Discord (webhook
 //!   embed) and a generic JSON webhook (optionally HMAC-SHA256 signed). Secret values (tokens, URLs, keys) live only
 //!   inside the sink and are never logged or put into errors.
+//! - [`check_url`]: which webhook URLs (from users' Secrets) the controller may call: https to public hosts unless
+//!   widened by controller flags.
 //! - [`deliver`]: bounded retries with back-off and a per-attempt timeout; honours HTTP 429 `Retry-After`.
 
 pub mod render;
 pub mod sinks;
+pub mod url_policy;
 
 use serde::Serialize;
 
 pub use sinks::{
     DeliveryPolicy, DiscordSink, SIGNATURE_HEADER, SesSink, Sink, SlackSink, SnsSink, WebhookSink, deliver, signature,
 };
+pub use url_policy::{UrlPolicy, check_url};
 
 /// How a transition should look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

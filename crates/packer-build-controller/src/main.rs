@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         aws::Aws::new(sdk, args.base_ami_cache_ttl),
         recorder,
         args.runtime.slack_api_url.clone(),
+        args.runtime.url_policy(),
     );
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;

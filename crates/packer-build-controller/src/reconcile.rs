@@ -81,7 +81,13 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack.
-    pub fn new(client: Client, mut aws: Aws, recorder: Recorder, slack_api: String) -> Self {
+    pub fn new(
+        client: Client,
+        mut aws: Aws,
+        recorder: Recorder,
+        slack_api: String,
+        url_policy: notifier::UrlPolicy,
+    ) -> Self {
         let metrics = Arc::new(controller_runtime::Metrics::new(
             "packer_build_controller",
             &[("builds", "Packer builds by result: started, succeeded, failed")],
@@ -90,11 +96,12 @@ impl Context {
         let notifier = Arc::new(crate::notify::SinkNotifier(
             controller_runtime::notify::ChannelNotifier {
                 client: client.clone(),
-                http: reqwest::Client::new(),
+                http: controller_runtime::notify::http_client(),
                 slack_api,
                 recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 sdk: aws.sdk().clone(),
+                url_policy,
             },
         ));
         Self {
