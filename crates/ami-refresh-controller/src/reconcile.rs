@@ -32,7 +32,7 @@ use kube::{
         events::{Event, EventType, Recorder},
     },
 };
-use refresh_engine::{Hold, Observed, PlanInputs, Schedule, WindowState, plan, window_state};
+use refresh_engine::{Observed, PlanInputs, Schedule, WindowState, plan, window_state};
 
 use crate::{
     aws::{Aws, NodegroupInfo, Progress, RefreshPrefs, UpdateConfig},
@@ -881,155 +881,44 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             }
         }
     }
-    let failed = p
-        .node_groups
-        .iter()
-        .find(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
-    let halted = (halt || newly_failed) && failed.is_some();
-    status.halted_target = halted.then(|| target.clone());
-    let in_flight = p
-        .node_groups
-        .iter()
-        .filter(|n| n.state == NodeGroupState::InProgress)
-        .count();
-    let pending = p
-        .node_groups
-        .iter()
-        .filter(|n| n.state == NodeGroupState::Pending)
-        .count();
-    p.phase = if halted {
-        AMIRefresherPhase::Degraded
-    } else if in_flight > 0 || deferred {
-        AMIRefresherPhase::Progressing
-    } else {
-        p.phase
-    };
-    let done = p
-        .node_groups
-        .iter()
-        .filter(|n| matches!(n.state, NodeGroupState::UpToDate | NodeGroupState::Successful))
-        .count();
-
+    let summary = refresh_engine::summary::summarize(
+        &p,
+        refresh_engine::summary::StepFacts {
+            target: &target,
+            halting: halt || newly_failed,
+            deferred,
+            canary: rc.canary.as_deref(),
+        },
+    );
+    status.halted_target = summary.halted.then(|| target.clone());
     status.target_ami = Some(target.clone());
     status.target_ami_source = Some(source);
-    status.phase = Some(p.phase);
-    status.progress = Some(format!("{done}/{}", p.total));
-    let plan_text = || {
-        p.node_groups
-            .iter()
-            .filter(|n| n.state == NodeGroupState::Pending)
-            .map(|n| {
-                format!(
-                    "{} ({} -> {target})",
-                    n.name,
-                    n.current_ami.as_deref().unwrap_or("unknown")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let (ready, ready_reason, ready_message) = match p.phase {
-        AMIRefresherPhase::Ready => (true, reasons::UP_TO_DATE, format!("{done} node group(s) run {target}")),
-        AMIRefresherPhase::Degraded => (
-            false,
-            reasons::ROLLOUT_FAILED,
-            failed
-                .map(|f| format!("{}: {}", f.name, f.message.as_deref().unwrap_or("failed")))
-                .unwrap_or_default(),
-        ),
-        AMIRefresherPhase::Planned => (false, reasons::DRY_RUN, format!("would roll: {}", plan_text())),
-        AMIRefresherPhase::Waiting => match p.hold {
-            Some(Hold::CanaryUnavailable) => (
-                false,
-                reasons::CANARY_UNAVAILABLE,
-                match p
-                    .node_groups
-                    .iter()
-                    .find(|n| Some(n.name.as_str()) == rc.canary.as_deref())
-                {
-                    Some(n) => format!(
-                        "canary {} cannot be rolled ({}); {pending} node group(s) wait",
-                        n.name,
-                        n.message.as_deref().unwrap_or("skipped")
-                    ),
-                    None => format!(
-                        "canary {} is not a node group of the cluster (or is excluded); {pending} node group(s) wait",
-                        rc.canary.as_deref().unwrap_or_default()
-                    ),
-                },
-            ),
-            Some(Hold::OutsideWindow { opens_at }) => (
-                false,
-                reasons::OUTSIDE_MAINTENANCE_WINDOW,
-                match opens_at {
-                    Some(t) => format!("{pending} node group(s) wait for the window opening at {t}"),
-                    None => format!("{pending} node group(s) wait; no maintenance window opens again"),
-                },
-            ),
-            _ => (
-                false,
-                reasons::PAUSED,
-                format!("{pending} node group(s) wait: spec.paused is set"),
-            ),
-        },
-        _ => (
-            false,
-            reasons::ROLLING_OUT,
-            format!("{done}/{} node group(s) on {target}, {in_flight} updating", p.total),
-        ),
-    };
-    condition(
-        &mut status,
-        types::READY,
-        ready,
-        ready_reason,
-        ready_message,
-        generation,
-        now,
-    );
-    condition(
-        &mut status,
-        types::PROGRESSING,
-        in_flight > 0,
-        if in_flight > 0 {
-            reasons::ROLLING_OUT
-        } else {
-            reasons::AS_EXPECTED
-        },
-        if in_flight > 0 {
-            format!("{in_flight} node group(s) updating")
-        } else {
-            String::new()
-        },
-        generation,
-        now,
-    );
-    condition(
-        &mut status,
-        types::DEGRADED,
-        halted,
-        if halted {
-            reasons::ROLLOUT_FAILED
-        } else {
-            reasons::AS_EXPECTED
-        },
-        if halted {
-            format!("rollout stopped: change the spec or set the {RETRY_ANNOTATION} annotation to a new value to retry")
-        } else {
-            String::new()
-        },
-        generation,
-        now,
-    );
+    status.phase = Some(summary.phase);
+    status.progress = Some(summary.progress.clone());
+    for (type_, c) in [
+        (types::READY, &summary.ready),
+        (types::PROGRESSING, &summary.progressing),
+        (types::DEGRADED, &summary.degraded),
+    ] {
+        condition(
+            &mut status,
+            type_,
+            c.status,
+            c.reason,
+            c.message.clone(),
+            generation,
+            now,
+        );
+    }
     status.node_groups = p.node_groups.clone();
     report(ctx, &amr, &old, &status).await?;
     if let Some(e) = transient {
         return Err(e);
     }
-    let delay = if in_flight > 0 || deferred {
+    let delay = if summary.in_flight > 0 || deferred {
         poll_delay(ctx, &status, now)
     } else if let WindowState::Closed { opens_at: Some(t) } = window
-        && pending > 0
+        && summary.pending > 0
     {
         t.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
     } else {

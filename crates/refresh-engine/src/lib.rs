@@ -3,12 +3,14 @@
 //! - [`window`]: five-field cron maintenance windows in an IANA time zone: is a window open at `now`, and when
 //!   does the next one open;
 //! - [`plan`]: given the target AMI, the node groups as observed in AWS and the previous status, which node groups
-//!   are up to date, which roll now, which wait and why.
+//!   are up to date, which roll now, which wait and why;
+//! - [`summary`]: the phase, progress and conditions a rollout step reports.
 //!
 //! Nothing here reads a clock, talks to AWS or Kubernetes: every input is an argument, so every safety property
 //! of a rollout is a unit test.
 
 pub mod plan;
+pub mod summary;
 pub mod window;
 
 pub use plan::{Hold, Observed, Plan, PlanInputs, plan};
