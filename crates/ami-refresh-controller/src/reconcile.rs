@@ -728,6 +728,70 @@ fn poll_delay(ctx: &Context, status: &AMIRefresherStatus, now: Timestamp) -> Dur
     (oldest / 10).clamp(ctx.poll, ctx.poll.saturating_mul(8))
 }
 
+/// What starting the planned node groups did.
+struct StartResult {
+    /// A prerequisite (the update config) was applied; the version update follows next reconcile.
+    deferred: bool,
+    /// AWS refused a start for good: the group is `Failed` and the rollout halts.
+    failed: bool,
+    /// A retriable error stopped the starts; status is written first, then the reconcile retries with back-off.
+    transient: Option<Error>,
+}
+
+/// Starts the node groups the plan names, in order, recording each in its status entry; stops at the first
+/// failure.
+async fn start_groups(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    valid: &ValidSpec,
+    groups: &[Group],
+    p: &mut refresh_engine::Plan,
+    target: &str,
+    now: Timestamp,
+) -> StartResult {
+    let mut result = StartResult {
+        deferred: false,
+        failed: false,
+        transient: None,
+    };
+    for name in p.start.clone() {
+        let Some(group) = groups.iter().find(|g| g.observed.name == name) else {
+            continue;
+        };
+        let Some(entry) = p.node_groups.iter_mut().find(|n| n.name == name) else {
+            continue;
+        };
+        match start(ctx, amr, valid, group, target).await {
+            Ok(Started::Update { id, version }) => {
+                ctx.metrics.count("rollouts", "started");
+                tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
+                entry.state = NodeGroupState::InProgress;
+                entry.update_id = Some(id);
+                entry.launch_template_version = Some(version);
+                entry.started_at = Some(Time(now));
+                entry.message = Some("update started".into());
+            }
+            Ok(Started::Deferred(why)) => {
+                result.deferred = true;
+                entry.message = Some(why);
+            }
+            Err(e) if e.is_permanent_aws() => {
+                entry.state = NodeGroupState::Failed;
+                entry.message = Some(e.to_string());
+                entry.finished_at = Some(Time(now));
+                result.failed = true;
+                break;
+            }
+            Err(e) => {
+                // Keep what already started in this pass: write status first, then retry with back-off.
+                result.transient = Some(e);
+                break;
+            }
+        }
+    }
+    result
+}
+
 async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action> {
     let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(amr) = api.get_opt(&cached.name_any()).await? else {
@@ -844,43 +908,9 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         now,
     });
 
-    let mut deferred = false;
-    let mut transient = None;
-    for name in p.start.clone() {
-        let Some(group) = groups.iter().find(|g| g.observed.name == name) else {
-            continue;
-        };
-        let Some(entry) = p.node_groups.iter_mut().find(|n| n.name == name) else {
-            continue;
-        };
-        match start(ctx, &amr, &valid, group, &target).await {
-            Ok(Started::Update { id, version }) => {
-                ctx.metrics.count("rollouts", "started");
-                tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
-                entry.state = NodeGroupState::InProgress;
-                entry.update_id = Some(id);
-                entry.launch_template_version = Some(version);
-                entry.started_at = Some(Time(now));
-                entry.message = Some("update started".into());
-            }
-            Ok(Started::Deferred(why)) => {
-                deferred = true;
-                entry.message = Some(why);
-            }
-            Err(e) if e.is_permanent_aws() => {
-                entry.state = NodeGroupState::Failed;
-                entry.message = Some(e.to_string());
-                entry.finished_at = Some(Time(now));
-                newly_failed = true;
-                break;
-            }
-            Err(e) => {
-                // Keep what already started in this pass: write status first, then retry with back-off.
-                transient = Some(e);
-                break;
-            }
-        }
-    }
+    let started = start_groups(ctx, &amr, &valid, &groups, &mut p, &target, now).await;
+    newly_failed |= started.failed;
+    let (deferred, transient) = (started.deferred, started.transient);
     let summary = refresh_engine::summary::summarize(
         &p,
         refresh_engine::summary::StepFacts {
