@@ -213,6 +213,34 @@ fn supported_combinations_render_and_validate_against_kubernetes_1_30() {
 }
 
 #[test]
+fn the_pod_disruption_budget_lets_a_single_replica_be_drained() {
+    for (sets, key, value) in [
+        (vec!["packer-build-controller.podDisruptionBudget.enabled=true"], "maxUnavailable", 1),
+        (
+            vec![
+                "packer-build-controller.podDisruptionBudget.enabled=true",
+                "packer-build-controller.replicaCount=3",
+                "packer-build-controller.podDisruptionBudget.minAvailable=2",
+            ],
+            "minAvailable",
+            2,
+        ),
+    ] {
+        let yaml = template(&chart(None), &sets).expect("renders");
+        validate(&yaml);
+        let objects = docs(&yaml);
+        let pdb = objects
+            .iter()
+            .find(|o| o["kind"] == "PodDisruptionBudget")
+            .expect("a PodDisruptionBudget");
+        let spec = pdb["spec"].as_object().expect("spec");
+        assert_eq!(spec.get(key), Some(&serde_json::json!(value)), "{sets:?}: {spec:?}");
+        let other = if key == "minAvailable" { "maxUnavailable" } else { "minAvailable" };
+        assert!(!spec.contains_key(other), "only one of the two: {spec:?}");
+    }
+}
+
+#[test]
 fn pods_run_non_root_read_only_without_privileges_and_rbac_has_no_wildcards() {
     let yaml = template(&chart(None), &[]).expect("render");
     let objects = docs(&yaml);
