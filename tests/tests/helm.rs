@@ -215,7 +215,11 @@ fn supported_combinations_render_and_validate_against_kubernetes_1_30() {
 #[test]
 fn the_pod_disruption_budget_lets_a_single_replica_be_drained() {
     for (sets, key, value) in [
-        (vec!["packer-build-controller.podDisruptionBudget.enabled=true"], "maxUnavailable", 1),
+        (
+            vec!["packer-build-controller.podDisruptionBudget.enabled=true"],
+            "maxUnavailable",
+            1,
+        ),
         (
             vec![
                 "packer-build-controller.podDisruptionBudget.enabled=true",
@@ -235,7 +239,11 @@ fn the_pod_disruption_budget_lets_a_single_replica_be_drained() {
             .expect("a PodDisruptionBudget");
         let spec = pdb["spec"].as_object().expect("spec");
         assert_eq!(spec.get(key), Some(&serde_json::json!(value)), "{sets:?}: {spec:?}");
-        let other = if key == "minAvailable" { "maxUnavailable" } else { "minAvailable" };
+        let other = if key == "minAvailable" {
+            "maxUnavailable"
+        } else {
+            "minAvailable"
+        };
         assert!(!spec.contains_key(other), "only one of the two: {spec:?}");
     }
 }

@@ -143,9 +143,223 @@ pub fn build_gate(
     Gate::Go { debug: failed > 0 }
 }
 
+/// Everything [`decide`] looks at: the world as observed (managed AMIs, the current base AMI), the status's failure
+/// memory, the parsed spec and the clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed<'a> {
+    /// Managed AMIs found by the identity tag filters (may include other tenants' AMIs; [`decide`] filters).
+    pub images: &'a [ami_tags::Image],
+    /// This PackerBuilder's identity.
+    pub identity: &'a ami_tags::Identity,
+    /// The current base AMI; `None` for a self-contained project.
+    pub current_base: Option<&'a str>,
+    /// `status.failedJobCount`.
+    pub failed_job_count: i32,
+    /// `spec.maxFailedJobs`.
+    pub max_failed_jobs: i32,
+    /// When the last build failed (the Building condition's transition time), if the count is not zero.
+    pub last_failure: Option<Timestamp>,
+    /// First retry delay after a failed build.
+    pub retry_base: Duration,
+}
+
+/// What a PackerBuilder does next, when no build is running.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// Keep (or adopt, adding the missing tags) this AMI; no build.
+    Keep {
+        /// The AMI in use.
+        image: &'a ami_tags::Image,
+        /// Tags it lacks (adoption); empty when fully tagged.
+        add_tags: std::collections::BTreeMap<String, String>,
+        /// Its `base-ami` tag is missing, so a base change cannot be seen.
+        base_unknown: bool,
+    },
+    /// Start a build now.
+    Build {
+        /// Why, for status and the Event.
+        why: String,
+        /// Run Packer with `PACKER_LOG=1` (the previous build failed).
+        debug: bool,
+    },
+    /// A build is needed but waits for the back-off after a failure.
+    Wait(Duration),
+    /// A build is needed but `maxFailedJobs` failed builds stop it until the spec changes.
+    Degraded {
+        /// Why, for status and the Event.
+        why: String,
+    },
+}
+
+/// Decides what to do when no build is running: keep/adopt the newest eligible AMI of exactly this PackerBuilder,
+/// or build because none exists, it expired or its base AMI changed, unless failed builds say wait or stop.
+pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp) -> Decision<'a> {
+    let reason = match ami_tags::decide_build(ami_tags::RebuildInputs {
+        images: observed.images,
+        identity: observed.identity,
+        expires_in: durations.expires_in,
+        current_base: observed.current_base,
+        now,
+    }) {
+        ami_tags::BuildDecision::Keep {
+            image,
+            add_tags,
+            base_unknown,
+        } => {
+            return Decision::Keep {
+                image,
+                add_tags,
+                base_unknown,
+            };
+        }
+        ami_tags::BuildDecision::Build(reason) => reason,
+    };
+    let why = match reason {
+        ami_tags::BuildReason::NoManagedAmi => "no active managed AMI exists".to_owned(),
+        ami_tags::BuildReason::Expired { ami_id, expired_at } => {
+            format!("managed AMI {ami_id} expired at {expired_at}")
+        }
+        ami_tags::BuildReason::BaseChanged {
+            ami_id,
+            built_from,
+            current_base,
+        } => format!("managed AMI {ami_id} was built from {built_from}; the base AMI is now {current_base}"),
+    };
+    match build_gate(
+        observed.retry_base,
+        observed.failed_job_count,
+        observed.max_failed_jobs,
+        observed.last_failure,
+        now,
+    ) {
+        Gate::Go { debug } => Decision::Build { why, debug },
+        Gate::Wait(delay) => Decision::Wait(delay),
+        Gate::Degraded => Decision::Degraded {
+            why: format!(
+                "{} failed builds (maxFailedJobs {}); not building until the spec changes. Needed because {why}",
+                observed.failed_job_count, observed.max_failed_jobs
+            ),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod decision {
+        use super::*;
+
+        const HOUR: Duration = Duration::from_secs(3600);
+
+        fn now() -> Timestamp {
+            "2026-11-30T12:00:00Z".parse().expect("ts")
+        }
+
+        fn durations() -> Durations {
+            Durations {
+                expires_in: 48 * HOUR,
+                controller_timer: Duration::from_secs(300),
+                build_timeout: 2 * HOUR,
+                job_ttl: HOUR,
+            }
+        }
+
+        fn identity() -> ami_tags::Identity {
+            ami_tags::Identity::new("prod", "node-ami", "team-a", "https://git.example/p.git", "main")
+        }
+
+        fn ami(id: &str, identity: &ami_tags::Identity, created: &str, base: &str) -> ami_tags::Image {
+            let record = ami_tags::BuildRecord {
+                build_id: format!("b-{id}"),
+                job_id: "j".into(),
+                base_ami: Some(base.into()),
+                created_at: created.parse().expect("ts"),
+            };
+            ami_tags::Image {
+                id: id.into(),
+                state: Some("available".into()),
+                creation_date: Some(created.parse().expect("ts")),
+                tags: ami_tags::build_tags(identity, &record),
+                ..ami_tags::Image::default()
+            }
+        }
+
+        fn observed<'a>(images: &'a [ami_tags::Image], identity: &'a ami_tags::Identity) -> Observed<'a> {
+            Observed {
+                images,
+                identity,
+                current_base: Some("ami-base-1"),
+                failed_job_count: 0,
+                max_failed_jobs: 3,
+                last_failure: None,
+                retry_base: Duration::from_secs(30),
+            }
+        }
+
+        #[test]
+        fn a_fresh_ami_of_this_builder_on_the_current_base_is_kept() {
+            let id = identity();
+            let images = [ami("ami-1", &id, "2026-11-30T00:00:00Z", "ami-base-1")];
+            let d = decide(observed(&images, &id), &durations(), now());
+            assert!(
+                matches!(d, Decision::Keep { image, .. } if image.id == "ami-1"),
+                "{d:?}"
+            );
+        }
+
+        #[test]
+        fn another_namespaces_ami_is_not_ours_so_a_build_is_needed() {
+            let id = identity();
+            let other = ami_tags::Identity::new("prod", "node-ami", "team-b", "https://git.example/p.git", "main");
+            let images = [ami("ami-b", &other, "2026-11-30T00:00:00Z", "ami-base-1")];
+            let d = decide(observed(&images, &id), &durations(), now());
+            assert_eq!(
+                d,
+                Decision::Build {
+                    why: "no active managed AMI exists".into(),
+                    debug: false
+                }
+            );
+        }
+
+        #[test]
+        fn a_new_base_ami_builds_with_the_reason() {
+            let id = identity();
+            let images = [ami("ami-1", &id, "2026-11-30T00:00:00Z", "ami-base-0")];
+            let d = decide(observed(&images, &id), &durations(), now());
+            assert!(
+                matches!(&d, Decision::Build { why, debug: false } if why.contains("the base AMI is now ami-base-1")),
+                "{d:?}"
+            );
+        }
+
+        #[test]
+        fn after_a_failure_the_build_waits_for_the_backoff_then_goes_with_debug() {
+            let id = identity();
+            let mut o = observed(&[], &id);
+            o.failed_job_count = 1;
+            o.last_failure = Some("2026-11-30T11:59:50Z".parse().expect("ts"));
+            assert_eq!(decide(o, &durations(), now()), Decision::Wait(Duration::from_secs(20)));
+            o.last_failure = Some("2026-11-30T11:00:00Z".parse().expect("ts"));
+            assert!(matches!(
+                decide(o, &durations(), now()),
+                Decision::Build { debug: true, .. }
+            ));
+        }
+
+        #[test]
+        fn max_failed_jobs_stops_building_and_says_why() {
+            let id = identity();
+            let mut o = observed(&[], &id);
+            o.failed_job_count = 3;
+            let d = decide(o, &durations(), now());
+            assert!(
+                matches!(&d, Decision::Degraded { why } if why.contains("maxFailedJobs 3") && why.contains("no active managed AMI")),
+                "{d:?}"
+            );
+        }
+    }
 
     fn filter(name: &str, value: &str) -> api_types::AmiFilter {
         api_types::AmiFilter {

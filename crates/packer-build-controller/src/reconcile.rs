@@ -8,9 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ami_tags::{
-    BuildDecision, BuildReason, BuildRecord, Identity, Selector, build_tags, deprecation_tags, newest_base_image,
-};
+use ami_tags::{BuildRecord, Identity, Selector, build_tags, deprecation_tags, newest_base_image};
 use api_types::{
     PackerBuilder, PackerBuilderStatus,
     conditions::{ConditionStatus, ConditionUpdate, get_condition, reasons, set_condition, types},
@@ -39,7 +37,7 @@ use packer_job::{
 
 use crate::{
     aws::Aws,
-    decide::{Durations, Gate, build_gate, validate},
+    decide::{Decision, Durations, validate},
     error::{Error, Result},
 };
 
@@ -318,7 +316,7 @@ async fn step(pb: &PackerBuilder, ctx: &Context, status: &mut PackerBuilderStatu
     {
         return follow_job(pb, ctx, status, &ns, &name, &durations, now).await;
     }
-    decide(pb, ctx, status, &ns, &durations, now).await
+    observe_and_act(pb, ctx, status, &ns, &durations, now).await
 }
 
 /// Every Secret the spec names must exist; only their existence is read here, never their values.
@@ -371,7 +369,9 @@ async fn current_base(pb: &PackerBuilder, ctx: &Context) -> Result<Option<String
         .ok_or_else(|| Error::NoBaseAmi(format!("no available image in {} matches spec.amiFilters", spec.region)))
 }
 
-async fn decide(
+/// No build is running: observe the base AMI and this PackerBuilder's AMIs, let the pure
+/// [`crate::decide::decide`] choose, and carry out its decision.
+async fn observe_and_act(
     pb: &PackerBuilder,
     ctx: &Context,
     status: &mut PackerBuilderStatus,
@@ -387,15 +387,24 @@ async fn decide(
         .aws
         .managed_images(&spec.region, &Selector::for_builder(&identity))
         .await?;
-    let decision = ami_tags::decide_build(ami_tags::RebuildInputs {
-        images: &managed,
-        identity: &identity,
-        expires_in: durations.expires_in,
-        current_base: base.as_deref(),
+    let last_failure = get_condition(&status.conditions, types::BUILDING)
+        .filter(|_| status.failed_job_count > 0)
+        .map(|c| c.last_transition_time.0);
+    let decision = crate::decide::decide(
+        crate::decide::Observed {
+            images: &managed,
+            identity: &identity,
+            current_base: base.as_deref(),
+            failed_job_count: status.failed_job_count,
+            max_failed_jobs: spec.max_failed_jobs,
+            last_failure,
+            retry_base: ctx.retry_base,
+        },
+        durations,
         now,
-    });
-    let reason = match decision {
-        BuildDecision::Keep {
+    );
+    match decision {
+        Decision::Keep {
             image,
             add_tags,
             base_unknown,
@@ -458,39 +467,12 @@ async fn decide(
                 generation,
                 now,
             );
-            return Ok(Outcome {
+            Ok(Outcome {
                 requeue: durations.controller_timer,
                 event: Some((EventType::Normal, ready_reason, message)),
-            });
+            })
         }
-        BuildDecision::Build(reason) => reason,
-    };
-    let why = match &reason {
-        BuildReason::NoManagedAmi => "no active managed AMI exists".to_owned(),
-        BuildReason::Expired { ami_id, expired_at } => format!("managed AMI {ami_id} expired at {expired_at}"),
-        BuildReason::BaseChanged {
-            ami_id,
-            built_from,
-            current_base,
-        } => {
-            format!("managed AMI {ami_id} was built from {built_from}; the base AMI is now {current_base}")
-        }
-    };
-    let last_failure = get_condition(&status.conditions, types::BUILDING)
-        .filter(|_| status.failed_job_count > 0)
-        .map(|c| c.last_transition_time.0);
-    match build_gate(
-        ctx.retry_base,
-        status.failed_job_count,
-        spec.max_failed_jobs,
-        last_failure,
-        now,
-    ) {
-        Gate::Degraded => {
-            let message = format!(
-                "{} failed builds (maxFailedJobs {}); not building until the spec changes. Needed because {why}",
-                status.failed_job_count, spec.max_failed_jobs
-            );
+        Decision::Degraded { why: message } => {
             status.phase = Some(PackerBuilderPhase::Degraded);
             condition(
                 status,
@@ -515,11 +497,11 @@ async fn decide(
                 event: Some((EventType::Warning, reasons::MAX_FAILED_JOBS_REACHED, message)),
             })
         }
-        Gate::Wait(delay) => Ok(Outcome {
+        Decision::Wait(delay) => Ok(Outcome {
             requeue: delay,
             event: None,
         }),
-        Gate::Go { debug } => {
+        Decision::Build { why, debug } => {
             if let Some(job) = live_job(pb, ctx, ns).await? {
                 return Ok(follow_found_job(status, &job));
             }
