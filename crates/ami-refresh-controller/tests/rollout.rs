@@ -369,6 +369,13 @@ impl World {
     }
 }
 
+/// Whether the AMIRefresher's status has node group `name` in `state`.
+fn in_state(amr: &AMIRefresher, name: &str, state: NodeGroupState) -> bool {
+    amr.status
+        .as_ref()
+        .is_some_and(|s| s.node_groups.iter().any(|n| n.name == name && n.state == state))
+}
+
 fn phase(amr: &AMIRefresher) -> Option<AMIRefresherPhase> {
     amr.status.as_ref().and_then(|s| s.phase)
 }
@@ -559,14 +566,8 @@ async fn an_update_that_fails_after_the_target_changed_halts_is_announced_and_su
     w.aws.set_progress(true, 1).await.expect("progress");
     w.start_controller();
     w.apply_seed(|_| {}).await;
-    w.wait_for("ng-a updating", |a| {
-        a.status.as_ref().is_some_and(|s| {
-            s.node_groups
-                .iter()
-                .any(|n| n.name == "ng-a" && n.state == NodeGroupState::InProgress)
-        })
-    })
-    .await;
+    w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
+        .await;
 
     // A newer AMI appears while ng-a rolls to the first target: the target changes under the update.
     let newer = w.managed_ami("v3", 0).await;
@@ -628,14 +629,8 @@ async fn an_update_in_flight_is_tracked_to_its_failure_while_no_ami_is_eligible(
     w.aws.set_progress(true, 1).await.expect("progress");
     w.start_controller();
     w.apply_seed(|_| {}).await;
-    w.wait_for("ng-a updating", |a| {
-        a.status.as_ref().is_some_and(|s| {
-            s.node_groups
-                .iter()
-                .any(|n| n.name == "ng-a" && n.state == NodeGroupState::InProgress)
-        })
-    })
-    .await;
+    w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
+        .await;
     // Every managed AMI is deprecated while ng-a rolls onto the target: none is eligible any more.
     w.ec2
         .create_tags()
@@ -657,13 +652,7 @@ async fn an_update_in_flight_is_tracked_to_its_failure_while_no_ami_is_eligible(
         .await
         .expect("finish");
     let amr = w
-        .wait_for("ng-a failed", |a| {
-            a.status.as_ref().is_some_and(|s| {
-                s.node_groups
-                    .iter()
-                    .any(|n| n.name == "ng-a" && n.state == NodeGroupState::Failed)
-            })
-        })
+        .wait_for("ng-a failed", |a| in_state(a, "ng-a", NodeGroupState::Failed))
         .await;
     assert_eq!(phase(&amr), Some(AMIRefresherPhase::NoEligibleAMI));
     assert_eq!(
