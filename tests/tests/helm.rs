@@ -249,6 +249,48 @@ fn the_pod_disruption_budget_lets_a_single_replica_be_drained() {
 }
 
 #[test]
+fn the_lease_is_named_after_the_release_so_two_releases_each_lead() {
+    for (sets, want) in [
+        (vec![], "opsy-packer-build-controller"),
+        (
+            vec!["packer-build-controller.leaderElection.leaseName=pbc-shard-a"],
+            "pbc-shard-a",
+        ),
+    ] {
+        let yaml = template(&chart(None), &sets).expect("renders");
+        let objects = docs(&yaml);
+        let deployment = objects
+            .iter()
+            .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == "opsy-packer-build-controller")
+            .expect("deployment");
+        let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env");
+        let lease = env.iter().find(|e| e["name"] == "LEASE_NAME").expect("LEASE_NAME");
+        assert_eq!(lease["value"], want, "{sets:?}");
+        let role = objects
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == "opsy-packer-build-controller-leader-election")
+            .expect("leader-election Role");
+        let names: Vec<&Value> = role["rules"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter_map(|r| r["resourceNames"].as_array())
+            .flatten()
+            .collect();
+        assert_eq!(names, [want], "the Role allows exactly the Lease the controller uses");
+    }
+    // Another release gets another Lease.
+    let other = Command::new(helm())
+        .args(["template", "shard-b"])
+        .arg(chart(None))
+        .output()
+        .expect("helm");
+    assert!(String::from_utf8_lossy(&other.stdout).contains("value: \"shard-b-packer-build-controller\""));
+}
+
+#[test]
 fn pods_run_non_root_read_only_without_privileges_and_rbac_has_no_wildcards() {
     let yaml = template(&chart(None), &[]).expect("render");
     let objects = docs(&yaml);

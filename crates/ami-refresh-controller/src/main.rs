@@ -68,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         )],
     ));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(controller_runtime::aws::timeouts())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(args.aws_max_attempts.max(1)))
         .load()
         .await;

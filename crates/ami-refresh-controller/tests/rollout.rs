@@ -1213,6 +1213,8 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
 }
 
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:opsy-system:opsy-ami-refresh-controller";
+/// The Lease name the chart gives release `opsy` (its full name).
+const CHART_LEASE: &str = "opsy-ami-refresh-controller";
 
 /// Runs the controller as the chart's ServiceAccount with leader election, as in a cluster.
 async fn start_as_service_account(w: &mut World, pod: &str, metrics: &str) -> tempfile::NamedTempFile {
@@ -1229,6 +1231,7 @@ async fn start_as_service_account(w: &mut World, pod: &str, metrics: &str) -> te
     w.start_controller_with(&[
         ("KUBECONFIG", path.as_str()),
         ("LEADER_ELECT", "true"),
+        ("LEASE_NAME", CHART_LEASE),
         ("POD_NAMESPACE", "opsy-system"),
         ("POD_NAME", pod),
         ("METRICS_ADDR", metrics),
@@ -1285,6 +1288,7 @@ async fn namespaced_rbac_covers_a_controller_that_watches_one_namespace() {
         ("WATCH_NAMESPACE", "default"),
         ("POD_NAMESPACE", "opsy-system"),
         ("LEADER_ELECT", "true"),
+        ("LEASE_NAME", CHART_LEASE),
     ]);
     w.apply_seed(|_| {}).await;
     w.wait_for("Ready", ready).await;
@@ -1365,7 +1369,7 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
         "standby reconciled:\n{standby_metrics}"
     );
     let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
-        .get("ami-refresh-controller")
+        .get(CHART_LEASE)
         .await
         .expect("lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-0"));
@@ -1391,7 +1395,7 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
         killed.elapsed()
     );
     let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
-        .get("ami-refresh-controller")
+        .get(CHART_LEASE)
         .await
         .expect("lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-1"));
@@ -1416,7 +1420,7 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
     w.wait_for("Ready", ready).await;
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client.clone(), "opsy-system");
     let holder = leases
-        .get("ami-refresh-controller")
+        .get(CHART_LEASE)
         .await
         .expect("lease")
         .spec
@@ -1433,7 +1437,7 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
     assert!(status.success(), "{status:?}");
     eprintln!("stopped {:?} after SIGTERM", sent.elapsed());
     let holder = leases
-        .get("ami-refresh-controller")
+        .get(CHART_LEASE)
         .await
         .expect("lease")
         .spec

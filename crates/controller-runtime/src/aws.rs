@@ -212,6 +212,16 @@ pub fn error_text<E: ProvideErrorMetadata + std::fmt::Display>(e: &E) -> String 
     }
 }
 
+/// Every AWS call's time limits, set in one place for both controllers: one attempt may take 20 s, a call with its
+/// retries 60 s. Without them a call on a dead connection would hold a reconcile (and its worker) forever.
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .operation_attempt_timeout(std::time::Duration::from_secs(20))
+        .operation_timeout(std::time::Duration::from_secs(60))
+        .build()
+}
+
 /// An EC2 image as the tag scheme sees it.
 pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
     ami_tags::Image {

@@ -17,6 +17,7 @@ use controller_runtime::aws::{AwsError, AwsErrorKind, SdkFailure};
 use crate::error::{Error, Result};
 
 type BaseKey = (String, Vec<(String, Vec<String>)>, Vec<String>);
+type BaseEntry = std::sync::Arc<tokio::sync::Mutex<Option<(Instant, Vec<Image>)>>>;
 
 /// AWS clients and the base-AMI cache.
 #[derive(Debug)]
@@ -25,7 +26,9 @@ pub struct Aws {
     base_ttl: Duration,
     ec2: Mutex<HashMap<String, aws_sdk_ec2::Client>>,
     ssm: Mutex<HashMap<String, aws_sdk_ssm::Client>>,
-    base_cache: tokio::sync::Mutex<HashMap<BaseKey, (Instant, Vec<Image>)>>,
+    /// One entry per (region, filters, owners), each with its own lock: PackerBuilders sharing a key wait for one
+    /// DescribeImages, PackerBuilders with other keys never wait for it.
+    base_cache: Mutex<HashMap<BaseKey, BaseEntry>>,
     counter: Option<controller_runtime::aws::CallCounter>,
 }
 
@@ -44,7 +47,7 @@ impl Aws {
             base_ttl,
             ec2: Mutex::default(),
             ssm: Mutex::default(),
-            base_cache: tokio::sync::Mutex::default(),
+            base_cache: Mutex::default(),
             counter: None,
         }
     }
@@ -119,9 +122,16 @@ impl Aws {
             filters.iter().map(|f| (f.name.clone(), f.values.clone())).collect(),
             owners.to_vec(),
         );
+        let entry = self
+            .base_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_default()
+            .clone();
         // Held across the call on purpose: N builders with the same key wait for one DescribeImages.
-        let mut cache = self.base_cache.lock().await;
-        if let Some((at, images)) = cache.get(&key)
+        let mut cached = entry.lock().await;
+        if let Some((at, images)) = cached.as_ref()
             && at.elapsed() < self.base_ttl
         {
             return Ok(images.clone());
@@ -136,7 +146,7 @@ impl Aws {
             })
             .collect();
         let images = self.describe(region, ec2_filters, owners, &[]).await?;
-        cache.insert(key, (Instant::now(), images.clone()));
+        *cached = Some((Instant::now(), images.clone()));
         Ok(images)
     }
 

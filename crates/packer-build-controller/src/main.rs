@@ -57,7 +57,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.runtime.init_logging();
     let client = Client::try_default().await?;
-    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(controller_runtime::aws::timeouts())
+        .load()
+        .await;
     let recorder = kube::runtime::events::Recorder::new(
         client.clone(),
         Reporter {

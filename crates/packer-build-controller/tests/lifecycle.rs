@@ -1313,6 +1313,8 @@ async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
     h.start_controller_with(&[
         ("KUBECONFIG", path.as_str()),
         ("LEADER_ELECT", "true"),
+        // The Lease name the chart gives release `opsy` (its full name).
+        ("LEASE_NAME", "opsy-packer-build-controller"),
         ("POD_NAMESPACE", "opsy-system"),
         ("POD_NAME", "pbc-0"),
     ]);

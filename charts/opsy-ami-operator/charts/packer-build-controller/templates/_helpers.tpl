@@ -74,3 +74,8 @@ app.kubernetes.io/part-of: opsy-ami-operator
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/* The Lease name: the value, else the release's full name. Named per chart: Helm defines are global. */}}
+{{- define "packer-build-controller.leaseName" -}}
+{{- .Values.leaderElection.leaseName | default (include "opsy.fullname" .) -}}
+{{- end }}
