@@ -249,6 +249,31 @@ fn the_pod_disruption_budget_lets_a_single_replica_be_drained() {
 }
 
 #[test]
+fn the_network_policy_opens_instance_metadata_and_pod_identity_only_when_asked() {
+    let cidrs = |sets: &[&str]| -> Vec<String> {
+        let yaml = template(&chart(None), sets).expect("renders");
+        validate(&yaml);
+        docs(&yaml)
+            .iter()
+            .filter(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == "opsy-packer-build-controller")
+            .flat_map(|o| o["spec"]["egress"].as_array().cloned().unwrap_or_default())
+            .flat_map(|rule| rule["to"].as_array().cloned().unwrap_or_default())
+            .filter_map(|peer| peer["ipBlock"]["cidr"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let on = "packer-build-controller.networkPolicy.enabled=true";
+    assert!(cidrs(&[on]).is_empty(), "by default no link-local address is reachable");
+    assert_eq!(
+        cidrs(&[on, "packer-build-controller.networkPolicy.allowInstanceMetadata=true"]),
+        ["169.254.169.254/32"]
+    );
+    assert_eq!(
+        cidrs(&[on, "packer-build-controller.networkPolicy.allowPodIdentity=true"]),
+        ["169.254.170.23/32", "fd00:ec2::23/128"]
+    );
+}
+
+#[test]
 fn the_lease_is_named_after_the_release_so_two_releases_each_lead() {
     for (sets, want) in [
         (vec![], "opsy-packer-build-controller"),
