@@ -127,6 +127,8 @@ pub struct RebuildInputs<'a> {
     pub expires_in: Duration,
     /// The current base AMI; `None` for a self-contained Packer project.
     pub current_base: Option<&'a str>,
+    /// The current build-configuration fingerprint (`build-config`); `None` to ignore configuration changes.
+    pub build_config: Option<&'a str>,
     /// The clock.
     pub now: Timestamp,
 }
@@ -142,6 +144,11 @@ pub enum BuildReason {
         ami_id: String,
         /// When it expired.
         expired_at: Timestamp,
+    },
+    /// The newest managed AMI was built with another configuration (repository, branch, builder image, commands).
+    ConfigChanged {
+        /// That AMI.
+        ami_id: String,
     },
     /// The newest managed AMI was built from another base AMI than the current one.
     BaseChanged {
@@ -173,8 +180,9 @@ pub enum BuildDecision<'a> {
 /// Decides whether to build. Rules, in order:
 /// 1. no active, available, timestamped managed AMI -> build (`NoManagedAmi`);
 /// 2. the newest such AMI is expired -> build (`Expired`);
-/// 3. a base AMI is known and the newest AMI's `base-ami` tag names another one -> build (`BaseChanged`);
-/// 4. otherwise keep it, adding any missing tags. An AMI without a `base-ami` tag (possible on AMIs of the
+/// 3. the newest AMI's `build-config` tag differs from the current configuration -> build (`ConfigChanged`);
+/// 4. a base AMI is known and the newest AMI's `base-ami` tag names another one -> build (`BaseChanged`);
+/// 5. otherwise keep it, adding any missing tags. An AMI without a `base-ami` tag (possible on AMIs of the
 ///    original operator) is kept: a rebuild costs money and expiry replaces it in due course.
 pub fn decide_build<'a>(inputs: RebuildInputs<'a>) -> BuildDecision<'a> {
     let selector = Selector::for_builder(inputs.identity);
@@ -192,6 +200,15 @@ pub fn decide_build<'a>(inputs: RebuildInputs<'a>) -> BuildDecision<'a> {
         return BuildDecision::Build(BuildReason::Expired {
             ami_id: image.id.clone(),
             expired_at,
+        });
+    }
+    // An AMI without the tag (original operator, earlier releases) is kept: a rebuild costs money and expiry
+    // replaces it in due course.
+    if let (Some(current), Some(built_with)) = (inputs.build_config, image.tag(keys::BUILD_CONFIG))
+        && current != built_with
+    {
+        return BuildDecision::Build(BuildReason::ConfigChanged {
+            ami_id: image.id.clone(),
         });
     }
     let built_from = image.tag(keys::BASE_AMI);
@@ -243,6 +260,7 @@ mod tests {
             job_id: "j".into(),
             base_ami: base.map(str::to_owned),
             created_at: ts(created),
+            build_config: None,
         };
         Image {
             id: id.into(),
@@ -259,8 +277,32 @@ mod tests {
             identity,
             expires_in: 48 * HOUR,
             current_base: base,
+            build_config: None,
             now: ts(now),
         }
+    }
+
+    #[test]
+    fn a_changed_build_configuration_rebuilds_but_an_untagged_ami_is_kept() {
+        let id = identity();
+        let mut tagged = managed("ami-1", "2026-11-20T00:00:00Z", Some("ami-base"));
+        tagged.tags.insert(keys::BUILD_CONFIG.into(), "aaaa".into());
+        let images = [tagged];
+        let mut i = inputs(&images, &id, Some("ami-base"), "2026-11-20T12:00:00Z");
+        i.build_config = Some("aaaa");
+        assert!(matches!(decide_build(i), BuildDecision::Keep { .. }));
+        i.build_config = Some("bbbb");
+        assert_eq!(
+            decide_build(i),
+            BuildDecision::Build(BuildReason::ConfigChanged { ami_id: "ami-1".into() })
+        );
+        let untagged = [managed("ami-2", "2026-11-20T00:00:00Z", Some("ami-base"))];
+        let mut i = inputs(&untagged, &id, Some("ami-base"), "2026-11-20T12:00:00Z");
+        i.build_config = Some("bbbb");
+        assert!(
+            matches!(decide_build(i), BuildDecision::Keep { .. }),
+            "no tag: kept until it expires"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub mod keys {
     pub const CREATE_TIMESTAMP: &str = "create-timestamp";
     /// `active` or `deprecated`.
     pub const STATUS: &str = "status";
+    /// Fingerprint of the build configuration (repository, branch, builder image, commands) the AMI was built with;
+    /// absent on AMIs of the original operator and of earlier releases.
+    pub const BUILD_CONFIG: &str = "build-config";
 }
 
 /// Value of the `brought-to-you-by` tag.
@@ -258,6 +261,8 @@ pub struct BuildRecord {
     pub base_ami: Option<String>,
     /// `create-timestamp`: when the AMI is first tagged.
     pub created_at: Timestamp,
+    /// `build-config`: the fingerprint recorded when the build started, if any.
+    pub build_config: Option<String>,
 }
 
 /// The full tag set of a freshly built AMI: identity, build tags and `status=active`.
@@ -269,6 +274,9 @@ pub fn build_tags(identity: &Identity, record: &BuildRecord) -> BTreeMap<String,
         tags.insert(keys::BASE_AMI.to_owned(), base.clone());
     }
     tags.insert(keys::CREATE_TIMESTAMP.to_owned(), format_timestamp(record.created_at));
+    if let Some(config) = &record.build_config {
+        tags.insert(keys::BUILD_CONFIG.to_owned(), config.clone());
+    }
     tags.insert(keys::STATUS.to_owned(), AmiStatus::Active.as_str().to_owned());
     tags
 }
@@ -371,6 +379,7 @@ mod tests {
             job_id: "j".into(),
             base_ami: None,
             created_at: ts("2026-01-01T00:00:00Z"),
+            build_config: None,
         };
         Image {
             id: id.into(),
@@ -502,6 +511,7 @@ mod tests {
             job_id: "j1".into(),
             base_ami: Some("ami-0123456789abcdef0".into()),
             created_at: ts("2026-11-21T10:00:00.123Z"),
+            build_config: None,
         };
         let tags = build_tags(&identity(), &record);
         for key in [
@@ -531,6 +541,7 @@ mod tests {
             job_id: "j".into(),
             base_ami: None,
             created_at: ts("2026-01-01T00:00:00Z"),
+            build_config: None,
         };
         assert!(!build_tags(&identity(), &record).contains_key(keys::BASE_AMI));
     }

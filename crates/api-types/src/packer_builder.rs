@@ -426,6 +426,11 @@ fn default_true() -> bool {
 #[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PackerBuilderStatus {
+    /// Fingerprint of the build configuration (repository, branch, builder image, commands) of the current or
+    /// last build, recorded when it started and written to its AMI as the `build-config` tag; a spec change that
+    /// alters it builds a new AMI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_config_hash: Option<String>,
     /// Identifier of the current or most recent build (a UUID), written to the AMI's `build-id` tag.
     #[serde(default, rename = "buildID", skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,

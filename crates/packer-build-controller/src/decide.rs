@@ -153,6 +153,8 @@ pub struct Observed<'a> {
     pub identity: &'a ami_tags::Identity,
     /// The current base AMI; `None` for a self-contained project.
     pub current_base: Option<&'a str>,
+    /// The spec's build-configuration fingerprint (`packer_job::command::build_config_hash`).
+    pub build_config: &'a str,
     /// `status.failedJobCount`.
     pub failed_job_count: i32,
     /// `spec.maxFailedJobs`.
@@ -199,6 +201,7 @@ pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp)
         identity: observed.identity,
         expires_in: durations.expires_in,
         current_base: observed.current_base,
+        build_config: Some(observed.build_config),
         now,
     }) {
         ami_tags::BuildDecision::Keep {
@@ -219,6 +222,10 @@ pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp)
         ami_tags::BuildReason::Expired { ami_id, expired_at } => {
             format!("managed AMI {ami_id} expired at {expired_at}")
         }
+        ami_tags::BuildReason::ConfigChanged { ami_id } => format!(
+            "managed AMI {ami_id} was built with another build configuration (repository, branch, builder image or \
+             commands changed)"
+        ),
         ami_tags::BuildReason::BaseChanged {
             ami_id,
             built_from,
@@ -275,6 +282,7 @@ mod tests {
                 job_id: "j".into(),
                 base_ami: Some(base.into()),
                 created_at: created.parse().expect("ts"),
+                build_config: None,
             };
             ami_tags::Image {
                 id: id.into(),
@@ -290,6 +298,7 @@ mod tests {
                 images,
                 identity,
                 current_base: Some("ami-base-1"),
+                build_config: "cfg-1",
                 failed_job_count: 0,
                 max_failed_jobs: 3,
                 last_failure: None,
@@ -330,6 +339,19 @@ mod tests {
             let d = decide(observed(&images, &id), &durations(), now());
             assert!(
                 matches!(&d, Decision::Build { why, debug: false } if why.contains("the base AMI is now ami-base-1")),
+                "{d:?}"
+            );
+        }
+
+        #[test]
+        fn a_changed_build_configuration_builds_with_the_reason() {
+            let id = identity();
+            let mut image = ami("ami-1", &id, "2026-11-30T00:00:00Z", "ami-base-1");
+            image.tags.insert("build-config".into(), "cfg-0".into());
+            let images = [image];
+            let d = decide(observed(&images, &id), &durations(), now());
+            assert!(
+                matches!(&d, Decision::Build { why, .. } if why.contains("another build configuration")),
                 "{d:?}"
             );
         }

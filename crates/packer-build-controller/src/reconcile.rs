@@ -390,11 +390,13 @@ async fn observe_and_act(
     let last_failure = get_condition(&status.conditions, types::BUILDING)
         .filter(|_| status.failed_job_count > 0)
         .map(|c| c.last_transition_time.0);
+    let build_config = packer_job::command::build_config_hash(&spec.builder);
     let decision = crate::decide::decide(
         crate::decide::Observed {
             images: &managed,
             identity: &identity,
             current_base: base.as_deref(),
+            build_config: &build_config,
             failed_job_count: status.failed_job_count,
             max_failed_jobs: spec.max_failed_jobs,
             last_failure,
@@ -574,6 +576,7 @@ async fn start_build(
         if debug { " (retry with PACKER_LOG=1)" } else { "" }
     );
     status.build_id = Some(build_id.clone());
+    status.build_config_hash = Some(packer_job::command::build_config_hash(&spec.builder));
     status.job_id = Some(job_id.clone());
     status.job_name = Some(name.clone());
     // `pending` until the Job exists: a restart in between creates it instead of calling the build lost.
@@ -834,6 +837,8 @@ async fn collect_success(
         build_id,
         job_id: status.job_id.clone().unwrap_or_default(),
         base_ami: status.last_run_base_image_id.clone(),
+        // Recorded when the build started: a spec edit during the build must not relabel this AMI.
+        build_config: status.build_config_hash.clone(),
     };
     ctx.aws
         .tag(

@@ -352,6 +352,11 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
     assert_eq!(tags["base-ami"], base);
     assert_eq!(tags["status"], "active");
     assert_eq!(tags["build-id"], status.build_id.clone().expect("build id"));
+    assert_eq!(
+        tags.get("build-config"),
+        status.build_config_hash.as_ref(),
+        "the build configuration recorded at build start is on the AMI"
+    );
     assert!(!tags["packer-repo"].is_empty());
 
     let jobs = h.jobs().await;
@@ -690,6 +695,68 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
     assert_eq!(tags["build-id"], status.build_id.expect("build id"));
     let log = h.controller_log();
     assert!(log.contains("AWSThrottled"), "the retry is logged with its category");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_does_not() {
+    let mut h = Harness::start().await;
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+        "2026-10-01T00:00:00Z",
+    )
+    .await;
+    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
+    let mut builder = h.seed_builder();
+    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h.wait_built().await;
+    let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+
+    // Colour of Packer's output changes logs, not the image: no build.
+    let patch =
+        |commands: serde_json::Value| kube::api::Patch::Merge(json!({"spec": {"builder": {"commands": commands}}}));
+    let mut commands = serde_json::to_value(&builder.spec.builder.commands).expect("commands");
+    commands[0]["color"] = json!(true);
+    api.patch(
+        "packer-builder-local",
+        &kube::api::PatchParams::default(),
+        &patch(commands.clone()),
+    )
+    .await
+    .expect("patch");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.jobs().await.len(), 1, "a cosmetic change builds nothing");
+
+    // A Packer variable shapes the image: exactly one build.
+    commands[0]["variables"]["ami_name_prefix"] = json!("changed");
+    api.patch(
+        "packer-builder-local",
+        &kube::api::PatchParams::default(),
+        &patch(commands),
+    )
+    .await
+    .expect("patch");
+    let rebuilt = h
+        .wait_for("packer-builder-local", "a rebuild for the new configuration", |pb| {
+            pb.status.as_ref().is_some_and(|s| {
+                s.last_run_built_image_id.as_deref().is_some_and(|a| a != first_ami)
+                    && s.job_status.as_deref() == Some("completed")
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(h.jobs().await.len(), 2, "{:?}", job_names(&h.jobs().await));
+    let second_ami = rebuilt
+        .status
+        .as_ref()
+        .and_then(|s| s.last_run_built_image_id.clone())
+        .expect("ami");
+    let (old_tags, new_tags) = (h.image_tags(&first_ami).await, h.image_tags(&second_ami).await);
+    assert_ne!(old_tags["build-config"], new_tags["build-config"]);
+    assert_eq!(old_tags["status"], "deprecated");
+    assert_eq!(new_tags["status"], "active");
     h.stop_controller().await;
 }
 

@@ -111,6 +111,43 @@ fn render_step(spec: &PackerCommand, builder: &BuilderSpec, base: Option<&BaseVa
     }
 }
 
+/// A fingerprint of everything in the spec that shapes the image: repository, branch, builder image, directory,
+/// and per Packer command its arguments, variables, variable file and working directory (not colour, debug or
+/// on-error, which change logs and failure handling, not the image). 16 hex digits of a SHA-256 over a
+/// length-prefixed encoding, so it never depends on map ordering or serialisation details. Recorded when a build
+/// starts and written to the AMI, so a change of any of these builds a new AMI.
+pub fn build_config_hash(builder: &BuilderSpec) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut field = |value: &str| {
+        hasher.update(value.len().to_string().as_bytes());
+        hasher.update(b":");
+        hasher.update(value.as_bytes());
+    };
+    field("opsy-build-config/1");
+    field(&builder.repo_url);
+    field(&builder.branch);
+    field(&builder.image);
+    field(&builder.dir);
+    let mut commands: Vec<&PackerCommand> = builder.commands.iter().collect();
+    commands.sort_by_key(|c| c.sub_command);
+    for command in commands {
+        field(name(command.sub_command));
+        field(&command.args.len().to_string());
+        for arg in &command.args {
+            field(arg);
+        }
+        field(&command.variables.len().to_string());
+        for (key, value) in &command.variables {
+            field(key);
+            field(value);
+        }
+        field(command.variables_file.as_deref().unwrap_or("-"));
+        field(command.working_dir.as_deref().unwrap_or("-"));
+    }
+    hex::encode(hasher.finalize())[..16].to_owned()
+}
+
 /// The sub-command's name.
 pub fn name(sub: PackerSubCommand) -> &'static str {
     match sub {
@@ -193,6 +230,44 @@ mod tests {
             ]
         );
         assert!(steps.iter().all(|s| s.working_dir == "packer/generic-fips" && !s.debug));
+    }
+
+    #[test]
+    fn the_build_config_hash_changes_with_what_shapes_the_image_and_only_with_that() {
+        let base = builder(serde_json::json!([{"subCommand": "build", "args": ["-force"], "variables": {"a": "1"}}]));
+        let h = build_config_hash(&base);
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, build_config_hash(&base.clone()), "deterministic");
+        let changed = |commands: serde_json::Value| build_config_hash(&builder(commands));
+        for different in [
+            serde_json::json!([{"subCommand": "build", "args": ["-force"], "variables": {"a": "2"}}]),
+            serde_json::json!([{"subCommand": "build", "args": [], "variables": {"a": "1"}}]),
+            serde_json::json!([{"subCommand": "build", "args": ["-force"], "variables": {"a": "1"}, "variablesFile": "x.pkrvars.hcl"}]),
+            serde_json::json!([{"subCommand": "build", "args": ["-force"], "variables": {"a": "1"}, "workingDir": "other"}]),
+            // A value moved between fields is a different config (length-prefixed encoding).
+            serde_json::json!([{"subCommand": "build", "args": ["-force", "a"], "variables": {}}]),
+        ] {
+            assert_ne!(h, changed(different.clone()), "{different}");
+        }
+        let mut image = base.clone();
+        image.image = "hashicorp/packer:1.12.0".into();
+        assert_ne!(h, build_config_hash(&image));
+        let mut branch = base.clone();
+        branch.branch = "release".into();
+        assert_ne!(h, build_config_hash(&branch));
+        // Colour, debug and on-error change logs and failure handling, not the image.
+        assert_eq!(
+            h,
+            changed(
+                serde_json::json!([{"subCommand": "build", "args": ["-force"], "variables": {"a": "1"},
+                "color": true, "debug": true, "onError": "abort"}])
+            )
+        );
+        // The order commands are listed in does not matter (they always run init, validate, build).
+        let two = changed(serde_json::json!([{"subCommand": "build"}, {"subCommand": "init", "args": ["-upgrade"]}]));
+        let swapped =
+            changed(serde_json::json!([{"subCommand": "init", "args": ["-upgrade"]}, {"subCommand": "build"}]));
+        assert_eq!(two, swapped);
     }
 
     #[test]
