@@ -320,9 +320,14 @@ async fn observe_managed(
     amr: &AMIRefresher,
     previous: &[NodeGroupStatus],
     name: String,
-) -> Result<Group> {
+) -> Result<Option<Group>> {
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
-    let ng = ctx.aws.describe_nodegroup(region, cluster, &name).await?;
+    let ng = match ctx.aws.describe_nodegroup(region, cluster, &name).await {
+        Ok(ng) => ng,
+        // Listed, then deleted before it could be described: it is gone (an update it had is still tracked).
+        Err(Error::Aws(e)) if e.kind == controller_runtime::aws::AwsErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut o = blank(&name, NodeGroupKind::Managed);
     o.launch_template_id = ng.launch_template_id.clone();
     o.launch_template_version = ng.launch_template_version.clone();
@@ -354,10 +359,10 @@ async fn observe_managed(
         }
         _ => {}
     }
-    Ok(Group {
+    Ok(Some(Group {
         observed: o,
         nodegroup: Some(ng),
-    })
+    }))
 }
 
 async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: &str) -> Result<Group> {
@@ -398,11 +403,12 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
 async fn observe(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus]) -> Result<Vec<Group>> {
     let spec = &amr.spec;
     let names = ctx.aws.list_nodegroups(&spec.region, &spec.cluster_name).await?;
-    let mut groups: Vec<Group> = futures::stream::iter(names.into_iter().filter(|n| !spec.exclude.contains(n)))
+    let managed: Vec<Option<Group>> = futures::stream::iter(names.into_iter().filter(|n| !spec.exclude.contains(n)))
         .map(|name| observe_managed(ctx, amr, previous, name))
         .buffered(ctx.concurrency.max(1))
         .try_collect()
         .await?;
+    let mut groups: Vec<Group> = managed.into_iter().flatten().collect();
     for name in spec.auto_scaling_groups.iter().filter(|n| !spec.exclude.contains(n)) {
         groups.push(observe_asg(ctx, amr, previous, name).await?);
     }
@@ -415,9 +421,18 @@ async fn track(ctx: &Context, amr: &AMIRefresher, entry: &mut NodeGroupStatus, n
         return Ok(());
     };
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
-    let progress = match entry.kind {
-        NodeGroupKind::Managed => ctx.aws.describe_update(region, cluster, &entry.name, &id).await?,
-        NodeGroupKind::SelfManaged => ctx.aws.describe_refresh(region, &entry.name, &id).await?,
+    let described = match entry.kind {
+        NodeGroupKind::Managed => ctx.aws.describe_update(region, cluster, &entry.name, &id).await,
+        NodeGroupKind::SelfManaged => ctx.aws.describe_refresh(region, &entry.name, &id).await,
+    };
+    let progress = match described {
+        Ok(progress) => progress,
+        // The group (or its cluster) was deleted during the update: the update ends here, as cancelled, instead of
+        // failing every reconcile on the same not-found error.
+        Err(Error::Aws(e)) if e.kind == controller_runtime::aws::AwsErrorKind::NotFound => {
+            Progress::Cancelled(format!("the node group or its update no longer exists ({})", e.message))
+        }
+        Err(e) => return Err(e),
     };
     let result = match &progress {
         Progress::Running => return Ok(()),

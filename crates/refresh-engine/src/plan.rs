@@ -3,7 +3,8 @@
 //!
 //! Safety properties kept here, each a unit test:
 //! - a node group already on the target is never started;
-//! - a node group with an update in flight (recorded, or found running in AWS) is tracked, never started again;
+//! - a node group with an update in flight (recorded, or found running in AWS) is tracked, never started again,
+//!   and stays in status (counting against parallelism) even when it is no longer observed (deleted, excluded);
 //! - at most `parallelism` node groups are in flight; a named canary rolls first and alone;
 //! - after a failure nothing new starts until the target changes or a retry is asked for (`halted`, see
 //!   [`halt_holds`]); a failed update stays `Failed` in status while halted, whatever AMI it was rolling to, so a
@@ -250,6 +251,20 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
             e
         })
         .collect();
+    // Groups no longer observed (deleted, excluded, dropped from autoScalingGroups) keep their update in status
+    // while it is in flight (it still counts against parallelism) and their failure while the rollout is halted,
+    // so an outcome is never dropped with the group.
+    let mut node_groups = node_groups;
+    node_groups.extend(
+        previous
+            .iter()
+            .filter(|p| !order.iter().any(|o| o.name == p.name && o.kind == p.kind))
+            .filter(|p| {
+                (p.state == NodeGroupState::InProgress && p.update_id.is_some())
+                    || (halted && matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
+            })
+            .cloned(),
+    );
 
     let in_flight = node_groups
         .iter()
@@ -451,6 +466,32 @@ mod tests {
         i.canary = Some("canary");
         i.parallelism = 5;
         assert_eq!(plan(i).start, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn a_group_that_disappears_keeps_its_update_in_flight_and_its_failure() {
+        // `a` is no longer listed (deleted or excluded) while its update runs: still tracked, still in flight.
+        let observed = [ng("b", OLD)];
+        let previous = [in_progress("a", "u-1")];
+        let p = plan(inputs(&observed, &previous));
+        assert!(p.start.is_empty(), "parallelism 1 is still taken by a's update");
+        assert_eq!(
+            p.node_groups.iter().find(|n| n.name == "a").map(|n| n.state),
+            Some(NodeGroupState::InProgress)
+        );
+        // Its update ended cancelled (the group was deleted) and the rollout halts: the entry stays.
+        let mut cancelled = in_progress("a", "u-1");
+        cancelled.state = NodeGroupState::Cancelled;
+        let previous = [cancelled];
+        let mut i = inputs(&observed, &previous);
+        i.halted = true;
+        let p = plan(i);
+        assert_eq!(p.phase, AMIRefresherPhase::Degraded);
+        assert!(p.start.is_empty());
+        // Once the halt is lifted, a group that is gone is forgotten.
+        let p = plan(inputs(&observed, &previous));
+        assert!(p.node_groups.iter().all(|n| n.name != "a"));
+        assert_eq!(p.start, vec!["b"]);
     }
 
     #[test]
