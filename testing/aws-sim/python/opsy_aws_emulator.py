@@ -12,13 +12,6 @@ Added to moto:
 - Fault injection per service/action (HTTP status, error code, delay, count) and a log of calls per action.
 - Seeding of public AMIs (owner, creation date, tags) and public SSM parameters.
 
-Behaviour taken from the AWS API reference: DescribeUpdate of a node group update requires nodegroupName (else
-InvalidParameterException) and it must name the update's node group.
-Assumptions tests depend on (AWS documents nothing; each is marked ASSUMPTION beside its code):
-- DescribeUpdate of an update whose node group was deleted answers ResourceNotFoundException.
-Known to be friendlier than AWS (issue "safe when the world changes"): updates finish after N describe calls rather
-than with time, and ListUpdates/DescribeUpdate keep no history beyond this process.
-
 Control API (JSON), all under /_ext/: see the handlers in `control()`.
 It touches moto internals, so it refuses to run on another moto version.
 """
@@ -242,23 +235,11 @@ def update_nodegroup_version(self):
 def describe_update(self):
     cluster_name = self._get_param("name")
     update_id = self._get_param("updateId")
-    nodegroup_name = self._get_param("nodegroupName")
     account, region = self.current_account, self.region
     with LOCK:
         update = STATE.updates.get((account, region, cluster_name), {}).get(update_id)
         if update is None:
             raise ResourceNotFoundException(clusterName=cluster_name, message=f"No update found for ID: {update_id}")
-        if update.get("_nodegroup"):
-            # AWS API reference: nodegroupName "is required if the update is a node group update".
-            if not nodegroup_name:
-                raise InvalidParameterException(message="nodegroupName is required for a node group update")
-            if nodegroup_name != update["_nodegroup"]:
-                raise ResourceNotFoundException(
-                    clusterName=cluster_name, message=f"No update found for ID: {update_id}"
-                )
-            # ASSUMPTION (AWS documents nothing here): once the node group is deleted, its updates cannot be
-            # described any more and DescribeUpdate answers ResourceNotFoundException, as for any missing node group.
-            _nodegroup(account, region, cluster_name, nodegroup_name)
         if update["status"] == "InProgress":
             update["_polls"] += 1
             scripted = update.get("_scripted")

@@ -325,6 +325,7 @@ async fn a_scripted_failure_fails_the_update_with_errors() {
         .eks
         .describe_update()
         .name("opsy-gitops")
+        .nodegroup_name("workers")
         .update_id(id)
         .send()
         .await
@@ -342,6 +343,7 @@ async fn a_scripted_failure_fails_the_update_with_errors() {
         .eks
         .describe_update()
         .name("opsy-gitops")
+        .nodegroup_name("workers")
         .update_id(id)
         .send()
         .await
