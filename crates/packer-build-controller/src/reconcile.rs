@@ -538,6 +538,9 @@ fn follow_found_job(status: &mut PackerBuilderStatus, job: &Job) -> Outcome {
     tracing::info!(job = %name, build = %build_id, "a build Job of this PackerBuilder is running; following it");
     status.job_id = Some(job_id_for(&build_id));
     status.build_id = Some(build_id);
+    // Unknown for a Job this process did not start: its AMI gets no build-config tag (kept until it expires)
+    // rather than the fingerprint of an earlier build.
+    status.build_config_hash = None;
     status.job_name = Some(name.clone());
     status.job_status = Some("running".to_owned());
     status.last_run_status = Some("running".to_owned());
