@@ -369,6 +369,15 @@ impl World {
     }
 }
 
+/// Manual update progress, the controller and the seed AMIRefresher started; returns once ng-a's update runs.
+async fn start_with_ng_a_updating(w: &mut World) {
+    w.aws.set_progress(true, 1).await.expect("progress");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
+        .await;
+}
+
 /// Whether the AMIRefresher's status has node group `name` in `state`.
 fn in_state(amr: &AMIRefresher, name: &str, state: NodeGroupState) -> bool {
     amr.status
@@ -563,11 +572,7 @@ async fn an_update_that_fails_after_the_target_changed_halts_is_announced_and_su
     let mut w = World::start().await;
     let (_, first_target) = seed_world(&mut w).await;
     // Updates run until the test finishes them.
-    w.aws.set_progress(true, 1).await.expect("progress");
-    w.start_controller();
-    w.apply_seed(|_| {}).await;
-    w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
-        .await;
+    start_with_ng_a_updating(&mut w).await;
 
     // A newer AMI appears while ng-a rolls to the first target: the target changes under the update.
     let newer = w.managed_ami("v3", 0).await;
@@ -626,11 +631,7 @@ async fn an_update_that_fails_after_the_target_changed_halts_is_announced_and_su
 async fn an_update_in_flight_is_tracked_to_its_failure_while_no_ami_is_eligible() {
     let mut w = World::start().await;
     let (old, target) = seed_world(&mut w).await;
-    w.aws.set_progress(true, 1).await.expect("progress");
-    w.start_controller();
-    w.apply_seed(|_| {}).await;
-    w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
-        .await;
+    start_with_ng_a_updating(&mut w).await;
     // Every managed AMI is deprecated while ng-a rolls onto the target: none is eligible any more.
     w.ec2
         .create_tags()

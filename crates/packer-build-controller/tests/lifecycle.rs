@@ -213,6 +213,15 @@ impl Harness {
             .remove(0)
     }
 
+    /// The base AMI most tests build from: the seed filters match it.
+    async fn seed_default_base(&self) -> String {
+        self.seed_base(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
+            "2026-10-01T00:00:00Z",
+        )
+        .await
+    }
+
     /// The seed PackerBuilder of the original README, pointed at the local sample project.
     fn seed_builder(&self) -> PackerBuilder {
         let text = std::fs::read_to_string(workspace().join("examples/seed/packerbuilder-000.yaml")).expect("seed");
@@ -309,11 +318,7 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
             "2026-11-01T00:00:00Z",
         )
         .await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &h.seed_builder())
@@ -506,11 +511,7 @@ fn job_names(jobs: &[Job]) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactly_one() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
     let mut builder = h.seed_builder();
     builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
@@ -568,11 +569,7 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
 #[tokio::test(flavor = "multi_thread")]
 async fn same_named_builders_in_two_namespaces_each_build_once_and_never_deprecate_each_other() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     create_secrets(&h.client, "team-b").await;
     h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
     // Same name, cluster, repository and branch; only the namespace differs.
@@ -635,11 +632,7 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
 #[tokio::test(flavor = "multi_thread")]
 async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted_as_a_failed_build() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &h.seed_builder())
@@ -701,11 +694,7 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
 #[tokio::test(flavor = "multi_thread")]
 async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_does_not() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
     let mut builder = h.seed_builder();
     builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
@@ -763,11 +752,7 @@ async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_doe
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_ami_is_rebuilt_once() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let mut builder = h.seed_builder();
     builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
@@ -794,11 +779,7 @@ async fn an_expired_ami_is_rebuilt_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_builds_count_up_retry_with_packer_log_stop_at_max_and_resume_after_a_spec_change() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller_with(&[("BUILD_RETRY_BASE_DELAY", "1s")]);
     let mut builder = h.seed_builder();
     builder.spec.builder.commands[0].debug = false;
@@ -926,11 +907,7 @@ async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_value_reaches_logs_status_or_events() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &h.seed_builder())
@@ -955,11 +932,7 @@ async fn no_secret_value_reaches_logs_status_or_events() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_controller_restart_during_a_build_follows_the_same_job() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     // Slow the build down so the controller can be killed while the Job runs.
     h.aws
         .inject(&aws_sim::Fault {
@@ -1015,11 +988,7 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_missing_secret_is_reported_without_building_or_hot_looping() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let mut builder = h.seed_builder();
     builder.spec.builder.secret = Some("no-such-secret".into());
@@ -1073,11 +1042,7 @@ async fn a_missing_secret_is_reported_without_building_or_hot_looping() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &h.seed_builder())
@@ -1104,11 +1069,7 @@ async fn deleting_a_packer_builder_deletes_its_running_job_and_leaves_amis_alone
 #[tokio::test(flavor = "multi_thread")]
 async fn two_controller_processes_without_leader_election_start_one_build_per_packer_builder() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     // Two processes that both believe they lead (leader election off): both see every new PackerBuilder at once.
     h.start_controller_with(&[("POD_NAME", "a"), ("LEADER_ELECT", "false")]);
     h.start_controller_with(&[("POD_NAME", "b"), ("LEADER_ELECT", "false")]);
@@ -1151,11 +1112,7 @@ async fn two_controller_processes_without_leader_election_start_one_build_per_pa
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     h.start_controller_with(&[("POD_NAME", "replica-a")]);
     h.start_controller_with(&[("POD_NAME", "replica-b")]);
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
@@ -1211,11 +1168,7 @@ async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).expect("ns");
     namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
@@ -1260,11 +1213,7 @@ async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_revoked_slack_token_becomes_a_warning_event_and_the_build_still_succeeds() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     let secrets: Api<Secret> = Api::default_namespaced(h.client.clone());
     let revoked: Secret = serde_json::from_value(
         json!({"metadata": {"name": "revoked-slack"}, "stringData": {}, "data": {"token": "eG94Yi1yZXZva2Vk"}}),
@@ -1303,11 +1252,7 @@ async fn a_revoked_slack_token_becomes_a_warning_event_and_the_build_still_succe
 #[tokio::test(flavor = "multi_thread")]
 async fn transitions_are_published_to_sns_and_sent_with_ses() {
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     let account = Account(DEFAULT_ACCOUNT.into());
     let sdk = h.aws.sdk_config(REGION).await;
     let topic = h
@@ -1364,11 +1309,7 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
 async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
     const USER: &str = "system:serviceaccount:opsy-system:opsy-packer-build-controller";
     let mut h = Harness::start().await;
-    h.seed_base(
-        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261001",
-        "2026-10-01T00:00:00Z",
-    )
-    .await;
+    h.seed_default_base().await;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
     let ns = serde_json::from_value(json!({"metadata": {"name": "opsy-system"}})).expect("ns");
     namespaces.create(&PostParams::default(), &ns).await.expect("ns");
