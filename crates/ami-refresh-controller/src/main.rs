@@ -96,12 +96,20 @@ async fn main() -> anyhow::Result<()> {
         notifier,
     )
     .with_retry_base(args.retry_base_delay);
+    context.liveness = args.runtime.liveness();
+    let election = args.runtime.election(&args.lease_name, "ami-refresh-controller")?;
     context.poll = args.poll_interval;
     context.resync = args.resync_interval;
     let context = Arc::new(context);
 
     let readiness = controller_runtime::Readiness::default();
-    let bound = controller_runtime::serve(args.runtime.metrics_addr, readiness.clone(), metrics).await?;
+    let bound = controller_runtime::serve(
+        args.runtime.metrics_addr,
+        readiness.clone(),
+        context.liveness.clone(),
+        metrics,
+    )
+    .await?;
     tracing::info!(namespaces = ?args.runtime.namespaces, health = %bound, "ami-refresh-controller starting");
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
@@ -135,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let controllers = scopes.into_iter().map(|(refreshers, builders)| {
+        let liveness = context.liveness.clone();
         let mut controller = Controller::new(refreshers, refresher_watch.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
         if watch_builders {
@@ -156,13 +165,14 @@ async fn main() -> anyhow::Result<()> {
         controller
             .shutdown_on_signal()
             .run(reconcile::reconcile, error_policy, context.clone())
-            .for_each(|result| async move {
+            .for_each(move |result| {
+                liveness.observe(&result);
                 if let Err(error) = result {
                     tracing::debug!(%error, "reconcile error");
                 }
+                futures::future::ready(())
             })
     });
-    let election = args.runtime.election(&args.lease_name, "ami-refresh-controller");
     controller_runtime::run_as_leader(client, election, async move {
         futures::future::join_all(controllers).await;
     })

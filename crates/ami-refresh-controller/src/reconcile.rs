@@ -59,6 +59,8 @@ pub struct Context {
     pub concurrency: usize,
     /// Back-off after failed reconciles (shared implementation with packer-build-controller).
     pub errors: controller_runtime::backoff::ErrorBackoff,
+    /// Running reconciles and watch errors, for `/healthz`.
+    pub liveness: controller_runtime::Liveness,
 }
 
 impl Context {
@@ -80,6 +82,7 @@ impl Context {
             resync: Duration::from_secs(300),
             concurrency: 8,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), MAX_ERROR_BACKOFF),
+            liveness: controller_runtime::Liveness::new(Duration::from_secs(600)),
         }
     }
 
@@ -100,6 +103,7 @@ const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Reconciles one AMIRefresher and records the reconcile's metrics.
 pub async fn reconcile(amr: Arc<AMIRefresher>, ctx: Arc<Context>) -> Result<Action> {
+    let _running = ctx.liveness.reconcile_started();
     let started = std::time::Instant::now();
     let result = reconcile_inner(&amr, &ctx).await;
     ctx.metrics.observe(

@@ -1445,3 +1445,49 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
         .and_then(|s| s.holder_identity);
     assert_eq!(holder, None, "the Lease is released for a standby");
 }
+
+#[tokio::test]
+async fn healthz_fails_while_a_reconcile_is_stuck_on_a_silent_aws_endpoint() {
+    let mut w = World::start().await;
+    // An AWS endpoint that accepts connections and never answers: every call waits for the SDK's timeouts.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            open.push(connection);
+        }
+    });
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    w.start_controller_with(&[
+        ("AWS_ENDPOINT_URL", silent_url.as_str()),
+        ("METRICS_ADDR", addr.as_str()),
+        ("LIVENESS_STALL_AFTER", "2s"),
+    ]);
+    let healthz = format!("http://127.0.0.1:{port}/healthz");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get_text(&healthz).await.0 != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "healthz never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Idle: live.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(get_text(&healthz).await.0, 200, "an idle controller is live");
+
+    w.apply_seed(|_| {}).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = get_text(&healthz).await;
+        if status == 503 {
+            assert!(body.contains("a reconcile has been running"), "{body}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "healthz stayed {status} while the reconcile hung"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.stop_controller().await;
+}

@@ -41,6 +41,19 @@ pub struct RuntimeArgs {
     /// Namespace of the Lease (the controller's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     pub lease_namespace: String,
+    /// How long a standby waits, from the moment it saw the Lease last change, before it takes over.
+    #[arg(long, env = "LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = api_types::parse_duration)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// The leader stops reconciling when it could not renew the Lease for this long (shorter than the lease
+    /// duration).
+    #[arg(long, env = "LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = api_types::parse_duration)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// How often the leader renews and standbys retry (shorter than the renew deadline).
+    #[arg(long, env = "LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = api_types::parse_duration)]
+    pub leader_elect_retry_period: std::time::Duration,
+    /// `/healthz` fails when a reconcile has run, or the watch has kept failing, for this long.
+    #[arg(long, env = "LIVENESS_STALL_AFTER", default_value = "10m", value_parser = api_types::parse_duration)]
+    pub liveness_stall_after: std::time::Duration,
     /// Allow `http://` Discord and webhook URLs (default: https only).
     #[arg(long, env = "WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_http: bool,
@@ -68,14 +81,29 @@ impl RuntimeArgs {
     }
 
     /// The leader-election settings (`None` when turned off); the identity is the pod name, else
-    /// `<binary>-<uuid>`.
-    pub fn election(&self, lease_name: &str, binary: &str) -> Option<crate::leader::LeaderConfig> {
-        self.leader_elect.then(|| {
-            let identity = self
-                .pod_name
-                .clone()
-                .unwrap_or_else(|| format!("{binary}-{}", uuid::Uuid::new_v4()));
-            crate::leader::LeaderConfig::new(&self.lease_namespace, lease_name, identity)
-        })
+    /// `<binary>-<uuid>`. Durations that would let a deposed leader act next to a new one are refused.
+    pub fn election(
+        &self,
+        lease_name: &str,
+        binary: &str,
+    ) -> Result<Option<crate::leader::LeaderConfig>, crate::leader::ConfigError> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let identity = self
+            .pod_name
+            .clone()
+            .unwrap_or_else(|| format!("{binary}-{}", uuid::Uuid::new_v4()));
+        let mut config = crate::leader::LeaderConfig::new(&self.lease_namespace, lease_name, identity);
+        config.lease_duration = self.leader_elect_lease_duration;
+        config.renew_deadline = self.leader_elect_renew_deadline;
+        config.retry_period = self.leader_elect_retry_period;
+        config.validate()?;
+        Ok(Some(config))
+    }
+
+    /// The liveness record `/healthz` reports.
+    pub fn liveness(&self) -> crate::Liveness {
+        crate::Liveness::new(self.liveness_stall_after)
     }
 }

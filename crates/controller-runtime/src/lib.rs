@@ -1,6 +1,6 @@
 //! Run-time pieces shared by both controller binaries:
 //!
-//! - [`serve`]: `/healthz` (the process is alive), `/readyz` (the controller may serve: it is the leader, or a
+//! - [`serve`]: `/healthz` (the reconcile loop makes progress, see [`liveness`]), `/readyz` (the controller may serve: it is the leader, or a
 //!   standby ready to take over) and `/metrics` (Prometheus text format);
 //! - [`Metrics`]: reconcile counters and durations labelled by result and error category;
 //! - [`leader`]: leader election on a `coordination.k8s.io/v1` Lease, so only one replica reconciles.
@@ -9,6 +9,7 @@ pub mod args;
 pub mod aws;
 pub mod backoff;
 pub mod leader;
+pub mod liveness;
 pub mod metrics;
 pub mod notify;
 
@@ -22,6 +23,7 @@ use std::{
 
 pub use args::RuntimeArgs;
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+pub use liveness::Liveness;
 pub use metrics::Metrics;
 
 /// Readiness flag shared with the health server.
@@ -43,25 +45,45 @@ impl Readiness {
 #[derive(Clone)]
 struct AppState {
     readiness: Readiness,
+    liveness: Liveness,
     metrics: Arc<Metrics>,
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` on `addr` until the process ends. Returns the bound address
 /// (useful with port 0).
-pub async fn serve(addr: SocketAddr, readiness: Readiness, metrics: Arc<Metrics>) -> std::io::Result<SocketAddr> {
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    liveness: Liveness,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { readiness, metrics });
+        .with_state(AppState {
+            readiness,
+            liveness,
+            metrics,
+        });
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "health/metrics server stopped");
         }
     });
     Ok(bound)
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match state.liveness.check() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(stall) => {
+            tracing::error!(%stall, "liveness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {stall}"))
+        }
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -109,8 +131,9 @@ pub fn init_logging(format: LogFormat) {
 }
 
 /// Runs `controllers` (which end on SIGTERM/SIGINT) once this replica holds the Lease, when `election` is set.
-/// On a clean end the Lease is released at once so a standby takes over; on losing the Lease the process exits
-/// with status 1 so it never acts next to a new leader.
+/// On a clean end the Lease is released at once so a standby takes over; on losing the Lease the controllers are
+/// cancelled and the process exits with status 1 so it never acts next to a new leader (Kubernetes restarts it as
+/// a standby).
 pub async fn run_as_leader(
     client: kube::Client,
     election: Option<leader::LeaderConfig>,
@@ -120,16 +143,13 @@ pub async fn run_as_leader(
         controllers.await;
         return;
     };
-    let mut leadership = tokio::select! {
+    let leadership = tokio::select! {
         leadership = leader::acquire(client, config) => leadership,
         () = shutdown_signal() => return,
     };
-    tokio::select! {
-        () = controllers => leadership.release().await,
-        () = leadership.lost() => {
-            tracing::error!("lost leadership; exiting so a fresh process can stand by");
-            std::process::exit(1);
-        }
+    if leadership.run(controllers).await == leader::Outcome::Lost {
+        tracing::error!("lost leadership; exiting so a fresh process can stand by");
+        std::process::exit(1);
     }
 }
 

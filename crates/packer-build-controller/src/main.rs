@@ -77,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
     );
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
+    context.liveness = args.runtime.liveness();
+    let election = args.runtime.election(&args.lease_name, "packer-build-controller")?;
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
     let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.runtime.namespaces.is_empty() {
         vec![(Api::all(client.clone()), Api::all(client.clone()))]
@@ -94,28 +96,35 @@ async fn main() -> anyhow::Result<()> {
     let job_watch =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", packer_job::job::MANAGED_BY));
     let readiness = controller_runtime::Readiness::default();
-    let bound =
-        controller_runtime::serve(args.runtime.metrics_addr, readiness.clone(), context.metrics.clone()).await?;
+    let bound = controller_runtime::serve(
+        args.runtime.metrics_addr,
+        readiness.clone(),
+        context.liveness.clone(),
+        context.metrics.clone(),
+    )
+    .await?;
     tracing::info!(namespaces = ?args.runtime.namespaces, health = %bound, "packer-build-controller starting");
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
     let context = Arc::new(context);
     let controllers = scopes.into_iter().map(|(builders, jobs)| {
+        let liveness = context.liveness.clone();
         Controller::new(builders, builder_watch.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(args.runtime.concurrency))
             .owns(jobs, job_watch.clone())
             .shutdown_on_signal()
             .run(reconcile::reconcile, error_policy, context.clone())
-            .for_each(|result| async move {
+            .for_each(move |result| {
+                liveness.observe(&result);
                 if let Err(error) = result {
                     tracing::debug!(%error, "reconcile error");
                 }
+                futures::future::ready(())
             })
     });
     let controller = async move {
         futures::future::join_all(controllers).await;
     };
-    let election = args.runtime.election(&args.lease_name, "packer-build-controller");
     controller_runtime::run_as_leader(client, election, controller).await;
     tracing::info!("packer-build-controller stopped");
     Ok(())

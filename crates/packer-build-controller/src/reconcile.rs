@@ -67,6 +67,8 @@ pub struct Context {
     /// Back-off after failed reconciles (AWS throttling, API errors); shared implementation with
     /// ami-refresh-controller.
     pub errors: controller_runtime::backoff::ErrorBackoff,
+    /// Running reconciles and watch errors, for `/healthz`.
+    pub liveness: controller_runtime::Liveness,
 }
 
 impl std::fmt::Debug for Context {
@@ -111,6 +113,7 @@ impl Context {
             metrics,
             notifier,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
+            liveness: controller_runtime::Liveness::new(Duration::from_secs(600)),
         }
     }
 }
@@ -145,6 +148,7 @@ fn condition(
 
 /// Reconciles one PackerBuilder and records the reconcile's metrics.
 pub async fn reconcile(pb: Arc<PackerBuilder>, ctx: Arc<Context>) -> Result<Action> {
+    let _running = ctx.liveness.reconcile_started();
     let started = std::time::Instant::now();
     let (namespace, name) = (pb.namespace().unwrap_or_default(), pb.name_any());
     let result = reconcile_inner(pb, ctx.clone()).await;
