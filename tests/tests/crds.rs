@@ -12,7 +12,7 @@ fn committed_crds_match_the_rust_types() {
             root.join("deploy/crds"),
             root.join("charts/opsy-ami-operator/charts")
                 .join(crd.subchart)
-                .join("crds"),
+                .join("files/crds"),
         ] {
             let path = dir.join(&crd.file_name);
             let committed = std::fs::read_to_string(&path).unwrap_or_default();

@@ -30,12 +30,20 @@ fn chart(sub: Option<&str>) -> PathBuf {
 
 /// `helm template` output, or the error text.
 fn template(chart: &Path, sets: &[&str]) -> Result<String, String> {
+    template_json(chart, sets, &[])
+}
+
+/// [`template`] with `--set-json` values too.
+fn template_json(chart: &Path, sets: &[&str], set_json: &[&str]) -> Result<String, String> {
     let mut cmd = Command::new(helm());
     cmd.args(["template", "opsy"])
         .arg(chart)
         .args(["--namespace", "opsy-system"]);
     for set in sets {
         cmd.args(["--set", set]);
+    }
+    for set in set_json {
+        cmd.args(["--set-json", set]);
     }
     let out = cmd.output().expect("helm runs (cargo xtask test installs it)");
     if out.status.success() {
@@ -375,6 +383,23 @@ fn bad_values_are_refused_by_the_values_schema() {
             "watchNamespaces",
         ),
         ("opsy=1", "opsy"),
+        ("packer-build-controller.image.digest=latest", "digest"),
+        (
+            "packer-build-controller.leaderElection.renewDeadline=soon",
+            "renewDeadline",
+        ),
+        (
+            "ami-refresh-controller.livenessStallAfter=forever",
+            "livenessStallAfter",
+        ),
+        ("packer-build-controller.extraArgs={verbose}", "extraArgs"),
+        (
+            "packer-build-controller.metrics.serviceMonitor.scrapeTimeout=10x",
+            "scrapeTimeout",
+        ),
+        ("packer-build-controller.crds.install=maybe", "install"),
+        ("packer-build-controller.strategy.type=Sometimes", "type"),
+        ("packer-build-controller.livenessProbe.periodSeconds=0", "periodSeconds"),
     ] {
         let err = template(&chart(None), &[set]).expect_err(set);
         assert!(err.contains(expect), "{set}: {err}");
@@ -402,5 +427,245 @@ fn deploy_manifests_are_rendered_from_the_charts() {
         let text =
             std::fs::read_to_string(root().join("deploy").join(chart).join(format!("{chart}.yaml"))).expect("deploy");
         validate(&text);
+    }
+}
+
+fn deployment<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("Deployment {name}"))
+}
+
+fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
+#[test]
+fn operator_values_land_where_operators_expect_them() {
+    let p = "packer-build-controller";
+    let sets = [
+        format!("{p}.revisionHistoryLimit=3"),
+        format!("{p}.strategy.type=Recreate"),
+        format!("{p}.commonLabels.team=platform"),
+        format!("{p}.deploymentAnnotations.owner=sre"),
+        format!("{p}.image.digest=sha256:{}", "a".repeat(64)),
+        format!("{p}.serviceAccount.automountServiceAccountToken=true"),
+        format!("{p}.livenessProbe.failureThreshold=7"),
+        format!("{p}.readinessProbe.timeoutSeconds=9"),
+        format!("{p}.metrics.service.annotations.scrape=yes"),
+        format!("{p}.metrics.serviceMonitor.enabled=true"),
+        format!("{p}.metrics.serviceMonitor.namespace=monitoring"),
+        format!("{p}.metrics.serviceMonitor.interval=15s"),
+        format!("{p}.metrics.serviceMonitor.scrapeTimeout=5s"),
+        format!("{p}.leaderElection.leaseDuration=30s"),
+        format!("{p}.leaderElection.renewDeadline=20s"),
+        format!("{p}.leaderElection.retryPeriod=4s"),
+        format!("{p}.livenessStallAfter=20m"),
+        format!("{p}.notifications.allowHttpWebhooks=true"),
+        "global.imageRegistry=mirror.example.com:5000".to_owned(),
+    ];
+    let set_json = [
+        format!(r#"{p}.extraArgs=["--concurrency=4"]"#),
+        format!(r#"{p}.extraVolumes=[{{"name":"ca","configMap":{{"name":"corp-ca"}}}}]"#),
+        format!(r#"{p}.extraVolumeMounts=[{{"name":"ca","mountPath":"/etc/corp-ca","readOnly":true}}]"#),
+        format!(
+            r#"{p}.podSecurityContext={{"runAsNonRoot":true,"runAsUser":1001,"seccompProfile":{{"type":"RuntimeDefault"}}}}"#
+        ),
+        format!(
+            r#"{p}.securityContext={{"allowPrivilegeEscalation":false,"readOnlyRootFilesystem":true,"capabilities":{{"drop":["ALL"]}},"runAsUser":1002}}"#
+        ),
+        format!(
+            r#"{p}.topologySpreadConstraints=[{{"maxSkew":2,"topologyKey":"kubernetes.io/hostname","whenUnsatisfiable":"DoNotSchedule","labelSelector":{{"matchLabels":{{"app":"x"}}}}}}]"#
+        ),
+        format!(r#"{p}.metrics.serviceMonitor.relabelings=[{{"targetLabel":"cluster","replacement":"prod"}}]"#),
+        format!(
+            r#"{p}.metrics.serviceMonitor.metricRelabelings=[{{"action":"drop","regex":"go_.*","sourceLabels":["__name__"]}}]"#
+        ),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let set_json: Vec<&str> = set_json.iter().map(String::as_str).collect();
+    let yaml = template_json(&chart(None), &sets, &set_json).expect("renders");
+    validate(&yaml);
+    let objects = docs(&yaml);
+    let d = deployment(&objects, "opsy-packer-build-controller");
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 3);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(d["metadata"]["labels"]["team"], "platform");
+    assert_eq!(d["metadata"]["annotations"]["owner"], "sre");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(d["spec"]["template"]["metadata"]["labels"]["team"], "platform");
+    assert_eq!(pod["securityContext"]["runAsUser"], 1001);
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert_eq!(pod["volumes"][0]["configMap"]["name"], "corp-ca");
+    assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 2);
+    let c = &pod["containers"][0];
+    assert_eq!(
+        c["image"],
+        format!(
+            "mirror.example.com:5000/opsy-ami-operator/packer-build-controller@sha256:{}",
+            "a".repeat(64)
+        )
+    );
+    assert_eq!(c["args"], serde_json::json!(["--concurrency=4"]));
+    assert_eq!(c["volumeMounts"][0]["mountPath"], "/etc/corp-ca");
+    assert_eq!(c["securityContext"]["runAsUser"], 1002);
+    assert_eq!(c["livenessProbe"]["failureThreshold"], 7);
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["timeoutSeconds"], 9);
+    for (name, value) in [
+        ("LEADER_ELECT_LEASE_DURATION", "30s"),
+        ("LEADER_ELECT_RENEW_DEADLINE", "20s"),
+        ("LEADER_ELECT_RETRY_PERIOD", "4s"),
+        ("LIVENESS_STALL_AFTER", "20m"),
+        ("WEBHOOK_ALLOW_HTTP", "true"),
+        ("WEBHOOK_ALLOW_PRIVATE", "false"),
+    ] {
+        assert_eq!(env_value(c, name), Some(value), "{name}");
+    }
+    let sa = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "opsy-packer-build-controller")
+        .expect("sa");
+    assert_eq!(sa["automountServiceAccountToken"], true);
+    assert_eq!(sa["metadata"]["labels"]["team"], "platform");
+    let svc = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "opsy-packer-build-controller-metrics")
+        .expect("service");
+    assert_eq!(svc["metadata"]["annotations"]["scrape"], "yes");
+    let sm = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceMonitor")
+        .expect("servicemonitor");
+    assert_eq!(sm["metadata"]["namespace"], "monitoring");
+    assert_eq!(
+        sm["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!(["opsy-system"])
+    );
+    let endpoint = &sm["spec"]["endpoints"][0];
+    assert_eq!(endpoint["interval"], "15s");
+    assert_eq!(endpoint["scrapeTimeout"], "5s");
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "cluster");
+    assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
+    // The other controller keeps its defaults, but takes the global registry.
+    let other = &deployment(&objects, "opsy-ami-refresh-controller")["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        other["image"],
+        "mirror.example.com:5000/opsy-ami-operator/ami-refresh-controller:0.1.0"
+    );
+}
+
+#[test]
+fn defaults_keep_the_service_account_token_off_and_spread_only_several_replicas() {
+    let one = docs(&template(&chart(None), &[]).expect("renders"));
+    let sa = one
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] == "opsy-packer-build-controller")
+        .expect("sa");
+    assert_eq!(sa["automountServiceAccountToken"], false);
+    let pod = &deployment(&one, "opsy-packer-build-controller")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["automountServiceAccountToken"], true,
+        "the controller itself needs its token"
+    );
+    assert!(
+        pod["affinity"].is_null() && pod["topologySpreadConstraints"].is_null(),
+        "{pod}"
+    );
+    assert_eq!(
+        pod["containers"][0]["image"],
+        "ghcr.io/opsy-ami-operator/packer-build-controller:0.1.0"
+    );
+
+    let yaml = template(&chart(None), &["packer-build-controller.replicaCount=2"]).expect("renders");
+    validate(&yaml);
+    let two = docs(&yaml);
+    let pod = &deployment(&two, "opsy-packer-build-controller")["spec"]["template"]["spec"];
+    let anti = &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0];
+    assert_eq!(anti["podAffinityTerm"]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(
+        anti["podAffinityTerm"]["labelSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        "packer-build-controller"
+    );
+    let spread = &pod["topologySpreadConstraints"][0];
+    assert_eq!(spread["topologyKey"], "topology.kubernetes.io/zone");
+    assert_eq!(
+        spread["whenUnsatisfiable"], "ScheduleAnyway",
+        "soft: a one-zone cluster still schedules"
+    );
+}
+
+/// Helm's `fromYaml | toYaml` writes `maximum: 50.0` as `50`: the same number to the API server.
+fn numbers_as_floats(value: Value) -> Value {
+    match value {
+        Value::Number(n) => serde_json::json!(n.as_f64()),
+        Value::Array(items) => Value::Array(items.into_iter().map(numbers_as_floats).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, numbers_as_floats(v))).collect()),
+        other => other,
+    }
+}
+
+#[test]
+fn the_crds_are_templates_kept_on_uninstall_and_can_be_left_out() {
+    let committed = |file: &str| -> Value {
+        let text = std::fs::read_to_string(root().join("deploy/crds").join(file)).expect("crd");
+        docs(&text).remove(0)
+    };
+    let crds = |sets: &[&str]| -> Vec<Value> {
+        docs(&template(&chart(None), sets).expect("renders"))
+            .into_iter()
+            .filter(|o| o["kind"] == "CustomResourceDefinition")
+            .collect()
+    };
+    let rendered = crds(&[]);
+    assert_eq!(rendered.len(), 2);
+    for crd in &rendered {
+        let name = crd["metadata"]["name"].as_str().expect("name");
+        assert_eq!(
+            crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+            "{name}"
+        );
+        // Apart from the chart's labels and annotation, exactly the generated CRD.
+        let mut stripped = crd.clone();
+        let meta = stripped["metadata"].as_object_mut().expect("metadata");
+        meta.remove("labels");
+        meta.remove("annotations");
+        assert_eq!(
+            numbers_as_floats(stripped),
+            numbers_as_floats(committed(&format!("{name}.yaml"))),
+            "{name}"
+        );
+    }
+    assert!(
+        crds(&["packer-build-controller.crds.keep=false"])
+            .iter()
+            .any(|c| c["metadata"]["annotations"].is_null())
+    );
+    let only_refresh = crds(&["packer-build-controller.crds.install=false"]);
+    assert_eq!(only_refresh.len(), 1);
+    assert_eq!(only_refresh[0]["metadata"]["name"], "amirefreshers.ami.refresh.ops");
+}
+
+#[test]
+fn each_subchart_names_its_helpers_after_itself_so_they_cannot_collide() {
+    for sub in ["packer-build-controller", "ami-refresh-controller"] {
+        let dir = chart(Some(sub)).join("templates");
+        for entry in std::fs::read_dir(&dir).expect("templates") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            for (i, _) in text.match_indices("define \"") {
+                let name = text[i + 8..].split('"').next().unwrap_or_default();
+                assert!(
+                    name.starts_with(&format!("{sub}.")),
+                    "{}: helper {name:?} is not prefixed with {sub}.",
+                    path.display()
+                );
+            }
+        }
     }
 }

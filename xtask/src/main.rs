@@ -1,7 +1,7 @@
 //! `cargo xtask <task>`: the project's own commands.
 //!
 //! - `gen-crds [--check]`: write the CRD YAML generated from `crates/api-types` into `deploy/crds/` and each
-//!   subchart's `crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
+//!   subchart's `files/crds/` folder, and the field reference `docs/api-reference.md` (`--check` only reports drift).
 //! - `validate FILE...`: check custom resources offline against the generated schemas, as `kubectl apply` would.
 //! - `gen-deploy [--check]`: render `deploy/<controller>/` from the Helm subcharts with default values.
 //! - `demo [--debug] [--keep] [--timeout 5m]`: the whole loop on one machine (`testing/testbed`, run after the
@@ -146,6 +146,8 @@ fn gen_deploy(root: &Path, check: bool) -> Result<()> {
             .args(["template", chart])
             .arg(root.join("charts/opsy-ami-operator/charts").join(chart))
             .args(["--namespace", DEPLOY_NAMESPACE])
+            // The CRDs are applied from deploy/crds/ (one copy for both controllers).
+            .args(["--set", "crds.install=false"])
             .output()
             .context("running helm template")?;
         if !out.status.success() {
@@ -191,7 +193,7 @@ fn gen_crds(root: &Path, check: bool) -> Result<()> {
             root.join("deploy/crds"),
             root.join("charts/opsy-ami-operator/charts")
                 .join(crd.subchart)
-                .join("crds"),
+                .join("files/crds"),
         ] {
             let path = dir.join(&crd.file_name);
             let current = std::fs::read_to_string(&path).unwrap_or_default();

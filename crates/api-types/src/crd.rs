@@ -23,13 +23,14 @@ pub struct RenderedCrd {
 }
 
 impl RenderedCrd {
-    /// Where the file is committed, relative to the repository root: `deploy/crds/` and the subchart's `crds/`.
+    /// Where the file is committed, relative to the repository root: `deploy/crds/` and the subchart's `files/crds/`
+    /// (rendered by its `templates/crds.yaml`).
     pub fn destinations(&self) -> [std::path::PathBuf; 2] {
         [
             std::path::Path::new("deploy/crds").join(&self.file_name),
             std::path::Path::new("charts/opsy-ami-operator/charts")
                 .join(self.subchart)
-                .join("crds")
+                .join("files/crds")
                 .join(&self.file_name),
         ]
     }
