@@ -118,9 +118,10 @@ fn run_task(cli: Cli) -> Result<()> {
         Task::Demo { debug, keep, timeout } => {
             let tools = ensure_kube_tools(&root)?;
             ensure_moto(&root)?;
-            ensure_packer()?;
+            let packer = ensure_packer()?;
             let mut demo = testbed(&root);
             demo.env("KUBECTL", tools.join("kubectl"))
+                .env("OPSY_PACKER", &packer)
                 .args(["demo", "--timeout"])
                 .arg(format!("{}s", timeout.as_secs().max(1)));
             if debug {
@@ -310,9 +311,14 @@ fn ensure_kube_tools(root: &Path) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// Python packages of the test venv: the AWS emulator (moto pinned: its extension touches moto internals) and
-/// `kubernetes-validate` (schemas of Kubernetes 1.30+ for the rendered Helm charts).
-const PYTHON_PACKAGES: [&str; 2] = ["moto[server]==5.2.5", "kubernetes-validate==1.37.0"];
+/// Python packages of the test venv: the AWS emulator (moto pinned: its extension touches moto internals),
+/// `kubernetes-validate` (schemas of Kubernetes 1.30+ for the rendered Helm charts) and `dockerfile-parse` (the
+/// Dockerfiles are parsed and linted where no Docker daemon runs `docker build --check`).
+const PYTHON_PACKAGES: [&str; 3] = [
+    "moto[server]==5.2.5",
+    "kubernetes-validate==1.37.0",
+    "dockerfile-parse==2.0.1",
+];
 
 /// Creates `<target>/tools/venv` with [`PYTHON_PACKAGES`] unless they are already there; returns its Python.
 fn ensure_moto(root: &Path) -> Result<PathBuf> {
@@ -337,27 +343,63 @@ fn ensure_moto(root: &Path) -> Result<PathBuf> {
     Ok(python)
 }
 
-/// Debian's packer (1.6.6, amazon-ebs built in) when no packer is on PATH.
-fn ensure_packer() -> Result<()> {
-    if Command::new("packer")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        return Ok(());
+/// Debian's Packer package, which the test set-up installs and prefers.
+const DEBIAN_PACKER: &str = "/usr/bin/packer";
+
+/// The first line of `packer version`, when `path` runs.
+fn packer_version(path: &Path) -> Option<String> {
+    let out = Command::new(path).arg("version").output().ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    })
+}
+
+/// The Packer the tests and the demo run (behind the test shim, which receives it as `OPSY_PACKER`): Debian's
+/// `/usr/bin/packer`, installed with `apt-get` when missing (needs root); otherwise a `packer` on PATH (a Packer
+/// 1.6 has the amazon builder built in; a newer one needs the amazon plugin installed).
+fn ensure_packer() -> Result<PathBuf> {
+    let debian = PathBuf::from(DEBIAN_PACKER);
+    if packer_version(&debian).is_some() {
+        return Ok(debian);
     }
     step("installing Debian's packer (apt-get)");
-    run(Command::new("apt-get").args(["update", "-qq"])).context("apt-get update (packer is installed as root)")?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "packer"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))
-    .context("apt-get install packer")
+    let installed = run(Command::new("apt-get").args(["update", "-qq"])).and_then(|()| {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "packer"])
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    });
+    match installed {
+        Ok(()) if packer_version(&debian).is_some() => Ok(debian),
+        result => {
+            let reason = result
+                .err()
+                .map_or_else(|| "it did not install /usr/bin/packer".to_owned(), |e| format!("{e:#}"));
+            let on_path = PathBuf::from("packer");
+            match packer_version(&on_path) {
+                Some(version) => {
+                    eprintln!(
+                        "WARNING: apt-get install packer failed ({reason}); using {version} from PATH. A Packer newer \
+                         than 1.6 needs the amazon plugin installed (packer plugins install github.com/hashicorp/amazon)."
+                    );
+                    Ok(on_path)
+                }
+                None => bail!(
+                    "Packer is needed: run on Debian/Ubuntu as root (apt-get install packer), or put a Packer 1.6 \
+                     (amazon builder built in) on PATH ({reason})"
+                ),
+            }
+        }
+    }
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let tools = ensure_kube_tools(root)?;
     let python = ensure_moto(root)?;
-    ensure_packer()?;
+    let packer = ensure_packer()?;
     step("rustfmt check");
     run(Command::new(cargo())
         .current_dir(root)
@@ -376,6 +418,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("KUBECTL", tools.join("kubectl"))
         .env("HELM", tools.join("helm"))
         .env("OPSY_AWS_EMULATOR_PYTHON", &python)
+        .env("OPSY_PACKER", &packer)
         .env("KUBERNETES_VALIDATE", python.with_file_name("kubernetes-validate"));
     if has_nextest() {
         step("cargo nextest run --workspace");

@@ -243,10 +243,15 @@ impl AwsEmulator {
     }
 
     /// Environment for processes run as Packer build Jobs: [`Self::child_env`] plus the `packer` shim
-    /// (`packer-shim/`, which answers `init`) first on `PATH`.
+    /// (`packer-shim/`, which lets Debian's Packer 1.6 run current projects) first on `PATH`, in front of
+    /// `OPSY_PACKER` (set by `cargo xtask`) or `/usr/bin/packer`.
     pub fn packer_job_env(&self, region: &str) -> std::collections::BTreeMap<String, String> {
         let shim = concat!(env!("CARGO_MANIFEST_DIR"), "/packer-shim");
         let mut env: std::collections::BTreeMap<String, String> = self.child_env(region).into_iter().collect();
+        // The Packer `cargo xtask` installed or found (it exports OPSY_PACKER), whatever else is on PATH.
+        if let Some(packer) = std::env::var_os("OPSY_PACKER") {
+            env.insert("PACKER_REAL".into(), packer.to_string_lossy().into_owned());
+        }
         env.insert(
             "PATH".into(),
             format!("{shim}:{}", std::env::var("PATH").unwrap_or_default()),
@@ -503,10 +508,12 @@ pub const SAMPLE_PACKER_PROJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..
 pub fn sample_packer_repo(repo: &std::path::Path, project_dir: &str) -> std::io::Result<()> {
     let project = repo.join(project_dir);
     std::fs::create_dir_all(&project)?;
-    std::fs::copy(
-        std::path::Path::new(SAMPLE_PACKER_PROJECT).join("eks-node.pkr.hcl"),
-        project.join("eks-node.pkr.hcl"),
-    )?;
+    for entry in std::fs::read_dir(SAMPLE_PACKER_PROJECT)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), project.join(entry.file_name()))?;
+        }
+    }
     for args in [
         &["init", "--quiet"][..],
         &["add", "."],
