@@ -7,7 +7,8 @@
 # TLS roots: kube and the AWS SDK use rustls with the operating system's trust store (rustls-native-certs), which
 # distroless ships in /etc/ssl/certs; behind a TLS-intercepting proxy, mount your CA bundle and set SSL_CERT_FILE
 # (the Helm charts' extraVolumes/extraVolumeMounts/extraEnv). The IANA time zones are compiled in (jiff).
-# Reproducible: SOURCE_DATE_EPOCH (e.g. the commit time) fixes file times in the image layers.
+# Reproducible: --build-arg SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) makes BuildKit (0.11+) stamp the image with
+# the commit time; add --output type=image,rewrite-timestamp=true to also fix the file times inside the layers.
 # Pin the bases by digest in your release pipeline:
 #   --build-arg RUST=rust:1.89-bookworm@sha256:<digest> --build-arg RUNTIME=gcr.io/distroless/cc-debian12:nonroot@sha256:<digest>
 ARG RUST=rust:1.89-bookworm
