@@ -11,6 +11,7 @@ Added to moto:
 - Progress of updates and refreshes: automatic (finished after N describe calls) or driven by the test.
 - Fault injection per service/action (HTTP status, error code, delay, count) and a log of calls per action.
 - Seeding of public AMIs (owner, creation date, tags) and public SSM parameters.
+- A resource's EC2 tags looked up in O(its tags) instead of O(all tags in the region) (same answer; switchable).
 
 Control API (JSON), all under /_ext/: see the handlers in `control()`.
 It touches moto internals, so it refuses to run on another moto version.
@@ -421,6 +422,37 @@ LaunchTemplates.create_launch_template_version = create_launch_template_version
 
 
 # --------------------------------------------------------------------------------------------------------------
+# EC2 tags of one resource in O(its tags)
+# --------------------------------------------------------------------------------------------------------------
+# moto's TaggedEC2Resource.get_tags() calls describe_tags(resource-id=<id>), which walks every tag of every resource
+# in the region with regular expressions. Tag-filtered DescribeImages calls it once per image per filter, so one
+# call costs O(images x all tags): with 1,000 AMIs of 15 tags, seconds per call. This answers the same list (same
+# entries, same order: the resource's tags in insertion order) from the backend's per-resource tag map. Switchable
+# (/_ext/fast-tags) so a test can compare both answers.
+from moto.ec2.models.core import TaggedEC2Resource  # noqa: E402
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
+
+_original_get_tags = TaggedEC2Resource.get_tags
+FAST_TAGS = {"on": True}
+
+
+def _fast_get_tags(self):
+    if not FAST_TAGS["on"] or not getattr(self, "id", None):
+        return _original_get_tags(self)
+    tags = self.ec2_backend.tags.get(self.id)
+    if not tags:
+        return []
+    resource_type = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+    return [
+        {"resource_id": self.id, "key": key, "value": value, "resource_type": resource_type}
+        for key, value in tags.items()
+    ]
+
+
+TaggedEC2Resource.get_tags = _fast_get_tags
+
+
+# --------------------------------------------------------------------------------------------------------------
 # Request identification, call log, fault injection
 # --------------------------------------------------------------------------------------------------------------
 
@@ -720,6 +752,9 @@ def control(environ, body, start_response):
                 STATE.mode = payload.get("mode", "auto")
                 STATE.steps = int(payload.get("steps", STATE.steps))
             return _json(start_response, "200 OK", {"mode": STATE.mode, "steps": STATE.steps})
+        if path == "/_ext/fast-tags" and method == "POST":
+            FAST_TAGS["on"] = bool(payload.get("on", True))
+            return _json(start_response, "200 OK", {"on": FAST_TAGS["on"]})
         if path == "/_ext/seed/images" and method == "POST":
             return _json(start_response, "200 OK", seed_images(payload))
         if path == "/_ext/seed/ssm" and method == "POST":

@@ -437,6 +437,14 @@ impl AwsEmulator {
         .map(|_| ())
     }
 
+    /// Turns the emulator's per-resource EC2 tag lookup on (the default) or off (moto's own, which scans every
+    /// tag in the region): the answers are the same, only the cost differs.
+    pub async fn set_fast_tags(&self, on: bool) -> Result<(), EmulatorError> {
+        self.control(reqwest::Method::POST, "/_ext/fast-tags", Some(json!({"on": on})))
+            .await
+            .map(|_| ())
+    }
+
     /// Finishes the running update of a node group with `status` (`Successful`, `Failed`, `Cancelled`), or scripts
     /// the outcome of its next update when none runs.
     pub async fn finish_update(

@@ -571,3 +571,76 @@ async fn the_emulator_exits_when_its_owner_goes_away() {
     }
     assert!(down, "the emulator still serves after its owner dropped it");
 }
+
+/// The emulator's fast per-resource tag lookup answers tag-filtered DescribeImages exactly as moto's own scan does:
+/// same images, same order, same tags, for exact, wildcard, key-only, value-only and non-matching filters.
+#[tokio::test]
+async fn fast_tag_lookup_answers_describe_images_exactly_as_moto() {
+    let w = world().await;
+    let images: Vec<SeedImage> = (0..30)
+        .map(|i| SeedImage {
+            name: format!("tagged-{i}"),
+            owner_id: w.account.0.clone(),
+            creation_date: format!("2026-01-{:02}T00:00:00Z", i % 28 + 1),
+            tags: [
+                ("cluster".to_owned(), format!("c-{}", i % 3)),
+                ("team".to_owned(), if i % 2 == 0 { "a" } else { "b" }.to_owned()),
+                (format!("only-{}", i % 5), "x".to_owned()),
+            ]
+            .into(),
+            public: false,
+            state: None,
+        })
+        .collect();
+    w.emulator
+        .seed_images(&w.account, REGION, &images)
+        .await
+        .expect("seed");
+    let queries: Vec<Vec<Filter>> = vec![
+        vec![Filter::builder().name("tag:cluster").values("c-1").build()],
+        vec![
+            Filter::builder().name("tag:cluster").values("c-2").build(),
+            Filter::builder().name("tag:team").values("a").build(),
+        ],
+        vec![Filter::builder().name("tag:cluster").values("c-*").build()],
+        vec![Filter::builder().name("tag-key").values("only-3").build()],
+        vec![Filter::builder().name("tag-value").values("b").build()],
+        vec![Filter::builder().name("tag:cluster").values("nope").build()],
+    ];
+    let answer = |filters: Vec<Filter>| {
+        let ec2 = w.ec2.clone();
+        async move {
+            let out = ec2
+                .describe_images()
+                .owners("self")
+                .set_filters(Some(filters))
+                .send()
+                .await
+                .expect("describe");
+            out.images()
+                .iter()
+                .map(|i| {
+                    let mut tags: Vec<(String, String)> = i
+                        .tags()
+                        .iter()
+                        .map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned()))
+                        .collect();
+                    tags.sort();
+                    (i.image_id().unwrap_or_default().to_owned(), tags)
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut fast = Vec::new();
+    for q in &queries {
+        fast.push(answer(q.clone()).await);
+    }
+    w.emulator.set_fast_tags(false).await.expect("moto's lookup");
+    for (q, fast) in queries.iter().zip(&fast) {
+        let moto = answer(q.clone()).await;
+        assert_eq!(*fast, moto, "filters {q:?}");
+    }
+    assert_eq!(fast[0].len(), 10, "the filters select something (c-1: 10 of 30)");
+    assert_eq!(fast[1].len(), 5, "c-2 and team a");
+    assert!(fast[5].is_empty());
+}
