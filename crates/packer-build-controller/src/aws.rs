@@ -1,6 +1,10 @@
 //! The AWS edge: only the calls the controller makes, on clients built from the standard config chain (which
-//! honours `AWS_ENDPOINT_URL`), one per region. Base-AMI lookups are shared between PackerBuilders with the same
-//! region, filters and owners for [`BASE_LOOKUP_TTL`].
+//! honours `AWS_ENDPOINT_URL`), one per region. Two lookups are shared between PackerBuilders:
+//! - base-AMI candidates, per (region, filters, owners), for the base TTL;
+//! - the operator's AMIs of a cluster, per (region, cluster), for the managed TTL: one tag-filtered
+//!   DescribeImages serves every PackerBuilder of that cluster (each keeps only its own AMIs), and any tag this
+//!   controller writes in the region invalidates the region's entries at once, so a decision never works from a
+//!   view older than the controller's own last write.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,6 +22,10 @@ use crate::error::{Error, Result};
 
 type BaseKey = (String, Vec<(String, Vec<String>)>, Vec<String>);
 type BaseEntry = std::sync::Arc<tokio::sync::Mutex<Option<(Instant, Vec<Image>)>>>;
+/// (region, cluster).
+type ManagedKey = (String, String);
+/// The answer, when it was fetched, and the region's write generation it was fetched under.
+type ManagedEntry = std::sync::Arc<tokio::sync::Mutex<Option<(Instant, u64, Vec<Image>)>>>;
 
 /// AWS clients and the base-AMI cache.
 #[derive(Debug)]
@@ -29,6 +37,11 @@ pub struct Aws {
     /// One entry per (region, filters, owners), each with its own lock: PackerBuilders sharing a key wait for one
     /// DescribeImages, PackerBuilders with other keys never wait for it.
     base_cache: Mutex<HashMap<BaseKey, BaseEntry>>,
+    managed_ttl: Duration,
+    /// One entry per (region, cluster), each with its own lock, like the base cache.
+    managed_cache: Mutex<HashMap<ManagedKey, ManagedEntry>>,
+    /// Per region: how many tag writes this controller has made; an entry fetched under an older count is stale.
+    writes: Mutex<HashMap<String, u64>>,
     counter: Option<controller_runtime::aws::CallCounter>,
 }
 
@@ -48,8 +61,35 @@ impl Aws {
             ec2: Mutex::default(),
             ssm: Mutex::default(),
             base_cache: Mutex::default(),
+            managed_ttl: Duration::from_secs(60),
+            managed_cache: Mutex::default(),
+            writes: Mutex::default(),
             counter: None,
         }
+    }
+
+    /// How long one cluster's managed-AMI answer is shared (default 60 s); zero turns the sharing off.
+    pub fn with_managed_ttl(mut self, ttl: Duration) -> Self {
+        self.managed_ttl = ttl;
+        self
+    }
+
+    fn write_generation(&self, region: &str) -> u64 {
+        self.writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(region)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn wrote(&self, region: &str) {
+        *self
+            .writes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(region.to_owned())
+            .or_insert(0) += 1;
     }
 
     /// Counts every call of the clients made from now on into `aws_calls_total`.
@@ -166,14 +206,39 @@ impl Aws {
             .ok_or_else(|| Error::NoBaseAmi(format!("SSM parameter {name} has no value")))
     }
 
-    /// AMIs of this account carrying the selector's identity tags (filtered by EC2, so the region is never listed).
-    pub async fn managed_images(&self, region: &str, selector: &Selector) -> Result<Vec<Image>> {
-        let filters = selector
+    /// AMIs of this account that `selector` matches, taken from the shared answer for `cluster` (every AMI this
+    /// operator made for the cluster, filtered by EC2 on its tags, so the region is never listed).
+    pub async fn managed_images(&self, region: &str, cluster: &str, selector: &Selector) -> Result<Vec<Image>> {
+        let all = self.cluster_images(region, cluster).await?;
+        Ok(all.into_iter().filter(|image| selector.matches(image)).collect())
+    }
+
+    async fn cluster_images(&self, region: &str, cluster: &str) -> Result<Vec<Image>> {
+        let entry = self
+            .managed_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry((region.to_owned(), cluster.to_owned()))
+            .or_default()
+            .clone();
+        // Held across the call on purpose: the PackerBuilders of one cluster wait for one DescribeImages.
+        let mut cached = entry.lock().await;
+        let generation = self.write_generation(region);
+        if let Some((at, seen, images)) = cached.as_ref()
+            && *seen == generation
+            && at.elapsed() < self.managed_ttl
+        {
+            return Ok(images.clone());
+        }
+        let filters = Selector::for_cluster(cluster)
             .ec2_tag_filters()
             .into_iter()
             .map(|(name, value)| Filter::builder().name(name).values(value).build())
             .collect();
-        self.describe(region, filters, &["self".to_owned()], &[]).await
+        let images = self.describe(region, filters, &["self".to_owned()], &[]).await?;
+        // Stamped with the generation read before the call: a write during the call makes it stale at once.
+        *cached = Some((Instant::now(), generation, images.clone()));
+        Ok(images)
     }
 
     /// One AMI of this account by ID, or `None` when EC2 does not know it or another account owns it.
@@ -195,6 +260,8 @@ impl Aws {
         if ids.is_empty() || tags.is_empty() {
             return Ok(());
         }
+        // Before the call: even a write that fails half-way may have changed what DescribeImages answers.
+        self.wrote(region);
         let tags = tags
             .iter()
             .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())

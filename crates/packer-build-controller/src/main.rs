@@ -34,6 +34,10 @@ struct Args {
     /// How long one base-AMI DescribeImages answer is shared between PackerBuilders (humantime, e.g. `60s`).
     #[arg(long, env = "BASE_AMI_CACHE_TTL", default_value = "60s", value_parser = api_types::parse_duration)]
     base_ami_cache_ttl: Duration,
+    /// How long one lookup of a cluster's managed AMIs is shared by its PackerBuilders; this controller's own tag
+    /// writes invalidate it at once, so only changes made by others wait for it.
+    #[arg(long, env = "MANAGED_AMI_CACHE_TTL", default_value = "60s", value_parser = api_types::parse_duration)]
+    managed_ami_cache_ttl: Duration,
     /// First retry delay after a failed build; doubles per further failure up to 10 minutes.
     #[arg(long, env = "BUILD_RETRY_BASE_DELAY", default_value = "30s", value_parser = api_types::parse_duration)]
     build_retry_base_delay: Duration,
@@ -70,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut context = Context::new(
         client.clone(),
-        aws::Aws::new(sdk, args.base_ami_cache_ttl),
+        aws::Aws::new(sdk, args.base_ami_cache_ttl).with_managed_ttl(args.managed_ami_cache_ttl),
         recorder,
         args.runtime.slack_api_url.clone(),
         args.runtime.url_policy(),

@@ -389,7 +389,7 @@ async fn observe_and_act(
     let identity = identity(pb);
     let managed = ctx
         .aws
-        .managed_images(&spec.region, &Selector::for_builder(&identity))
+        .managed_images(&spec.region, &spec.cluster_name, &Selector::for_builder(&identity))
         .await?;
     let last_failure = get_condition(&status.conditions, types::BUILDING)
         .filter(|_| status.failed_job_count > 0)
@@ -858,7 +858,7 @@ async fn collect_success(
     // included), so a same-named PackerBuilder in another namespace never loses its AMI.
     let candidates = ctx
         .aws
-        .managed_images(&spec.region, &Selector::for_builder(&identity))
+        .managed_images(&spec.region, &spec.cluster_name, &Selector::for_builder(&identity))
         .await?;
     let older: Vec<String> = ami_tags::superseded(&candidates, &identity, &ami)
         .into_iter()

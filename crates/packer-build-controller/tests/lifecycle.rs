@@ -840,7 +840,7 @@ async fn failing_builds_count_up_retry_with_packer_log_stop_at_max_and_resume_af
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
+async fn fifty_builders_share_one_base_lookup_and_one_managed_lookup_per_cluster() {
     let mut h = Harness::start().await;
     let base = h
         .seed_base(
@@ -850,11 +850,13 @@ async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
         .await;
     let template = h.seed_builder();
     let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    // 40 builders for the seed's cluster, 10 for another.
+    let cluster = |i: usize| if i < 40 { "opsy-gitops" } else { "opsy-other" };
     let mut images = Vec::new();
     for i in 0..50 {
         let tags: BTreeMap<String, String> = [
             ("brought-to-you-by", "opsy-the-ami-operator".to_owned()),
-            ("cluster-name", "opsy-gitops".to_owned()),
+            ("cluster-name", cluster(i).to_owned()),
             ("created-by", format!("builder-{i}")),
             ("created-by-namespace", "default".to_owned()),
             ("packer-repo", template.spec.builder.repo_url.clone()),
@@ -883,6 +885,7 @@ async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
     for i in 0..50 {
         let mut pb = template.clone();
         pb.metadata.name = Some(format!("builder-{i}"));
+        pb.spec.cluster_name = cluster(i).to_owned();
         api.create(&PostParams::default(), &pb).await.expect("create");
     }
     let all_ready = async {
@@ -901,6 +904,13 @@ async fn fifty_builders_with_the_same_filters_share_one_base_lookup() {
         1,
         "one DescribeImages for 50 builders within the TTL"
     );
+    for (name, builders) in [("opsy-gitops", 40), ("opsy-other", 10)] {
+        assert_eq!(
+            h.base_lookups(name).await,
+            1,
+            "one managed-AMI DescribeImages for the {builders} builders of cluster {name} within the TTL"
+        );
+    }
     h.stop_controller().await;
 }
 
