@@ -29,12 +29,20 @@ struct Clients {
     autoscaling: aws_sdk_autoscaling::Client,
 }
 
+/// (region, launch template ID, version number).
+type VersionKey = (String, String, i64);
+
+/// Numbered launch template versions remembered at most (then forgotten all at once; they are re-read on demand).
+const VERSION_CACHE_LIMIT: usize = 50_000;
+
 /// AWS clients per region.
 #[derive(Debug)]
 pub struct Aws {
     sdk: SdkConfig,
     counter: controller_runtime::aws::CallCounter,
     clients: Mutex<HashMap<String, Clients>>,
+    /// Image of numbered launch template versions: a version never changes once created, so each is read once.
+    versions: Mutex<HashMap<VersionKey, Option<String>>>,
 }
 
 /// A managed node group as DescribeNodegroup reports it.
@@ -120,6 +128,7 @@ impl Aws {
             sdk,
             counter: controller_runtime::aws::CallCounter(metrics),
             clients: Mutex::default(),
+            versions: Mutex::default(),
         }
     }
 
@@ -244,13 +253,22 @@ impl Aws {
         })
     }
 
-    /// A launch template version (`3`, `$Latest`, `$Default`) resolved to its number and image.
+    /// A launch template version (`3`, `$Latest`, `$Default`) resolved to its number and image. Numbered versions
+    /// are immutable in EC2, so each is described once and then answered from memory; `$Latest` and `$Default`
+    /// move and are always described.
     pub async fn template_version(
         &self,
         region: &str,
         template_id: &str,
         version: &str,
     ) -> Result<Option<(String, Option<String>)>> {
+        let number = version.parse::<i64>().ok();
+        if let Some(n) = number {
+            let key = (region.to_owned(), template_id.to_owned(), n);
+            if let Some(image) = self.lock_versions().get(&key) {
+                return Ok(Some((n.to_string(), image.clone())));
+            }
+        }
         let out = self
             .clients(region)
             .ec2
@@ -264,12 +282,26 @@ impl Aws {
             Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidLaunchTemplate")) => return Ok(None),
             Err(e) => return Err(aws_error("DescribeLaunchTemplateVersions", &e)),
         };
-        Ok(out.launch_template_versions().first().map(|v| {
-            (
-                v.version_number().unwrap_or_default().to_string(),
-                v.launch_template_data().and_then(|d| d.image_id()).map(str::to_owned),
-            )
-        }))
+        let Some(found) = out.launch_template_versions().first() else {
+            return Ok(None);
+        };
+        let image = found
+            .launch_template_data()
+            .and_then(|d| d.image_id())
+            .map(str::to_owned);
+        let Some(n) = found.version_number() else {
+            return Ok(Some((0.to_string(), image)));
+        };
+        let mut versions = self.lock_versions();
+        if versions.len() >= VERSION_CACHE_LIMIT {
+            versions.clear();
+        }
+        versions.insert((region.to_owned(), template_id.to_owned(), n), image.clone());
+        Ok(Some((n.to_string(), image)))
+    }
+
+    fn lock_versions(&self) -> std::sync::MutexGuard<'_, HashMap<VersionKey, Option<String>>> {
+        self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A version newer than `current` that already carries `image` (one this controller made before), so a

@@ -1491,3 +1491,29 @@ async fn healthz_fails_while_a_reconcile_is_stuck_on_a_silent_aws_endpoint() {
     }
     w.stop_controller().await;
 }
+
+#[tokio::test]
+async fn a_settled_refresher_reads_each_numbered_launch_template_version_once() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    w.wait_for("Ready", ready).await;
+    // Settled: resyncs every second still describe the node groups, but a numbered launch template version never
+    // changes once created, so none is described again.
+    let (versions, nodegroups) = (
+        w.count("DescribeLaunchTemplateVersions").await,
+        w.count("DescribeNodegroup").await,
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        w.count("DescribeNodegroup").await > nodegroups,
+        "the refresher resynced in the window"
+    );
+    assert_eq!(
+        w.count("DescribeLaunchTemplateVersions").await,
+        versions,
+        "numbered launch template versions are read once"
+    );
+    w.stop_controller().await;
+}
