@@ -282,7 +282,7 @@ pub struct BuilderSpec {
     /// Container image with `packer` on PATH, e.g. one built from this repository's `images/packer/Dockerfile`
     /// (Packer with the Amazon plugin baked in) or `hashicorp/packer`. The build Job runs it as user 65532 with
     /// a read-only root filesystem, `HOME=/tmp` (a writable emptyDir) and the repository under `/workspace`; the
-    /// build step also needs `/bin/sh`, `tee`, `grep`, `tail`, `cut` and `cat`. `packer init` downloads plugins
+    /// build step also needs `/bin/sh`, `mkfifo`, `tee`, `grep`, `tail`, `cut` and `rm`. `packer init` downloads plugins
     /// from GitHub unless they are already in the image's `PACKER_PLUGIN_PATH`.
     #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,

@@ -34,6 +34,14 @@ struct Args {
     /// How long one base-AMI DescribeImages answer is shared between PackerBuilders (humantime, e.g. `60s`).
     #[arg(long, env = "BASE_AMI_CACHE_TTL", default_value = "60s", value_parser = api_types::parse_duration)]
     base_ami_cache_ttl: Duration,
+    /// First retry delay after a failed reconcile (AWS or API errors); doubles per consecutive failure up to
+    /// 5 minutes.
+    #[arg(long, env = "RETRY_BASE_DELAY", default_value = "5s", value_parser = api_types::parse_duration)]
+    retry_base_delay: Duration,
+    /// Build pods' `terminationGracePeriodSeconds`: how long Packer has after SIGTERM (deadline, deletion, node
+    /// drain) to delete the instance, security group and key pair it created.
+    #[arg(long, env = "BUILD_GRACE_PERIOD", default_value = "5m", value_parser = api_types::parse_duration)]
+    build_grace_period: Duration,
     /// How long one lookup of a cluster's managed AMIs is shared by its PackerBuilders; this controller's own tag
     /// writes invalidate it at once, so only changes made by others wait for it.
     #[arg(long, env = "MANAGED_AMI_CACHE_TTL", default_value = "60s", value_parser = api_types::parse_duration)]
@@ -82,6 +90,8 @@ async fn main() -> anyhow::Result<()> {
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
     context.liveness = args.runtime.liveness();
+    context.errors = controller_runtime::backoff::ErrorBackoff::new(args.retry_base_delay, Duration::from_secs(300));
+    context.build_grace_period = args.build_grace_period;
     let election = args.runtime.election(&args.lease_name, "packer-build-controller")?;
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
     let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.runtime.namespaces.is_empty() {

@@ -69,6 +69,8 @@ pub struct Context {
     pub errors: controller_runtime::backoff::ErrorBackoff,
     /// Running reconciles and watch errors, for `/healthz`.
     pub liveness: controller_runtime::Liveness,
+    /// `terminationGracePeriodSeconds` of build pods: Packer's time to clean up after SIGTERM.
+    pub build_grace_period: Duration,
 }
 
 impl std::fmt::Debug for Context {
@@ -114,6 +116,7 @@ impl Context {
             notifier,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             liveness: controller_runtime::Liveness::new(Duration::from_secs(600)),
+            build_grace_period: Duration::from_secs(300),
         }
     }
 }
@@ -207,10 +210,64 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
                 event: Some((EventType::Warning, error.category(), message)),
             }
         }
-        Err(error) => return Err(error),
+        Err(error) => {
+            // The controller's own calls failed (AWS denied or throttled, the API server). Back-off handles the
+            // retry; once it persists (or can only be fixed by someone, like access denied), users see it in
+            // status and one Warning Event, named by the error's category.
+            let failures = ctx
+                .errors
+                .count(&pb.namespace().unwrap_or_default(), &pb.name_any())
+                .saturating_add(1);
+            if persistent(&error, failures) {
+                let message = error.to_string();
+                status.phase = Some(PackerBuilderPhase::Degraded);
+                condition(
+                    &mut status,
+                    types::READY,
+                    false,
+                    error.category(),
+                    message.clone(),
+                    generation,
+                    now,
+                );
+                condition(
+                    &mut status,
+                    types::DEGRADED,
+                    true,
+                    error.category(),
+                    message.clone(),
+                    generation,
+                    now,
+                );
+                if let Err(write) = report(
+                    pb,
+                    &ctx,
+                    &old,
+                    &status,
+                    Some((EventType::Warning, error.category(), message)),
+                )
+                .await
+                {
+                    tracing::warn!(%write, "could not record the error in status");
+                }
+            }
+            return Err(error);
+        }
     };
     report(pb, &ctx, &old, &status, outcome.event).await?;
     Ok(Action::requeue(outcome.requeue))
+}
+
+/// Consecutive failures after which a transient error is shown in status.
+const PERSISTENT_AFTER: u32 = 3;
+
+/// Whether a failed reconcile's error belongs in status: at once when no retry can fix it (access denied, an
+/// invalid request), otherwise once it failed [`PERSISTENT_AFTER`] times in a row.
+fn persistent(error: &Error, consecutive_failures: u32) -> bool {
+    match error {
+        Error::Aws(e) if !e.kind.is_retriable() => true,
+        _ => consecutive_failures >= PERSISTENT_AFTER,
+    }
 }
 
 /// What the current state announces: Event type, reason and message, from the condition that explains the phase.
@@ -661,6 +718,7 @@ async fn create_job(
         git_secret: git_sync.secret.as_deref(),
         ttl_seconds: i32::try_from(durations.job_ttl.as_secs()).unwrap_or(i32::MAX),
         deadline_seconds: i64::try_from(durations.build_timeout.as_secs()).unwrap_or(i64::MAX),
+        grace_seconds: i64::try_from(ctx.build_grace_period.as_secs()).unwrap_or(i64::MAX),
     })?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
@@ -955,5 +1013,35 @@ fn record_failure(
     Outcome {
         requeue: crate::decide::retry_backoff(retry_base, status.failed_job_count),
         event: Some((EventType::Warning, reason, message)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use controller_runtime::aws::{AwsError, AwsErrorKind};
+
+    use super::*;
+
+    fn aws(kind: AwsErrorKind) -> Error {
+        Error::Aws(AwsError {
+            operation: "DescribeImages",
+            code: Some("Code".into()),
+            message: "message".into(),
+            kind,
+        })
+    }
+
+    #[test]
+    fn errors_no_retry_can_fix_are_shown_at_once_others_once_they_persist() {
+        for kind in [AwsErrorKind::Denied, AwsErrorKind::Invalid, AwsErrorKind::Other] {
+            assert!(persistent(&aws(kind), 1), "{kind:?}");
+        }
+        for kind in [AwsErrorKind::Throttled, AwsErrorKind::Transient, AwsErrorKind::Conflict] {
+            assert!(!persistent(&aws(kind), PERSISTENT_AFTER - 1), "{kind:?}");
+            assert!(persistent(&aws(kind), PERSISTENT_AFTER), "{kind:?}");
+        }
+        let api = Error::InvalidSpec("x".into());
+        assert!(!persistent(&api, 1));
+        assert!(persistent(&api, PERSISTENT_AFTER));
     }
 }

@@ -1355,3 +1355,56 @@ async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
         Err(denied) => panic!("requests the chart does not allow:\n{denied}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn access_denied_becomes_status_and_one_warning_event_and_clears_when_access_returns() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    // Every DescribeImages is denied until the policy is fixed (no retry can help).
+    h.aws
+        .inject(&aws_sim::Fault::error(
+            "ec2",
+            "DescribeImages",
+            403,
+            "UnauthorizedOperation",
+            10_000,
+        ))
+        .await
+        .expect("fault");
+    h.start_controller_with(&[("RETRY_BASE_DELAY", "200ms")]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    let pb = h
+        .wait_for("packer-builder-local", "Ready=False AWSAccessDenied", |pb| {
+            pb.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == "AWSAccessDenied")
+        })
+        .await;
+    let ready = get_condition(&pb.status.as_ref().expect("status").conditions, "Ready")
+        .expect("Ready")
+        .clone();
+    assert!(ready.message.contains("UnauthorizedOperation"), "{}", ready.message);
+    assert!(
+        h.jobs().await.is_empty(),
+        "nothing is built while AWS denies the lookups"
+    );
+    // Several back-off retries later: still one Warning Event for the one state.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
+    let denied = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("AWSAccessDenied"))
+        .count();
+    assert_eq!(denied, 1, "one Warning Event, not one per retry");
+    h.aws.clear_faults().await.expect("clear");
+    h.wait_built().await;
+    h.stop_controller().await;
+}

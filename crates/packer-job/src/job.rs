@@ -24,11 +24,29 @@ pub const MANAGED_BY: &str = "packer-build-controller";
 /// Where the workspace volume is mounted; git-sync links the checkout at `<WORKSPACE>/repo`.
 pub const WORKSPACE: &str = "/workspace";
 
-/// The wrapper of `packer build`. Constant: user values arrive only as positional parameters.
+/// The wrapper of `packer build`, the build container's PID 1. Constant: user values arrive only as positional
+/// parameters. A shell as PID 1 ignores SIGTERM and never passes it on, so the kubelet's SIGTERM (deadline, Job or
+/// PackerBuilder deleted, node drain) would reach nobody and Packer would be SIGKILLed with its instance, security
+/// group and key pair left behind. So Packer runs in the background, SIGTERM and SIGINT are forwarded to it as
+/// SIGTERM (Packer's own signal for "cancel and clean up"), and the wrapper waits for it to finish cleaning up
+/// (within the pod's `terminationGracePeriodSeconds`). The output passes through `tee` for the logs; the last
+/// artifact line becomes the termination message. Needs `/bin/sh`, `mkfifo`, `tee`, `grep`, `tail`, `cut`, `kill`.
 pub const BUILD_SCRIPT: &str = r#"set -u
-{ packer "$@" 2>&1; echo $? > /tmp/packer-build.rc; } | tee /tmp/packer-build.out
+rm -f /tmp/packer-build.fifo
+mkfifo /tmp/packer-build.fifo
+tee /tmp/packer-build.out < /tmp/packer-build.fifo &
+tee_pid=$!
+packer "$@" > /tmp/packer-build.fifo 2>&1 &
+packer_pid=$!
+trap 'kill -TERM "$packer_pid" 2>/dev/null' TERM INT
+while :; do
+  wait "$packer_pid"
+  rc=$?
+  kill -0 "$packer_pid" 2>/dev/null || break
+done
+wait "$tee_pid"
 grep ',artifact,0,id,' /tmp/packer-build.out | tail -n 1 | cut -d, -f6- > /dev/termination-log
-exit "$(cat /tmp/packer-build.rc)"
+exit "$rc"
 "#;
 
 /// Everything the Job is made of.
@@ -58,6 +76,8 @@ pub struct JobParams<'a> {
     pub ttl_seconds: i32,
     /// `activeDeadlineSeconds`.
     pub deadline_seconds: i64,
+    /// The pod's `terminationGracePeriodSeconds`: how long Packer has after SIGTERM to delete what it created.
+    pub grace_seconds: i64,
 }
 
 /// The short job ID derived from a build ID: deterministic, so a retried create targets the same Job.
@@ -188,6 +208,7 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
         "volumes": [{"name": "workspace", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
         "initContainers": init,
         "containers": main,
+        "terminationGracePeriodSeconds": p.grace_seconds,
     });
     if let Some(sa) = &p.builder.job_service_account_name {
         pod_spec["serviceAccountName"] = json!(sa);
@@ -203,11 +224,129 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
         },
         "spec": {
             "backoffLimit": 0,
+            // A pod evicted or preempted (node drain, spot reclaim) is not a failed build: the Job starts another
+            // pod instead of failing and counting toward maxFailedJobs.
+            "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]},
             "activeDeadlineSeconds": p.deadline_seconds,
             "ttlSecondsAfterFinished": p.ttl_seconds,
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         }
     }))
+}
+
+#[cfg(test)]
+mod wrapper_tests {
+    //! The build wrapper run by a real `/bin/sh` with a fake `packer`: exit codes and the artifact pass through,
+    //! and SIGTERM to the wrapper (the container's PID 1) reaches Packer, which gets to clean up.
+
+    use std::{
+        path::{Path, PathBuf},
+        process::{Command, Stdio},
+        time::{Duration, Instant},
+    };
+
+    use super::BUILD_SCRIPT;
+
+    struct Sandbox(PathBuf);
+
+    impl Drop for Sandbox {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn sandbox(name: &str, fake_packer: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("opsy-wrapper-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).expect("dir");
+        let packer = dir.join("bin/packer");
+        std::fs::write(&packer, format!("#!/bin/sh\n{fake_packer}\n")).expect("fake packer");
+        let status = Command::new("chmod").arg("755").arg(&packer).status().expect("chmod");
+        assert!(status.success());
+        Sandbox(dir)
+    }
+
+    fn start(dir: &Path) -> std::process::Child {
+        let script = BUILD_SCRIPT.replace("/tmp/", &format!("{}/", dir.display())).replace(
+            "/dev/termination-log",
+            &dir.join("termination-log").display().to_string(),
+        );
+        Command::new("/bin/sh")
+            .args(["-c", &script, "packer-build", "build", "-machine-readable", "."])
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    dir.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("MARK", dir.join("cleaned-up"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh runs")
+    }
+
+    fn wait(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        None
+    }
+
+    #[test]
+    fn the_exit_code_and_the_last_artifact_pass_through() {
+        let sb = sandbox(
+            "exit",
+            "echo '1,amazon-ebs,artifact,0,id,us-east-1:ami-0aaaaaaaaaaaaaaaa'\n\
+             echo '2,amazon-ebs,artifact,0,id,us-east-1:ami-0bbbbbbbbbbbbbbbb'\nexit 3",
+        );
+        let mut child = start(&sb.0);
+        assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(3));
+        assert_eq!(
+            std::fs::read_to_string(sb.0.join("termination-log")).expect("termination log"),
+            "us-east-1:ami-0bbbbbbbbbbbbbbbb\n"
+        );
+        let out = std::fs::read_to_string(sb.0.join("packer-build.out")).expect("output kept");
+        assert!(out.contains("ami-0aaaaaaaaaaaaaaaa"), "{out}");
+    }
+
+    #[test]
+    fn sigterm_to_the_wrapper_reaches_packer_which_cleans_up_and_reports_its_artifact() {
+        let sb = sandbox(
+            "term",
+            "trap 'echo cleaned > \"$MARK\"; echo 1,amazon-ebs,artifact,0,id,us-east-1:ami-0ccccccccccccccccc; exit 0' TERM\n\
+             echo 1,,ui,say,started\nwhile :; do sleep 0.1; done",
+        );
+        let mut child = start(&sb.0);
+        let out = sb.0.join("packer-build.out");
+        let started = Instant::now();
+        while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("started")) {
+            assert!(started.elapsed() < Duration::from_secs(10), "packer never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert_eq!(
+            wait(&mut child, Duration::from_secs(10)),
+            Some(0),
+            "the wrapper waits for Packer's cleanup and exits with its code"
+        );
+        assert!(sb.0.join("cleaned-up").exists(), "Packer never received SIGTERM");
+        assert_eq!(
+            std::fs::read_to_string(sb.0.join("termination-log")).expect("termination log"),
+            "us-east-1:ami-0ccccccccccccccccc\n"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +365,24 @@ mod tests {
 
     fn job() -> Job {
         job_named("packer-builder-local")
+    }
+
+    #[test]
+    fn packer_gets_a_grace_period_and_a_disrupted_pod_is_not_a_failed_build() {
+        let spec = job().spec.expect("spec");
+        assert_eq!(
+            spec.template
+                .spec
+                .as_ref()
+                .expect("pod")
+                .termination_grace_period_seconds,
+            Some(300)
+        );
+        let rules = spec.pod_failure_policy.expect("podFailurePolicy").rules;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].action, "Ignore");
+        let on = rules[0].on_pod_conditions.as_ref().expect("onPodConditions");
+        assert_eq!(on[0].type_, "DisruptionTarget");
     }
 
     fn job_named(builder_name: &str) -> Job {
@@ -251,6 +408,7 @@ mod tests {
             git_secret: Some("git-sync"),
             ttl_seconds: 3600,
             deadline_seconds: 7200,
+            grace_seconds: 300,
         })
         .expect("job")
     }

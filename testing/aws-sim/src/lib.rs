@@ -13,7 +13,11 @@
 //! Python comes from `OPSY_AWS_EMULATOR_PYTHON` (set by `cargo xtask test`, which creates the venv with the pinned
 //! moto) or `<target>/tools/venv/bin/python`.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig, retry::RetryConfig};
 use aws_sdk_ec2::config::{
@@ -23,8 +27,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// A file of this repository, by its path from the repository root: found from the current directory upwards
+/// (tests run in their crate's directory, the testbed in the root), else where this crate was compiled. The
+/// compile-time path alone is not enough: Cargo does not rebuild a crate when only the checkout's location
+/// changed, so a target directory shared by two checkouts would run the other checkout's files.
+pub fn repo_path(relative: &str) -> PathBuf {
+    if let Ok(dir) = std::env::current_dir() {
+        for ancestor in dir.ancestors() {
+            let candidate = ancestor.join(relative);
+            if ancestor.join("testing/aws-sim/Cargo.toml").is_file() && candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
 /// The emulator's own script.
-pub const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python/opsy_aws_emulator.py");
+pub fn script() -> PathBuf {
+    repo_path("testing/aws-sim/python/opsy_aws_emulator.py")
+}
 
 /// Why the emulator could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +211,7 @@ impl AwsEmulator {
             return Err(EmulatorError::NoPython(python));
         }
         let mut child = tokio::process::Command::new(&python)
-            .arg(SCRIPT)
+            .arg(script())
             .args(["--port", "0", "--quiet", "--exit-with-stdin"])
             // The emulator exits when this pipe closes: even if the test process is killed outright, it
             // never outlives it.
@@ -246,7 +268,8 @@ impl AwsEmulator {
     /// (`packer-shim/`, which lets Debian's Packer 1.6 run current projects) first on `PATH`, in front of
     /// `OPSY_PACKER` (set by `cargo xtask`) or `/usr/bin/packer`.
     pub fn packer_job_env(&self, region: &str) -> std::collections::BTreeMap<String, String> {
-        let shim = concat!(env!("CARGO_MANIFEST_DIR"), "/packer-shim");
+        let shim = repo_path("testing/aws-sim/packer-shim");
+        let shim = shim.display();
         let mut env: std::collections::BTreeMap<String, String> = self.child_env(region).into_iter().collect();
         // The Packer `cargo xtask` installed or found (it exports OPSY_PACKER), whatever else is on PATH.
         if let Some(packer) = std::env::var_os("OPSY_PACKER") {
@@ -509,14 +532,16 @@ pub fn python_path() -> PathBuf {
 }
 
 /// The sample Packer project of this repository (`examples/packer/eks-node`).
-pub const SAMPLE_PACKER_PROJECT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/packer/eks-node");
+pub fn sample_packer_project() -> PathBuf {
+    repo_path("examples/packer/eks-node")
+}
 
 /// Makes `repo` a git repository (branch `main`, one commit) holding the sample Packer project at `project_dir`,
 /// for tests that clone it the way git-sync does.
 pub fn sample_packer_repo(repo: &std::path::Path, project_dir: &str) -> std::io::Result<()> {
     let project = repo.join(project_dir);
     std::fs::create_dir_all(&project)?;
-    for entry in std::fs::read_dir(SAMPLE_PACKER_PROJECT)? {
+    for entry in std::fs::read_dir(sample_packer_project())? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
             std::fs::copy(entry.path(), project.join(entry.file_name()))?;

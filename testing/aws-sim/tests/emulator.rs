@@ -592,10 +592,7 @@ async fn fast_tag_lookup_answers_describe_images_exactly_as_moto() {
             state: None,
         })
         .collect();
-    w.emulator
-        .seed_images(&w.account, REGION, &images)
-        .await
-        .expect("seed");
+    w.emulator.seed_images(&w.account, REGION, &images).await.expect("seed");
     let queries: Vec<Vec<Filter>> = vec![
         vec![Filter::builder().name("tag:cluster").values("c-1").build()],
         vec![
@@ -623,7 +620,12 @@ async fn fast_tag_lookup_answers_describe_images_exactly_as_moto() {
                     let mut tags: Vec<(String, String)> = i
                         .tags()
                         .iter()
-                        .map(|t| (t.key().unwrap_or_default().to_owned(), t.value().unwrap_or_default().to_owned()))
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_owned(),
+                                t.value().unwrap_or_default().to_owned(),
+                            )
+                        })
                         .collect();
                     tags.sort();
                     (i.image_id().unwrap_or_default().to_owned(), tags)

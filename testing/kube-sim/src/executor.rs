@@ -5,7 +5,9 @@
 //!   Job (so deleting the Job collects them); status written like the kubelet (phase, container states, exit
 //!   codes, `terminationMessagePath` contents in `state.terminated.message`).
 //! - Jobs: `startTime`, `active`/`succeeded`/`failed`, `Complete`/`Failed` conditions, `backoffLimit`,
-//!   `activeDeadlineSeconds` (the process is killed), `ttlSecondsAfterFinished` (the Job is deleted).
+//!   `activeDeadlineSeconds` and pod deletion (as the kubelet: SIGTERM to the container's main process, up to
+//!   `terminationGracePeriodSeconds` (default 30) to exit, then SIGKILL to everything it started),
+//!   `ttlSecondsAfterFinished` (the Job is deleted).
 //! - Images cannot run here, so each container's `command`+`args` run on the host, except images in the
 //!   image table: the git-sync image becomes a `git clone` honouring the git-sync flags/env the controller sets.
 //! - Volumes: every `emptyDir` becomes a temporary directory. **Path rewriting**: wherever a container's command,
@@ -448,17 +450,18 @@ async fn run_container(
     let sleep = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(sleep);
     let mut gone_check = tokio::time::interval(Duration::from_millis(250));
+    let grace = Duration::from_secs(pod["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap_or(30));
     let exit = loop {
         tokio::select! {
             status = child.wait() => break Exit::Code(status.map_or(128, |s| s.code().unwrap_or(137))),
             () = &mut sleep => {
-                kill_tree(&mut child).await;
+                terminate(&mut child, grace).await;
                 break Exit::Deadline;
             }
             _ = gone_check.tick() => {
                 let exists = pod_type(shared).is_some_and(|pods| shared.lock().get(&pods, &ns, &pod_name).is_ok());
                 if !exists {
-                    kill_tree(&mut child).await;
+                    terminate(&mut child, grace).await;
                     break Exit::Gone;
                 }
             }
@@ -482,6 +485,21 @@ async fn run_container(
     running["state"] = json!({"terminated": terminated});
     running["ready"] = json!(false);
     Ok(ContainerOutcome { exit, status: running })
+}
+
+/// What the kubelet does to a container that must stop (deadline, pod deleted): SIGTERM to its main process (PID 1
+/// in a container; here the process the container started), up to `grace` for it to exit, then SIGKILL to
+/// everything it started.
+async fn terminate(child: &mut tokio::process::Child, grace: Duration) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
+            // The main process is gone; like the kubelet tearing down the container, nothing it started survives.
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            return;
+        }
+    }
+    kill_tree(child).await;
 }
 
 async fn kill_tree(child: &mut tokio::process::Child) {

@@ -526,3 +526,103 @@ async fn private_repository_is_cloned_with_credentials_from_a_secret_and_refused
         "the password leaked into logs: {sync}"
     );
 }
+
+/// Starts a one-container Job running `script` with `grace` seconds of termination grace, waits until the script
+/// wrote its PID to `dir/pid`, then deletes its pod, as a node drain or a Job deletion does.
+async fn run_then_delete_pod(client: &Client, name: &str, dir: &Path, script: &str, grace: u64) -> i32 {
+    secret(client).await;
+    let repo = tempfile::tempdir().expect("tmp");
+    test_repo(repo.path());
+    let url = format!("file://{}", repo.path().display());
+    let script = format!("echo $$ > '{}/pid'; {script}", dir.display());
+    Api::<Job>::default_namespaced(client.clone())
+        .create(
+            &PostParams::default(),
+            &job(
+                name,
+                &url,
+                &script,
+                json!({"template": {"spec": {"terminationGracePeriodSeconds": grace}}}),
+            ),
+        )
+        .await
+        .expect("create");
+    let pid_file = dir.join("pid");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the container never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    for pod in pods
+        .list(&ListParams::default().labels(&format!("job-name={name}")))
+        .await
+        .expect("pods")
+    {
+        pods.delete(&pod.name_any(), &Default::default())
+            .await
+            .expect("delete pod");
+    }
+    pid
+}
+
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+#[tokio::test]
+async fn a_deleted_pod_sends_sigterm_and_the_container_may_clean_up() {
+    let (_server, client) = start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let mark = dir.path().join("cleaned-up");
+    let script = format!(
+        "trap 'echo cleaned > \"{}\"; exit 0' TERM; while :; do sleep 0.1; done",
+        mark.display()
+    );
+    let pid = run_then_delete_pod(&client, "graceful", dir.path(), &script, 30).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !mark.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the container never saw SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!alive(pid), "the container exited after cleaning up");
+}
+
+#[tokio::test]
+async fn a_container_that_ignores_sigterm_is_killed_after_its_grace_period() {
+    let (_server, client) = start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let pid = run_then_delete_pod(
+        &client,
+        "stubborn",
+        dir.path(),
+        "trap '' TERM; while :; do sleep 0.1; done",
+        2,
+    )
+    .await;
+    let deleted = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(alive(pid), "killed before its grace period ended");
+    while alive(pid) {
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "still running long after its grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        deleted.elapsed() >= Duration::from_secs(2),
+        "SIGKILL came before the grace period"
+    );
+}

@@ -30,6 +30,8 @@ const ACCOUNT: &str = "123456789012";
 const EKS_OWNER: &str = "602401143452";
 const USER: &str = "bench-controller";
 const FILTER_SETS: usize = 5;
+/// Clusters the PackerBuilders of the steady-state scenarios build for.
+const CLUSTERS: usize = 10;
 const REPO: &str = "https://example.com/bench/packer.git";
 
 /// One measured scenario.
@@ -138,13 +140,13 @@ fn managed_image(name: &str, cluster: &str, base: &str, created_by: &str) -> See
     }
 }
 
-fn builder(name: &str, set: usize, timer: &str) -> Result<PackerBuilder> {
+fn builder(name: &str, set: usize, cluster: &str, timer: &str) -> Result<PackerBuilder> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "ami.refresh.ops/v1alpha1", "kind": "PackerBuilder",
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "amiFilters": [{"name": "name", "values": [format!("bench-base-{set}-*")]}, {"name": "owner-id", "values": [EKS_OWNER]}],
-            "clusterName": "bench", "region": REGION,
+            "clusterName": cluster, "region": REGION,
             "timeOuts": {"expiresIn": "30d", "controllerTimer": timer},
             "builder": {"repoURL": REPO, "branch": "main", "image": "hashicorp/packer:1.11", "dir": "packer",
                         "secret": "aws-creds", "commands": [{"subCommand": "build"}]}
@@ -152,8 +154,13 @@ fn builder(name: &str, set: usize, timer: &str) -> Result<PackerBuilder> {
     }))?)
 }
 
-/// Seeds `n` PackerBuilders over [`FILTER_SETS`] base filter sets, each with an eligible managed AMI built from
-/// the current base; returns the base AMI IDs.
+/// The cluster of steady-state PackerBuilder `i`.
+fn cluster_of(i: usize) -> String {
+    format!("bench-{}", i % CLUSTERS)
+}
+
+/// Seeds `n` PackerBuilders over [`FILTER_SETS`] base filter sets and [`CLUSTERS`] clusters, each with an eligible
+/// managed AMI built from the current base; returns the base AMI IDs.
 async fn seed_builders(w: &World, n: usize, timer: &str) -> Result<Vec<String>> {
     let account = Account(ACCOUNT.into());
     let bases = w
@@ -168,7 +175,7 @@ async fn seed_builders(w: &World, n: usize, timer: &str) -> Result<Vec<String>> 
         .map(|i| {
             managed_image(
                 &format!("bench-managed-{i}"),
-                "bench",
+                &cluster_of(i),
                 &bases[i % FILTER_SETS],
                 &format!("pb-{i}"),
             )
@@ -182,7 +189,7 @@ async fn seed_builders(w: &World, n: usize, timer: &str) -> Result<Vec<String>> 
         .map(|i| {
             let api = api.clone();
             async move {
-                let pb = builder(&format!("pb-{i}"), i % FILTER_SETS, timer)?;
+                let pb = builder(&format!("pb-{i}"), i % FILTER_SETS, &cluster_of(i), timer)?;
                 api.create(&PostParams::default(), &pb).await?;
                 anyhow::Ok(())
             }
@@ -267,6 +274,18 @@ impl Controller {
     }
 }
 
+/// CPU seconds (user + system) of this process, which hosts the in-memory API server.
+fn self_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+        .sum::<f64>()
+        / 100.0
+}
+
 fn by_action(calls: &[aws_sim::Call]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for c in calls {
@@ -333,11 +352,15 @@ async fn steady_builders(
     let w = World::start(work).await?;
     let timer = format!("{timer_secs}s");
     seed_builders(&w, n, &timer).await?;
+    let cpu_before = self_cpu_seconds();
     let mut controller = Controller::start(bin, &w, work, &[])?;
     let ready = wait_until(Duration::from_secs(900), "all PackerBuilders Ready", || {
         all_builders_ready(&w.client, n)
     })
     .await?;
+    // The in-memory API server runs in this process: its CPU time (with the bench's own polling) until all were
+    // Ready shows whether the controller or the test API server set the pace.
+    let bench_cpu_until_ready = self_cpu_seconds() - cpu_before;
     // Let the start-up burst settle, then measure whole timer periods.
     tokio::time::sleep(Duration::from_secs(timer_secs)).await;
     let (calls0, requests0) = (w.calls().await?.len(), w.requests().len());
@@ -388,6 +411,29 @@ async fn steady_builders(
     s.extra.insert(
         "base_describe_images_per_filter_set_per_ttl".into(),
         json!(base_lookups as f64 / (FILTER_SETS as f64 * (window.as_secs_f64() / 60.0).max(1.0))),
+    );
+    let managed_lookups = calls[calls0..]
+        .iter()
+        .filter(|c| {
+            c.action == "DescribeImages"
+                && c.params
+                    .values()
+                    .any(|v| v.starts_with("bench-") && !v.starts_with("bench-base-"))
+        })
+        .count();
+    s.extra
+        .insert("managed_describe_images_in_window".into(), json!(managed_lookups));
+    s.settings.insert("clusters".into(), CLUSTERS.to_string());
+    // The Go operator's pattern, from its code: every reconcile (each controllerTimer) makes two unfiltered,
+    // unpaginated DescribeImages calls.
+    let go_calls = 2.0 * n as f64 * periods;
+    let ours = calls.len().saturating_sub(calls0);
+    s.extra
+        .insert("go_operator_aws_calls_in_window".into(), json!(go_calls));
+    s.extra.insert("our_aws_calls_in_window".into(), json!(ours));
+    s.extra.insert(
+        "bench_process_cpu_seconds_until_ready".into(),
+        json!(bench_cpu_until_ready),
     );
     let _ = controller.child.kill().await;
     eprintln!("   log: {}", controller.log.display());
@@ -513,6 +559,24 @@ async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) 
         ..Scenario::default()
     };
     s.settings.insert("resyncInterval".into(), resync);
+    s.settings.insert("node groups".into(), (m * 5).to_string());
+    let window_calls = &calls[calls0..];
+    for action in [
+        "DescribeLaunchTemplateVersions",
+        "DescribeNodegroup",
+        "ListNodegroups",
+        "DescribeImages",
+    ] {
+        s.extra.insert(
+            format!("{action}_in_window"),
+            json!(window_calls.iter().filter(|c| c.action == action).count()),
+        );
+    }
+    // The Go operator's pattern, from its code: one DescribeImages without filters per AMIRefresher per resync
+    // (a whole-region listing each time), besides its node-group calls, which are not counted here.
+    let go_calls = m as f64;
+    s.extra
+        .insert("go_operator_describe_images_in_window".into(), json!(go_calls));
     let mutating = [
         "UpdateNodegroupVersion",
         "CreateLaunchTemplateVersion",
@@ -551,7 +615,7 @@ async fn propagation(bin: &Path, work: &Path, n: usize) -> Result<Scenario> {
     w.aws.seed_images(&account, REGION, &managed).await?;
     let api: Api<PackerBuilder> = Api::default_namespaced(w.client.clone());
     for i in 0..n {
-        api.create(&PostParams::default(), &builder(&format!("pb-{i}"), 0, "10s")?)
+        api.create(&PostParams::default(), &builder(&format!("pb-{i}"), 0, "bench", "10s")?)
             .await?;
     }
     let ttl = "5s";
@@ -646,7 +710,8 @@ fn markdown(scenarios: &[Scenario]) -> String {
 }
 
 /// Runs every scenario with the release binaries in `bin_dir`; `quick` uses smaller sizes (for a smoke run).
-pub fn run(target: &Path, bin_dir: &Path, quick: bool) -> Result<()> {
+pub fn run(target: &Path, bin_dir: &Path, quick: bool, only: Option<&str>) -> Result<()> {
+    let wanted = |name: &str| only.is_none_or(|o| name.contains(o));
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
     let work = tempfile_dir(&out)?;
@@ -676,9 +741,17 @@ pub fn run(target: &Path, bin_dir: &Path, quick: bool) -> Result<()> {
     };
     rt.block_on(async {
         for n in [sizes.0, sizes.1] {
+            let name = format!(
+                "steady state: {n} PackerBuilders, {FILTER_SETS} filter sets, {CLUSTERS} clusters, nothing to build"
+            );
+            if !wanted(&name) {
+                continue;
+            }
             eprintln!("==> steady state, {n} PackerBuilders");
-            let name = format!("steady state: {n} PackerBuilders, {FILTER_SETS} filter sets, nothing to build");
             record(name.clone(), steady_builders(&pbc, &work, n, 10, 1, &name).await);
+        }
+        if only.is_some() {
+            return;
         }
         eprintln!("==> steady state, {} AMIRefreshers", sizes.2);
         record(

@@ -47,6 +47,10 @@ enum Task {
         /// Where the (release) controller binaries are.
         #[arg(long)]
         bin_dir: PathBuf,
+        /// Run only the steady-state PackerBuilder scenario whose name contains this (e.g. `1000 PackerBuilders`),
+        /// to look into one size; the report then holds that scenario alone.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -80,7 +84,7 @@ fn run(cli: Cli) -> Result<()> {
                 bin_dir,
             },
         ),
-        Task::Bench { quick, bin_dir } => bench::run(&target, &bin_dir, quick),
+        Task::Bench { quick, bin_dir, only } => bench::run(&target, &bin_dir, quick, only.as_deref()),
     }
 }
 
