@@ -71,6 +71,7 @@ async fn a_job_clones_the_sample_packer_project_and_really_builds_an_ami_in_the_
                 "name": "packer", "image": "hashicorp/packer:1.6.6",
                 "command": ["sh", "-c", script, "packer-build", base, REGION, aws.endpoint()],
                 "workingDir": "/git/repo/eks-node",
+                "env": [{"name": "PKR_VAR_build_id", "value": "test-build-7"}],
                 "volumeMounts": [{"name": "git", "mountPath": "/git"}]
             }]
         }}}
@@ -137,6 +138,16 @@ async fn a_job_clones_the_sample_packer_project_and_really_builds_an_ami_in_the_
     let built: Vec<&str> = images.images().iter().filter_map(|i| i.image_id()).collect();
     assert_eq!(built, [ami], "the AMI Packer reported exists in the emulator");
     assert_eq!(images.images()[0].state().map(|s| s.as_str()), Some("available"));
+    let build_id = images.images()[0]
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("build-id"))
+        .and_then(|t| t.value());
+    assert_eq!(
+        build_id,
+        Some("test-build-7"),
+        "the sample template tags the AMI with PKR_VAR_build_id, which the controller checks"
+    );
     let run_instances = aws.count(&account, "RunInstances").await.expect("calls");
     assert!(
         run_instances >= 1,

@@ -70,8 +70,15 @@ pub enum Artifact {
 /// Checks the AMI a build reported before anything is tagged: `image` is the DescribeImages answer restricted to
 /// this account (`None`: unknown, or owned by another account); it must be `available` (`pending` waits; any
 /// other state fails) and created no earlier than the build started (less [`ami_tags::MAX_CLOCK_SKEW`]), so a
-/// build pod cannot make the controller tag an older AMI of the account as the new one.
-pub fn check_artifact(ami: &str, image: Option<&ami_tags::Image>, build_started: Option<Timestamp>) -> Artifact {
+/// build pod cannot make the controller tag an older AMI of the account as the new one. An AMI that carries a
+/// `build-id` tag (the sample template tags it from `PKR_VAR_build_id`, which every build container gets) must
+/// carry this build's ID; templates that do not tag it are checked by owner, state and time only.
+pub fn check_artifact(
+    ami: &str,
+    image: Option<&ami_tags::Image>,
+    build_started: Option<Timestamp>,
+    build_id: Option<&str>,
+) -> Artifact {
     let Some(image) = image else {
         return Artifact::Unverified(format!("the build reported {ami}, but this account owns no such AMI"));
     };
@@ -87,6 +94,14 @@ pub fn check_artifact(ami: &str, image: Option<&ami_tags::Image>, build_started:
                 "the build reported {ami}, created at {created}, before this build started at {started}"
             ));
         }
+    }
+    if let (Some(want), Some(have)) = (build_id, image.tag(ami_tags::keys::BUILD_ID))
+        && !have.is_empty()
+        && have != want
+    {
+        return Artifact::Unverified(format!(
+            "the build reported {ami}, which carries build-id {have}, not this build's {want}"
+        ));
     }
     Artifact::Verified
 }
@@ -400,26 +415,69 @@ mod tests {
     }
 
     #[test]
+    fn an_ami_tagged_with_another_builds_id_is_not_this_builds_artifact() {
+        let started: Timestamp = "2026-11-30T10:00:00Z".parse().expect("ts");
+        let ami = "ami-0123456789abcdef0";
+        let mut made = image("available", "2026-11-30T10:20:00Z");
+        assert_eq!(
+            check_artifact(ami, Some(&made), Some(started), Some("b-1")),
+            Artifact::Verified,
+            "untagged"
+        );
+        made.tags.insert("build-id".into(), "b-1".into());
+        assert_eq!(
+            check_artifact(ami, Some(&made), Some(started), Some("b-1")),
+            Artifact::Verified
+        );
+        made.tags.insert("build-id".into(), "b-0".into());
+        assert!(matches!(
+            check_artifact(ami, Some(&made), Some(started), Some("b-1")),
+            Artifact::Unverified(why) if why.contains("b-0") && why.contains("b-1")
+        ));
+    }
+
+    #[test]
     fn only_an_available_ami_of_this_account_made_during_the_build_is_verified() {
         let started: Timestamp = "2026-11-30T10:00:00Z".parse().expect("ts");
         let ami = "ami-0123456789abcdef0";
         let made = image("available", "2026-11-30T10:20:00Z");
-        assert_eq!(check_artifact(ami, Some(&made), Some(started)), Artifact::Verified);
         assert_eq!(
-            check_artifact(ami, Some(&image("pending", "2026-11-30T10:20:00Z")), Some(started)),
+            check_artifact(ami, Some(&made), Some(started), None),
+            Artifact::Verified
+        );
+        assert_eq!(
+            check_artifact(
+                ami,
+                Some(&image("pending", "2026-11-30T10:20:00Z")),
+                Some(started),
+                None
+            ),
             Artifact::Pending
         );
         for bad in [
-            check_artifact(ami, None, Some(started)),
-            check_artifact(ami, Some(&image("failed", "2026-11-30T10:20:00Z")), Some(started)),
-            check_artifact(ami, Some(&image("deregistered", "2026-11-30T10:20:00Z")), Some(started)),
-            check_artifact(ami, Some(&image("available", "2026-11-01T00:00:00Z")), Some(started)),
+            check_artifact(ami, None, Some(started), None),
+            check_artifact(ami, Some(&image("failed", "2026-11-30T10:20:00Z")), Some(started), None),
+            check_artifact(
+                ami,
+                Some(&image("deregistered", "2026-11-30T10:20:00Z")),
+                Some(started),
+                None,
+            ),
+            check_artifact(
+                ami,
+                Some(&image("available", "2026-11-01T00:00:00Z")),
+                Some(started),
+                None,
+            ),
         ] {
             assert!(matches!(bad, Artifact::Unverified(_)), "{bad:?}");
         }
         // Within the clock-skew allowance.
         let skewed = image("available", "2026-11-30T09:58:00Z");
-        assert_eq!(check_artifact(ami, Some(&skewed), Some(started)), Artifact::Verified);
+        assert_eq!(
+            check_artifact(ami, Some(&skewed), Some(started), None),
+            Artifact::Verified
+        );
     }
 
     #[test]

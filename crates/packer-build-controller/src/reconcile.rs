@@ -883,7 +883,7 @@ async fn collect_success(
     })?;
     let found = ctx.aws.own_image(&spec.region, &ami).await?;
     let build_started = status.last_run.as_ref().map(|t| t.0);
-    let image = match crate::decide::check_artifact(&ami, found.as_ref(), build_started) {
+    let image = match crate::decide::check_artifact(&ami, found.as_ref(), build_started, status.build_id.as_deref()) {
         crate::decide::Artifact::Verified => found.unwrap_or_default(),
         crate::decide::Artifact::Pending => {
             // Still being registered: look again shortly, the Job's result is safe in its termination message.

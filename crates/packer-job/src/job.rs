@@ -136,6 +136,8 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
         let mut env = vec![
             json!({"name": "HOME", "value": "/tmp"}),
             json!({"name": "CHECKPOINT_DISABLE", "value": "1"}),
+            // Templates may tag the AMI with it (`variable "build_id"`); an undeclared PKR_VAR_ is ignored.
+            json!({"name": "PKR_VAR_build_id", "value": p.build_id}),
         ];
         if step.debug {
             env.push(json!({"name": "PACKER_LOG", "value": "1"}));

@@ -1,5 +1,6 @@
 # Sample Packer project for opsy-ami-operator: builds an AMI from the base AMI the PackerBuilder found.
-# The controller passes `ami_id` and `region`; `ec2_endpoint` is only set when building against an emulator.
+# The controller passes `ami_id` and `region` as -var and `build_id` as PKR_VAR_build_id; `ec2_endpoint` is only
+# set when building against an emulator.
 # `communicator = "none"` keeps the sample self-contained (no SSH); real projects provision with a communicator.
 
 variable "ami_id" {
@@ -18,6 +19,12 @@ variable "ec2_endpoint" {
   description = "Custom EC2 endpoint (the test emulator); empty for AWS."
 }
 
+variable "build_id" {
+  type        = string
+  default     = ""
+  description = "Set by the controller in every build container as PKR_VAR_build_id; tagging the AMI with it lets the controller check that the reported AMI is this build's."
+}
+
 variable "ami_name_prefix" {
   type    = string
   default = "opsy-eks-node"
@@ -33,6 +40,7 @@ source "amazon-ebs" "node" {
   skip_region_validation      = true
   skip_credential_validation  = true
   skip_metadata_api_check     = true
+  tags                        = var.build_id == "" ? {} : { "build-id" = var.build_id }
 }
 
 build {
