@@ -467,6 +467,9 @@ fn operator_values_land_where_operators_expect_them() {
         format!("{p}.leaderElection.retryPeriod=4s"),
         format!("{p}.livenessStallAfter=20m"),
         format!("{p}.notifications.allowHttpWebhooks=true"),
+        format!(
+            "{p}.notifications.snsTopicAllowlist={{arn:aws:sns:*:123456789012:ami-*,arn:aws:sns:*:123456789012:ops}}"
+        ),
         "global.imageRegistry=mirror.example.com:5000".to_owned(),
     ];
     let set_json = [
@@ -524,6 +527,10 @@ fn operator_values_land_where_operators_expect_them() {
         ("LIVENESS_STALL_AFTER", "20m"),
         ("WEBHOOK_ALLOW_HTTP", "true"),
         ("WEBHOOK_ALLOW_PRIVATE", "false"),
+        (
+            "SNS_TOPIC_ALLOWLIST",
+            "arn:aws:sns:*:123456789012:ami-*,arn:aws:sns:*:123456789012:ops",
+        ),
     ] {
         assert_eq!(env_value(c, name), Some(value), "{name}");
     }

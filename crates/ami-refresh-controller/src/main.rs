@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: metrics.clone(),
         sdk: sdk.clone(),
         url_policy: args.runtime.url_policy(),
+        aws_allowlist: args.runtime.aws_allowlist(),
     };
     let mut context = Context::new(
         client.clone(),

@@ -61,6 +61,14 @@ pub struct RuntimeArgs {
     /// hosts (default: refused, since the URLs come from users' Secrets and the request leaves from this pod).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
+    /// SNS topic ARNs (comma-separated, `*` wildcards) that `spec.notifier.sns` may name; empty: what the
+    /// controller's IAM role allows.
+    #[arg(long, env = "SNS_TOPIC_ALLOWLIST", value_delimiter = ',')]
+    pub sns_topic_allowlist: Vec<String>,
+    /// SES sender addresses (comma-separated, `*` wildcards) that `spec.notifier.ses.from` may name; empty: what
+    /// the controller's IAM role allows.
+    #[arg(long, env = "SES_SENDER_ALLOWLIST", value_delimiter = ',')]
+    pub ses_sender_allowlist: Vec<String>,
 }
 
 impl RuntimeArgs {
@@ -69,6 +77,14 @@ impl RuntimeArgs {
         notifier::UrlPolicy {
             allow_http: self.webhook_allow_http,
             allow_private: self.webhook_allow_private,
+        }
+    }
+
+    /// Which SNS topics and SES senders notifications may use.
+    pub fn aws_allowlist(&self) -> notifier::AwsAllowlist {
+        notifier::AwsAllowlist {
+            sns_topics: self.sns_topic_allowlist.clone(),
+            ses_senders: self.ses_sender_allowlist.clone(),
         }
     }
 

@@ -31,6 +31,8 @@ pub struct ChannelNotifier {
     pub sdk: aws_config::SdkConfig,
     /// Which Discord and webhook URLs (from users' Secrets) may be called.
     pub url_policy: notifier::UrlPolicy,
+    /// Which SNS topics and SES senders the specs may name.
+    pub aws_allowlist: notifier::AwsAllowlist,
 }
 
 /// The HTTP client for notifications: never follows a redirect, so an allowed public URL cannot bounce the
@@ -102,20 +104,34 @@ impl ChannelNotifier {
             let conf = aws_sdk_sns::config::Builder::from(&self.sdk)
                 .region(region.clone())
                 .build();
-            sinks.push(Ok(Sink::Sns(SnsSink {
-                client: aws_sdk_sns::Client::from_conf(conf),
-                topic_arn: sns.topic_arn.clone(),
-            })));
+            sinks.push(
+                self.aws_allowlist
+                    .check_sns_topic(&sns.topic_arn)
+                    .map(|()| {
+                        Sink::Sns(SnsSink {
+                            client: aws_sdk_sns::Client::from_conf(conf),
+                            topic_arn: sns.topic_arn.clone(),
+                        })
+                    })
+                    .map_err(|e| ("sns", e)),
+            );
         }
         if let Some(ses) = &spec.ses {
             let conf = aws_sdk_sesv2::config::Builder::from(&self.sdk)
                 .region(region.clone())
                 .build();
-            sinks.push(Ok(Sink::Ses(SesSink {
-                client: aws_sdk_sesv2::Client::from_conf(conf),
-                from: ses.from.clone(),
-                to: ses.to.clone(),
-            })));
+            sinks.push(
+                self.aws_allowlist
+                    .check_ses_sender(&ses.from)
+                    .map(|()| {
+                        Sink::Ses(SesSink {
+                            client: aws_sdk_sesv2::Client::from_conf(conf),
+                            from: ses.from.clone(),
+                            to: ses.to.clone(),
+                        })
+                    })
+                    .map_err(|e| ("ses", e)),
+            );
         }
         if let Some(discord) = &spec.discord {
             sinks.push(

@@ -18,7 +18,7 @@ use serde::Serialize;
 pub use sinks::{
     DeliveryPolicy, DiscordSink, SIGNATURE_HEADER, SesSink, Sink, SlackSink, SnsSink, WebhookSink, deliver, signature,
 };
-pub use url_policy::{UrlPolicy, check_url};
+pub use url_policy::{AwsAllowlist, UrlPolicy, check_url};
 
 /// How a transition should look.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -144,3 +144,107 @@ mod tests {
         assert_eq!(check_url("http://127.0.0.1:8080/x", open), Ok(()));
     }
 }
+
+/// Which SNS topics and SES senders notifications may use: the controller publishes with its own AWS identity, so
+/// without a list any tenant could make it publish to any topic (or send from any verified address) its IAM role
+/// allows. Patterns use `*` for any run of characters (`arn:aws:sns:*:123456789012:team-*`, `*@example.com`);
+/// an empty list allows what IAM allows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AwsAllowlist {
+    /// SNS topic ARN patterns.
+    pub sns_topics: Vec<String>,
+    /// SES sender address patterns.
+    pub ses_senders: Vec<String>,
+}
+
+impl AwsAllowlist {
+    /// `Err` with the reason when the topic is not allowed.
+    pub fn check_sns_topic(&self, arn: &str) -> Result<(), String> {
+        allowed(
+            &self.sns_topics,
+            arn,
+            "the SNS topic is not in the controller's --sns-topic-allowlist",
+        )
+    }
+
+    /// `Err` with the reason when the sender is not allowed.
+    pub fn check_ses_sender(&self, from: &str) -> Result<(), String> {
+        allowed(
+            &self.ses_senders,
+            from,
+            "the SES sender is not in the controller's --ses-sender-allowlist",
+        )
+    }
+}
+
+fn allowed(patterns: &[String], value: &str, refusal: &str) -> Result<(), String> {
+    if patterns.is_empty() || patterns.iter().any(|p| glob_match(p, value)) {
+        Ok(())
+    } else {
+        Err(refusal.to_owned())
+    }
+}
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, value: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == value;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !value.starts_with(first) || value.len() < first.len() + last.len() || !value.ends_with(last) {
+        return false;
+    }
+    let mut rest = &value[first.len()..value.len() - last.len()];
+    for middle in &parts[1..parts.len() - 1] {
+        match rest.find(middle) {
+            Some(at) => rest = &rest[at + middle.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod allowlist_tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_whole_values() {
+        assert!(glob_match(
+            "arn:aws:sns:*:123456789012:team-*",
+            "arn:aws:sns:us-west-2:123456789012:team-a"
+        ));
+        assert!(!glob_match(
+            "arn:aws:sns:*:123456789012:team-*",
+            "arn:aws:sns:us-west-2:999999999999:team-a"
+        ));
+        assert!(glob_match("*@example.com", "ami@example.com"));
+        assert!(!glob_match("*@example.com", "ami@example.com.evil.org"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exactly"));
+        assert!(glob_match("a*b*c", "a-b-c"));
+        assert!(!glob_match("a*b*c", "a-c"));
+        assert!(!glob_match("ab*ba", "aba"), "prefix and suffix must not overlap");
+    }
+
+    #[test]
+    fn an_empty_list_leaves_it_to_iam_and_a_list_refuses_everything_else() {
+        let open = AwsAllowlist::default();
+        assert!(open.check_sns_topic("arn:aws:sns:us-west-2:1:any").is_ok());
+        let list = AwsAllowlist {
+            sns_topics: vec!["arn:aws:sns:us-west-2:123456789012:ami-*".into()],
+            ses_senders: vec!["*@platform.example.com".into()],
+        };
+        assert!(
+            list.check_sns_topic("arn:aws:sns:us-west-2:123456789012:ami-builds")
+                .is_ok()
+        );
+        let refused = list
+            .check_sns_topic("arn:aws:sns:us-west-2:123456789012:payments")
+            .expect_err("refused");
+        assert!(refused.contains("--sns-topic-allowlist"));
+        assert!(list.check_ses_sender("bot@platform.example.com").is_ok());
+        assert!(list.check_ses_sender("ceo@example.com").is_err());
+    }
+}

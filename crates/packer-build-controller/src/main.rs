@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         aws::Aws::new(sdk, args.base_ami_cache_ttl).with_managed_ttl(args.managed_ami_cache_ttl),
         recorder,
         args.runtime.slack_api_url.clone(),
-        args.runtime.url_policy(),
+        (args.runtime.url_policy(), args.runtime.aws_allowlist()),
     );
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;

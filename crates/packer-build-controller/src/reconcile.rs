@@ -82,13 +82,14 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack.
+    /// A context with the default git-sync image and retry delay, notifying through `slack_api` for Slack, to
+    /// the webhook URLs `url_policy` and the SNS topics and SES senders `aws_allowlist` allow.
     pub fn new(
         client: Client,
         mut aws: Aws,
         recorder: Recorder,
         slack_api: String,
-        url_policy: notifier::UrlPolicy,
+        (url_policy, aws_allowlist): (notifier::UrlPolicy, notifier::AwsAllowlist),
     ) -> Self {
         let metrics = Arc::new(controller_runtime::Metrics::new(
             "packer_build_controller",
@@ -104,6 +105,7 @@ impl Context {
                 metrics: metrics.clone(),
                 sdk: aws.sdk().clone(),
                 url_policy,
+                aws_allowlist,
             },
         ));
         Self {

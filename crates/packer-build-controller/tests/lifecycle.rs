@@ -1291,7 +1291,11 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
         from: "ami-bot@example.com".into(),
         to: vec!["platform@example.com".into()],
     });
-    h.start_controller();
+    // Allowlisted by pattern: delivered.
+    h.start_controller_with(&[
+        ("SNS_TOPIC_ALLOWLIST", "arn:aws:sns:*:*:ami-*"),
+        ("SES_SENDER_ALLOWLIST", "*@example.com"),
+    ]);
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
     h.wait_built().await;
@@ -1406,5 +1410,69 @@ async fn access_denied_becomes_status_and_one_warning_event_and_clears_when_acce
     assert_eq!(denied, 1, "one Warning Event, not one per retry");
     h.aws.clear_faults().await.expect("clear");
     h.wait_built().await;
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_sns_topic_or_ses_sender_outside_the_allowlists_is_never_used() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    let account = Account(DEFAULT_ACCOUNT.into());
+    let sdk = h.aws.sdk_config(REGION).await;
+    let topic = h
+        .aws
+        .sns(&sdk, &account)
+        .create_topic()
+        .name("payments-alerts")
+        .send()
+        .await
+        .expect("topic")
+        .topic_arn
+        .expect("arn");
+    h.aws
+        .sesv2(&sdk, &account)
+        .create_email_identity()
+        .email_identity("ceo@example.com")
+        .send()
+        .await
+        .expect("identity");
+    let mut builder = h.seed_builder();
+    let notifier = builder.spec.notifier.get_or_insert_with(Default::default);
+    notifier.sns = Some(api_types::packer_builder::SnsSpec { topic_arn: topic });
+    notifier.ses = Some(api_types::packer_builder::SesSpec {
+        from: "ceo@example.com".into(),
+        to: vec!["everyone@example.com".into()],
+    });
+    h.start_controller_with(&[
+        ("SNS_TOPIC_ALLOWLIST", "arn:aws:sns:*:*:ami-*"),
+        ("SES_SENDER_ALLOWLIST", "*@platform.example.com"),
+    ]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    h.wait_built().await;
+    let sent = h.aws.sent(&account, REGION).await.expect("sent");
+    for kind in ["sns", "ses"] {
+        assert!(
+            sent[kind].as_array().is_none_or(Vec::is_empty),
+            "{kind} used outside its allowlist: {sent}"
+        );
+    }
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("NotificationFailed"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("--sns-topic-allowlist")), "{notes:?}");
+    // kube's Event recorder folds a second NotificationFailed of the same object into the first Event's series,
+    // so the SES refusal is checked in the controller's log.
+    assert!(
+        h.controller_log().contains("--ses-sender-allowlist"),
+        "the SES refusal is logged"
+    );
     h.stop_controller().await;
 }
