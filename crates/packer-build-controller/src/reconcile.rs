@@ -196,17 +196,7 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
             outcome
         }
         Err(error) if error.is_user_facing() => {
-            let message = error.to_string();
-            status.phase = Some(PackerBuilderPhase::Invalid);
-            condition(
-                &mut status,
-                types::READY,
-                false,
-                error.category(),
-                message.clone(),
-                generation,
-                now,
-            );
+            let message = show_error(&mut status, &error, PackerBuilderPhase::Invalid, generation, now);
             Outcome {
                 requeue: USER_ERROR_RETRY,
                 event: Some((EventType::Warning, error.category(), message)),
@@ -221,35 +211,9 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
                 .count(&pb.namespace().unwrap_or_default(), &pb.name_any())
                 .saturating_add(1);
             if persistent(&error, failures) {
-                let message = error.to_string();
-                status.phase = Some(PackerBuilderPhase::Degraded);
-                condition(
-                    &mut status,
-                    types::READY,
-                    false,
-                    error.category(),
-                    message.clone(),
-                    generation,
-                    now,
-                );
-                condition(
-                    &mut status,
-                    types::DEGRADED,
-                    true,
-                    error.category(),
-                    message.clone(),
-                    generation,
-                    now,
-                );
-                if let Err(write) = report(
-                    pb,
-                    &ctx,
-                    &old,
-                    &status,
-                    Some((EventType::Warning, error.category(), message)),
-                )
-                .await
-                {
+                let message = show_error(&mut status, &error, PackerBuilderPhase::Degraded, generation, now);
+                let hint = Some((EventType::Warning, error.category(), message));
+                if let Err(write) = report(pb, &ctx, &old, &status, hint).await {
                     tracing::warn!(%write, "could not record the error in status");
                 }
             }
@@ -258,6 +222,40 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
     };
     report(pb, &ctx, &old, &status, outcome.event).await?;
     Ok(Action::requeue(outcome.requeue))
+}
+
+/// Shows a reconcile error in status: `phase`, `Ready=False` with the error's category as reason and its text
+/// as message, and for a degraded controller `Degraded=True` likewise. Returns the message.
+fn show_error(
+    status: &mut PackerBuilderStatus,
+    error: &Error,
+    phase: PackerBuilderPhase,
+    generation: i64,
+    now: Timestamp,
+) -> String {
+    let message = error.to_string();
+    status.phase = Some(phase);
+    condition(
+        status,
+        types::READY,
+        false,
+        error.category(),
+        message.clone(),
+        generation,
+        now,
+    );
+    if phase == PackerBuilderPhase::Degraded {
+        condition(
+            status,
+            types::DEGRADED,
+            true,
+            error.category(),
+            message.clone(),
+            generation,
+            now,
+        );
+    }
+    message
 }
 
 /// Consecutive failures after which a transient error is shown in status.
