@@ -302,6 +302,40 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// The seed PackerBuilder notifying an SNS topic named `topic` and sending e-mail from `from` to `to`; the topic
+    /// and the sender identity are created in the emulator.
+    async fn builder_notifying_aws(&self, topic: &str, from: &str, to: &str) -> PackerBuilder {
+        let account = Account(DEFAULT_ACCOUNT.into());
+        let sdk = self.aws.sdk_config(REGION).await;
+        let topic_arn = self
+            .aws
+            .sns(&sdk, &account)
+            .create_topic()
+            .name(topic)
+            .send()
+            .await
+            .expect("topic")
+            .topic_arn
+            .expect("arn");
+        self.aws
+            .sesv2(&sdk, &account)
+            .create_email_identity()
+            .email_identity(from)
+            .send()
+            .await
+            .expect("identity");
+        let mut builder = self.seed_builder();
+        let notifier = builder.spec.notifier.get_or_insert_with(Default::default);
+        notifier.sns = Some(api_types::packer_builder::SnsSpec { topic_arn });
+        notifier.ses = Some(api_types::packer_builder::SesSpec {
+            from: from.into(),
+            to: vec![to.into()],
+        });
+        builder
+    }
+}
+
 fn ready_reason(pb: &PackerBuilder) -> Option<String> {
     let status = pb.status.as_ref()?;
     get_condition(&status.conditions, "Ready")
@@ -1264,33 +1298,9 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
     let account = Account(DEFAULT_ACCOUNT.into());
-    let sdk = h.aws.sdk_config(REGION).await;
-    let topic = h
-        .aws
-        .sns(&sdk, &account)
-        .create_topic()
-        .name("ami-builds")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn
-        .expect("arn");
-    h.aws
-        .sesv2(&sdk, &account)
-        .create_email_identity()
-        .email_identity("ami-bot@example.com")
-        .send()
-        .await
-        .expect("identity");
-    let mut builder = h.seed_builder();
-    let notifier = builder.spec.notifier.get_or_insert_with(Default::default);
-    notifier.sns = Some(api_types::packer_builder::SnsSpec {
-        topic_arn: topic.clone(),
-    });
-    notifier.ses = Some(api_types::packer_builder::SesSpec {
-        from: "ami-bot@example.com".into(),
-        to: vec!["platform@example.com".into()],
-    });
+    let builder = h
+        .builder_notifying_aws("ami-builds", "ami-bot@example.com", "platform@example.com")
+        .await;
     // Allowlisted by pattern: delivered.
     h.start_controller_with(&[
         ("SNS_TOPIC_ALLOWLIST", "arn:aws:sns:*:*:ami-*"),
@@ -1418,31 +1428,9 @@ async fn an_sns_topic_or_ses_sender_outside_the_allowlists_is_never_used() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
     let account = Account(DEFAULT_ACCOUNT.into());
-    let sdk = h.aws.sdk_config(REGION).await;
-    let topic = h
-        .aws
-        .sns(&sdk, &account)
-        .create_topic()
-        .name("payments-alerts")
-        .send()
-        .await
-        .expect("topic")
-        .topic_arn
-        .expect("arn");
-    h.aws
-        .sesv2(&sdk, &account)
-        .create_email_identity()
-        .email_identity("ceo@example.com")
-        .send()
-        .await
-        .expect("identity");
-    let mut builder = h.seed_builder();
-    let notifier = builder.spec.notifier.get_or_insert_with(Default::default);
-    notifier.sns = Some(api_types::packer_builder::SnsSpec { topic_arn: topic });
-    notifier.ses = Some(api_types::packer_builder::SesSpec {
-        from: "ceo@example.com".into(),
-        to: vec!["everyone@example.com".into()],
-    });
+    let builder = h
+        .builder_notifying_aws("payments-alerts", "ceo@example.com", "everyone@example.com")
+        .await;
     h.start_controller_with(&[
         ("SNS_TOPIC_ALLOWLIST", "arn:aws:sns:*:*:ami-*"),
         ("SES_SENDER_ALLOWLIST", "*@platform.example.com"),
