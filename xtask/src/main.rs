@@ -396,10 +396,56 @@ fn ensure_packer() -> Result<PathBuf> {
     }
 }
 
+/// The Go module that pins the real control plane (test infrastructure).
+const CONTROL_PLANE_MODULE: &str = "testing/control-plane/go";
+
+/// Builds `etcd`, `kube-apiserver` and `kube-controller-manager` from the Go module [`CONTROL_PLANE_MODULE`] into
+/// `<target>/tools/control-plane`, unless the binaries there were built from the same `go.mod`/`go.sum`/`main.go`.
+/// The first build takes about 12 minutes on 2 cores (downloading the modules, then compiling); Go's build cache
+/// (`go env GOCACHE`) makes a rebuild after a module change much faster.
+fn ensure_control_plane(root: &Path) -> Result<PathBuf> {
+    let bin = target_dir(root).join("tools/control-plane");
+    let module = root.join(CONTROL_PLANE_MODULE);
+    let mut source = String::new();
+    for file in ["go.mod", "go.sum", "main.go"] {
+        source.push_str(&std::fs::read_to_string(module.join(file)).with_context(|| format!("reading {file}"))?);
+    }
+    let marker = bin.join(".built-from");
+    let binaries = ["etcd", "kube-apiserver", "kube-controller-manager"];
+    if binaries.iter().all(|b| bin.join(b).is_file()) && std::fs::read_to_string(&marker).is_ok_and(|m| m == source) {
+        return Ok(bin);
+    }
+    step(&format!(
+        "building etcd, kube-apiserver and kube-controller-manager from the Go modules pinned in {CONTROL_PLANE_MODULE} \
+         (the first build takes about 12 minutes on 2 cores; later runs reuse them)"
+    ));
+    std::fs::create_dir_all(&bin)?;
+    let go = |args: &[&str]| -> Result<()> {
+        run(Command::new("go")
+            .current_dir(&module)
+            .env("CGO_ENABLED", "0")
+            .args(args))
+        .context("building the control plane with Go (needs the go toolchain and the Go module proxy)")
+    };
+    let out = bin.to_string_lossy().into_owned();
+    go(&["build", "-ldflags=-s -w", "-o", &format!("{out}/etcd"), "."])?;
+    go(&[
+        "build",
+        "-ldflags=-s -w",
+        "-o",
+        &format!("{out}/"),
+        "k8s.io/kubernetes/cmd/kube-apiserver",
+        "k8s.io/kubernetes/cmd/kube-controller-manager",
+    ])?;
+    std::fs::write(&marker, source)?;
+    Ok(bin)
+}
+
 fn test(root: &Path, extra: &[String]) -> Result<()> {
     let tools = ensure_kube_tools(root)?;
     let python = ensure_moto(root)?;
     let packer = ensure_packer()?;
+    let control_plane = ensure_control_plane(root)?;
     step("rustfmt check");
     run(Command::new(cargo())
         .current_dir(root)
@@ -419,6 +465,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         .env("HELM", tools.join("helm"))
         .env("OPSY_AWS_EMULATOR_PYTHON", &python)
         .env("OPSY_PACKER", &packer)
+        .env("OPSY_CONTROL_PLANE_BIN", &control_plane)
         .env("KUBERNETES_VALIDATE", python.with_file_name("kubernetes-validate"));
     if has_nextest() {
         step("cargo nextest run --workspace");

@@ -12,15 +12,13 @@ use api_types::{
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, VpcConfigRequest};
 use aws_sim::{Account, AwsEmulator, Call, Fault, SeedImage};
+use control_plane::cluster::{ClusterOptions, TestCluster};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::{
-    api::events::v1::Event, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api, Client, Config, CustomResourceExt,
+    Api, Client, CustomResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
-use kube_sim::{ApiServer, ServerOptions};
 use serde_json::json;
 
 const REGION: &str = "us-west-2";
@@ -46,7 +44,7 @@ struct World {
     ec2: aws_sdk_ec2::Client,
     eks: aws_sdk_eks::Client,
     asg: aws_sdk_autoscaling::Client,
-    _server: ApiServer,
+    cluster: TestCluster,
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
     log: tempfile::NamedTempFile,
@@ -82,20 +80,20 @@ impl World {
         aws.set_progress(false, 3).await.expect("progress");
         let sdk = aws.sdk_config(REGION).await;
         let account = Account(DEFAULT_ACCOUNT.into());
-        let server = ApiServer::start(ServerOptions::default()).await.expect("api server");
+        let cluster = TestCluster::start(ClusterOptions::default()).await.expect("api server");
         let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
-        server.write_kubeconfig(kubeconfig.path()).expect("write kubeconfig");
-        let client = Client::try_from(Config::new(server.url().parse().expect("url"))).expect("client");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in [AMIRefresher::crd(), PackerBuilder::crd()] {
-            crds.create(&PostParams::default(), &crd).await.expect("CRD");
-        }
+        cluster.write_kubeconfig(kubeconfig.path()).expect("write kubeconfig");
+        let client = cluster.client().await.expect("client");
+        cluster
+            .install_crds(&client, &[AMIRefresher::crd(), PackerBuilder::crd()])
+            .await
+            .expect("CRDs");
         Self {
             ec2: aws.ec2(&sdk, &account),
             eks: aws.eks(&sdk, &account),
             asg: aws.autoscaling(&sdk, &account),
             aws,
-            _server: server,
+            cluster,
             client,
             kubeconfig,
             log: tempfile::NamedTempFile::new().expect("log"),
@@ -256,6 +254,7 @@ impl World {
             // The fake webhook listens on http://127.0.0.1 (refused by default).
             .env("WEBHOOK_ALLOW_HTTP", "true")
             .env("WEBHOOK_ALLOW_PRIVATE", "true")
+            .envs(self.cluster.controller_env(&[]))
             .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -281,7 +280,7 @@ impl World {
     async fn apply_seed(&self, edit: impl FnOnce(&mut serde_json::Value)) {
         let text = std::fs::read_to_string(workspace().join("examples/seed/amirefresher-001.yaml")).expect("seed");
         let mut doc: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
-        doc["metadata"]["namespace"] = json!("default");
+        doc["metadata"]["namespace"] = json!(self.cluster.namespace());
         edit(&mut doc);
         let amr: AMIRefresher = serde_json::from_value(doc).expect("typed");
         self.api().create(&PostParams::default(), &amr).await.expect("create");
@@ -1197,8 +1196,8 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
     .await;
     let amr = w.wait_for("Ready", ready).await;
     assert_eq!(
-        amr.status.as_ref().and_then(|s| s.target_ami_source.as_deref()),
-        Some("packerBuilderRef default/packer-builder-local")
+        amr.status.as_ref().and_then(|s| s.target_ami_source.clone()),
+        Some(format!("packerBuilderRef {}/packer-builder-local", w.cluster.namespace()))
     );
     // The builder produces a newer AMI: the refresher follows at once (watch, not the 10 minute resync).
     let newer = w.managed_ami("v3", 0).await;
@@ -1217,62 +1216,94 @@ const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:opsy-system:opsy-ami-r
 /// The Lease name the chart gives release `opsy` (its full name).
 const CHART_LEASE: &str = "opsy-ami-refresh-controller";
 
-/// Runs the controller as the chart's ServiceAccount with leader election, as in a cluster.
-async fn start_as_service_account(w: &mut World, pod: &str, metrics: &str) -> tempfile::NamedTempFile {
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(w.client.clone());
-    if namespaces.get_opt("opsy-system").await.expect("ns").is_none() {
-        let ns = serde_json::from_value(json!({"metadata": {"name": "opsy-system"}})).expect("ns");
-        namespaces.create(&PostParams::default(), &ns).await.expect("ns");
-    }
+/// Runs the controller as the chart's ServiceAccount with leader election, as in a cluster. On kube-sim the requests
+/// are recorded as that user (and judged afterwards by [`chart_allows_every_request`]); on the real server the
+/// chart's RBAC (rendered with `sets`) is applied and the controller authenticates with a token of that
+/// ServiceAccount, so the real authorizer judges every request as it is made.
+async fn start_as_service_account(
+    w: &mut World,
+    pod: &str,
+    metrics: &str,
+    sets: &[&str],
+    env: &[(&str, &str)],
+) -> tempfile::NamedTempFile {
+    let system = w.cluster.scoped("opsy-system");
+    w.cluster.create_namespace(&w.client, &system).await.expect("ns");
     let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
-    w._server
-        .write_kubeconfig_as(kubeconfig.path(), SERVICE_ACCOUNT_USER)
-        .expect("kubeconfig");
+    match w.cluster.sim() {
+        Some(server) => server
+            .write_kubeconfig_as(kubeconfig.path(), SERVICE_ACCOUNT_USER)
+            .expect("kubeconfig"),
+        None => {
+            let yaml = w
+                .cluster
+                .chart_service_account_kubeconfig(
+                    &w.client,
+                    &workspace().join("charts/opsy-ami-operator"),
+                    sets,
+                    &system,
+                    "opsy-ami-refresh-controller",
+                )
+                .await
+                .expect("the chart's RBAC applies to the real server");
+            std::fs::write(kubeconfig.path(), yaml).expect("kubeconfig");
+        }
+    }
     let path = kubeconfig.path().to_string_lossy().into_owned();
-    w.start_controller_with(&[
+    let mut all = vec![
         ("KUBECONFIG", path.as_str()),
         ("LEADER_ELECT", "true"),
         ("LEASE_NAME", CHART_LEASE),
-        ("POD_NAMESPACE", "opsy-system"),
+        ("POD_NAMESPACE", system.as_str()),
         ("POD_NAME", pod),
         ("METRICS_ADDR", metrics),
         ("LOG_FORMAT", "json"),
-    ]);
+    ];
+    all.extend_from_slice(env);
+    w.start_controller_with(&all);
     kubeconfig
+}
+
+/// On kube-sim: the recorded requests of the chart's ServiceAccount against the rules the chart renders with
+/// `sets`. On the real server the authorizer already judged each request: none may have been refused.
+fn chart_allows_every_request(w: &World, sets: &[&str]) -> Result<Vec<String>, String> {
+    let Some(records) = w.cluster.requests() else {
+        let log = w.controller_log();
+        return match log.lines().find(|l| l.contains("forbidden") || l.contains("Forbidden")) {
+            Some(line) => Err(format!("the real server refused a request: {line}")),
+            None => Ok(Vec::new()),
+        };
+    };
+    kube_sim::rbac::check_chart(
+        &workspace().join("charts/opsy-ami-operator"),
+        sets,
+        "opsy-system",
+        "opsy-ami-refresh-controller",
+        SERVICE_ACCOUNT_USER,
+        &records,
+    )
 }
 
 #[tokio::test]
 async fn every_request_of_a_rollout_is_allowed_by_the_chart_rbac() {
     let mut w = World::start().await;
     seed_world(&mut w).await;
-    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
+    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0", &[], &[]).await;
     w.apply_seed(|doc| doc["spec"]["notifier"] = json!({"webhook": {"secret": "missing-hook"}}))
         .await;
     w.wait_for("Ready", ready).await;
-    let records = w._server.requests();
-    let chart = workspace().join("charts/opsy-ami-operator");
-    for sets in [
-        vec![],
-        vec![
-            "ami-refresh-controller.rbac.scope=namespace",
-            "ami-refresh-controller.watchNamespaces={default}",
-        ],
-    ] {
-        match kube_sim::rbac::check_chart(
-            &chart,
-            &sets,
-            "opsy-system",
-            "opsy-ami-refresh-controller",
-            SERVICE_ACCOUNT_USER,
-            &records,
-        ) {
-            Ok(unused) => eprintln!("RBAC {sets:?}: rules never used in this run: {unused:#?}"),
-            Err(denied) if sets.is_empty() => panic!("requests the chart does not allow:\n{denied}"),
-            // Namespaced RBAC only fits a controller that watches namespaces: cluster-wide lists must be denied.
-            Err(denied) => assert!(
+    if let Err(denied) = chart_allows_every_request(&w, &[]) {
+        panic!("requests the chart does not allow:\n{denied}");
+    }
+    if w.cluster.sim().is_some() {
+        let watched = format!("ami-refresh-controller.watchNamespaces={{{}}}", w.cluster.namespace());
+        let sets = ["ami-refresh-controller.rbac.scope=namespace", watched.as_str()];
+        // Namespaced RBAC only fits a controller that watches namespaces: cluster-wide lists must be denied.
+        if let Err(denied) = chart_allows_every_request(&w, &sets) {
+            assert!(
                 denied.lines().all(|l| l.contains("ns=\"\"")),
                 "namespaced rules deny a namespaced request:\n{denied}"
-            ),
+            );
         }
     }
 }
@@ -1281,31 +1312,20 @@ async fn every_request_of_a_rollout_is_allowed_by_the_chart_rbac() {
 async fn namespaced_rbac_covers_a_controller_that_watches_one_namespace() {
     let mut w = World::start().await;
     seed_world(&mut w).await;
-    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
-    w.stop_controller().await;
-    let path = _kubeconfig.path().to_string_lossy().into_owned();
-    w.start_controller_with(&[
-        ("KUBECONFIG", path.as_str()),
-        ("WATCH_NAMESPACE", "default"),
-        ("POD_NAMESPACE", "opsy-system"),
-        ("LEADER_ELECT", "true"),
-        ("LEASE_NAME", CHART_LEASE),
-    ]);
+    let namespace = w.cluster.namespace().to_owned();
+    let watched = format!("ami-refresh-controller.watchNamespaces={{{namespace}}}");
+    let sets = ["ami-refresh-controller.rbac.scope=namespace", watched.as_str()];
+    let _kubeconfig = start_as_service_account(
+        &mut w,
+        "amr-0",
+        "127.0.0.1:0",
+        &sets,
+        &[("WATCH_NAMESPACE", namespace.as_str())],
+    )
+    .await;
     w.apply_seed(|_| {}).await;
     w.wait_for("Ready", ready).await;
-    let chart = workspace().join("charts/opsy-ami-operator");
-    let sets = [
-        "ami-refresh-controller.rbac.scope=namespace",
-        "ami-refresh-controller.watchNamespaces={default}",
-    ];
-    if let Err(denied) = kube_sim::rbac::check_chart(
-        &chart,
-        &sets,
-        "opsy-system",
-        "opsy-ami-refresh-controller",
-        SERVICE_ACCOUNT_USER,
-        &w._server.requests(),
-    ) {
+    if let Err(denied) = chart_allows_every_request(&w, &sets) {
         panic!("requests the namespaced chart does not allow:\n{denied}");
     }
 }
@@ -1331,10 +1351,10 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
     seed_world(&mut w).await;
     w.aws.set_progress(true, 0).await.expect("manual progress");
     let (p0, p1) = (free_port(), free_port());
-    let _k0 = start_as_service_account(&mut w, "amr-0", &format!("127.0.0.1:{p0}")).await;
+    let _k0 = start_as_service_account(&mut w, "amr-0", &format!("127.0.0.1:{p0}"), &[], &[]).await;
     // Give the first replica the Lease, then start the standby.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let _k1 = start_as_service_account(&mut w, "amr-1", &format!("127.0.0.1:{p1}")).await;
+    let _k1 = start_as_service_account(&mut w, "amr-1", &format!("127.0.0.1:{p1}"), &[], &[]).await;
     w.apply_seed(|_| {}).await;
     w.wait_for("ng-a in progress", |a| {
         a.status
@@ -1369,10 +1389,11 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
         !standby_metrics.contains("ami_refresh_controller_reconcile_total{result=\"ok\"}"),
         "standby reconciled:\n{standby_metrics}"
     );
-    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
-        .get(CHART_LEASE)
-        .await
-        .expect("lease");
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        Api::namespaced(w.client.clone(), &w.cluster.scoped("opsy-system"))
+            .get(CHART_LEASE)
+            .await
+            .expect("lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-0"));
 
     // Kill the leader (no clean release): the standby takes over within the lease duration and finishes the job.
@@ -1395,10 +1416,11 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
         "hand-over took {:?}",
         killed.elapsed()
     );
-    let lease: k8s_openapi::api::coordination::v1::Lease = Api::namespaced(w.client.clone(), "opsy-system")
-        .get(CHART_LEASE)
-        .await
-        .expect("lease");
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        Api::namespaced(w.client.clone(), &w.cluster.scoped("opsy-system"))
+            .get(CHART_LEASE)
+            .await
+            .expect("lease");
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-1"));
     w.aws
         .finish_update(&account, REGION, CLUSTER, "ng-b", "Successful")
@@ -1416,10 +1438,11 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
 async fn sigterm_releases_the_lease_and_exits_cleanly() {
     let mut w = World::start().await;
     seed_world(&mut w).await;
-    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0").await;
+    let _kubeconfig = start_as_service_account(&mut w, "amr-0", "127.0.0.1:0", &[], &[]).await;
     w.apply_seed(|_| {}).await;
     w.wait_for("Ready", ready).await;
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(w.client.clone(), "opsy-system");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(w.client.clone(), &w.cluster.scoped("opsy-system"));
     let holder = leases
         .get(CHART_LEASE)
         .await

@@ -109,9 +109,27 @@ impl CrdValidator {
         let mut errors: Vec<FieldError> = self
             .json_schema
             .iter_errors(&defaulted)
-            .map(|e| FieldError {
-                path: pointer_to_path(&e.instance_path().to_string()),
-                message: schema_message(&e),
+            .flat_map(|e| {
+                let path = pointer_to_path(&e.instance_path().to_string());
+                // Unknown fields are refused one by one at their own path, as the API server does under
+                // fieldValidation=Strict (what kubectl sends): `.spec.x: field not declared in schema`.
+                if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = e.kind() {
+                    return unexpected
+                        .iter()
+                        .map(|field| FieldError {
+                            path: if path.is_empty() {
+                                field.clone()
+                            } else {
+                                format!("{path}.{field}")
+                            },
+                            message: "field not declared in schema".to_owned(),
+                        })
+                        .collect::<Vec<_>>();
+                }
+                vec![FieldError {
+                    message: schema_message(&e, &path),
+                    path,
+                }]
             })
             .collect();
         // CEL rules only run on a schema-valid object in the API server; do the same so messages stay focused.
@@ -327,14 +345,23 @@ fn pointer_to_path(pointer: &str) -> String {
     path
 }
 
-/// A message that names unknown fields the way kubectl does, and otherwise keeps the validator's wording.
-fn schema_message(error: &jsonschema::ValidationError<'_>) -> String {
-    match error.kind() {
-        jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
-            format!("unknown field(s): {}", unexpected.join(", "))
-        }
-        _ => error.to_string(),
-    }
+/// The API server's wording (kube-openapi's validation errors, as `kubectl apply` prints them), so a fixture's
+/// expected message holds for both this validator and the real server (`tests/tests/real_cluster.rs` checks).
+fn schema_message(error: &jsonschema::ValidationError<'_>, path: &str) -> String {
+    use jsonschema::error::ValidationErrorKind as Kind;
+    let number = |v: &Value| v.to_string();
+    let rule = match error.kind() {
+        Kind::Pattern { pattern } => format!("should match '{pattern}'"),
+        Kind::MinLength { limit } => format!("should be at least {limit} chars long"),
+        Kind::MaxLength { limit } => format!("may not be longer than {limit}"),
+        Kind::Minimum { limit } => format!("should be greater than or equal to {}", number(limit)),
+        Kind::Maximum { limit } => format!("should be less than or equal to {}", number(limit)),
+        Kind::MinItems { limit } => format!("should have at least {limit} items"),
+        Kind::MaxItems { limit } => format!("should have at most {limit} items"),
+        _ => return error.to_string(),
+    };
+    // `Invalid value: "nightly": spec.x in body should match '…'`
+    format!("Invalid value: {}: {path} in body {rule}", error.instance())
 }
 
 #[cfg(test)]
@@ -400,8 +427,8 @@ mod tests {
         let errs = v
             .validate(&json!({"spec": {"region": "us-west-2", "list": [{"a": "x", "b": "y"}]}}))
             .expect_err("unknown");
-        assert_eq!(errs[0].path, "spec.list[0]");
-        assert!(errs[0].message.contains("unknown field(s): b"), "{errs:?}");
+        assert_eq!(errs[0].path, "spec.list[0].b");
+        assert_eq!(errs[0].message, "field not declared in schema", "{errs:?}");
     }
 
     #[test]

@@ -12,8 +12,10 @@
 
 pub mod error;
 pub mod executor;
+pub mod kubelet;
 pub mod logs;
 pub mod patch;
+pub mod pods;
 pub mod rbac;
 pub mod resources;
 pub mod selectors;

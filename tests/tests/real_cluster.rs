@@ -1,0 +1,217 @@
+//! The project's objects against a **real** `kube-apiserver` (`testing/control-plane`, built from Go modules by
+//! `cargo xtask test`): the committed CRDs install and are served, every example and seed object is accepted, every
+//! invalid fixture is refused with the message it expects, and the real server and `crd-schema` (the validator
+//! kube-sim uses) agree on every one of them. A Job runs through the real Job controller and the local kubelet.
+
+use std::time::Duration;
+
+use integration_tests::{committed_crd, validator_for, workspace_root, yaml_documents, yaml_files};
+use k8s_openapi::{
+    api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective},
+    discovery::pinned_kind,
+};
+use serde_json::{Value, json};
+
+/// Creates (or keeps) the committed CRDs and waits until both are Established.
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for kind in ["PackerBuilder", "AMIRefresher"] {
+        let crd = committed_crd(kind);
+        match crds.create(&PostParams::default(), &crd).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("the real server refused the committed {kind} CRD: {error}"),
+        }
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                let current = crds.get(&name).await.expect("crd");
+                let ok = current
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+                if ok {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        assert!(established.is_ok(), "{name} not Established in 30 s");
+    }
+}
+
+/// A server-side dry-run apply of `doc` in `namespace`: `Ok` when the real server accepts it, else its message.
+async fn dry_run_create(client: &Client, namespace: &str, doc: &Value) -> Result<(), String> {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap_or_default());
+    // Discovery can lag a freshly established CRD by a moment.
+    let mut resolved = None;
+    for _ in 0..50 {
+        if let Ok(found) = pinned_kind(client, &gvk).await {
+            resolved = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (resource, capabilities) = resolved.unwrap_or_else(|| panic!("the server does not serve {gvk:?}"));
+    let api: Api<DynamicObject> = if capabilities.scope == kube::discovery::Scope::Namespaced {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    let mut doc = doc.clone();
+    if capabilities.scope == kube::discovery::Scope::Namespaced {
+        doc["metadata"]["namespace"] = json!(namespace);
+    }
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    // What `kubectl apply --server-side` sends: unknown fields are refused (fieldValidation=Strict), not pruned.
+    let params = PatchParams {
+        dry_run: true,
+        field_manager: Some("opsy-tests".into()),
+        field_validation: Some(ValidationDirective::Strict),
+        ..PatchParams::default()
+    };
+    match api.patch(&name, &params, &Patch::Apply(&doc)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) => Err(status.message),
+        Err(error) => panic!("request failed: {error}"),
+    }
+}
+
+async fn setup() -> (Client, String) {
+    let plane = control_plane::shared();
+    let client = plane.client().await.expect("admin client");
+    install_crds(&client).await;
+    let namespace = plane.namespace(&client, "fixtures").await.expect("namespace");
+    (client, namespace)
+}
+
+fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
+        l.strip_prefix('#')?
+            .trim()
+            .strip_prefix(key)?
+            .strip_prefix(':')
+            .map(str::trim)
+    })
+}
+
+#[tokio::test]
+async fn the_real_server_refuses_every_invalid_fixture_with_the_expected_message_and_crd_schema_agrees() {
+    let (client, namespace) = setup().await;
+    let files = yaml_files(&workspace_root().join("tests/fixtures/invalid"));
+    assert!(files.len() >= 30, "the invalid fixture set, found {}", files.len());
+    let mut failures = Vec::new();
+    for file in &files {
+        let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let text = std::fs::read_to_string(file).expect("fixture");
+        let (Some(path), Some(message)) = (header(&text, "expect-error"), header(&text, "expect-message")) else {
+            failures.push(format!("{name}: missing expect-error/expect-message header"));
+            continue;
+        };
+        let doc = yaml_documents(file).pop().expect("one document");
+        let ours = validator_for(doc["kind"].as_str().expect("kind")).validate(&doc);
+        match dry_run_create(&client, &namespace, &doc).await {
+            Ok(()) => failures.push(format!("{name}: the real server ACCEPTED it (crd-schema: {ours:?})")),
+            Err(server) => {
+                if !server.contains(path) || !server.contains(message) {
+                    failures.push(format!(
+                        "{name}: the real server's message does not name {path} with …{message}…: {server}"
+                    ));
+                }
+                if ours.is_ok() {
+                    failures.push(format!(
+                        "{name}: crd-schema accepts what the real server refuses: {server}"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_real_server_accepts_every_example_and_seed_object_and_crd_schema_agrees() {
+    let (client, namespace) = setup().await;
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for file in yaml_files(&workspace_root().join("examples")) {
+        for doc in yaml_documents(&file) {
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let origin = format!("{} ({kind})", file.display());
+            if let Err(server) = dry_run_create(&client, &namespace, &doc).await {
+                failures.push(format!("{origin}: refused by the real server: {server}"));
+            }
+            if matches!(kind.as_str(), "PackerBuilder" | "AMIRefresher")
+                && let Err(errors) = validator_for(&kind).validate(&doc)
+            {
+                failures.push(format!("{origin}: refused by crd-schema only: {errors:?}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 10,
+        "expected the seed and feature examples, checked {checked}"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn a_job_runs_through_the_real_job_controller_and_the_local_kubelet() {
+    let plane = control_plane::shared();
+    let client = plane.client().await.expect("admin client");
+    let namespace = plane.namespace(&client, "job").await.expect("namespace");
+    let _kubelet = kube_sim::kubelet::Kubelet::start(
+        client.clone(),
+        kube_sim::kubelet::KubeletOptions::for_namespace(&namespace),
+    )
+    .await
+    .expect("kubelet");
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": "hello"},
+        "spec": {"backoffLimit": 0, "template": {"spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{"name": "main", "image": "busybox",
+                "command": ["sh", "-c", "echo ami-0123456789abcdef0 > /dev/termination-log; echo done"]}],
+        }}},
+    }))
+    .expect("job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("the real server accepts the Job");
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+    let complete = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let current = jobs.get("hello").await.expect("job");
+            let done = current
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+            if done {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let listed = pods.list(&Default::default()).await.expect("pods");
+    assert!(complete.is_ok(), "the Job did not complete; pods: {:#?}", listed.items);
+    let pod = listed.items.first().expect("the Job controller created a Pod");
+    let message = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|c| c.first())
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone());
+    assert_eq!(message.as_deref(), Some("ami-0123456789abcdef0\n"));
+}
