@@ -66,6 +66,8 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Build (or find up to date) the real control plane the tests use; prints its directory.
+    ControlPlane,
     /// Set up what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -133,6 +135,10 @@ fn run_task(cli: Cli) -> Result<()> {
             run(&mut demo).context("the demo did not complete")
         }
         Task::Test { args } => test(&root, &args),
+        Task::ControlPlane => {
+            println!("{}", ensure_control_plane(&root)?.display());
+            Ok(())
+        }
     }
 }
 
@@ -410,6 +416,8 @@ fn ensure_control_plane(root: &Path) -> Result<PathBuf> {
     for file in ["go.mod", "go.sum", "main.go"] {
         source.push_str(&std::fs::read_to_string(module.join(file)).with_context(|| format!("reading {file}"))?);
     }
+    // What the binaries were built from and how (a change of the flags rebuilds too).
+    source.push_str(&kubernetes_ldflags(&source)?);
     let marker = bin.join(".built-from");
     let binaries = ["etcd", "kube-apiserver", "kube-controller-manager"];
     if binaries.iter().all(|b| bin.join(b).is_file()) && std::fs::read_to_string(&marker).is_ok_and(|m| m == source) {
@@ -429,9 +437,11 @@ fn ensure_control_plane(root: &Path) -> Result<PathBuf> {
     };
     let out = bin.to_string_lossy().into_owned();
     go(&["build", "-ldflags=-s -w", "-o", &format!("{out}/etcd"), "."])?;
+    // Stamp the version as Kubernetes' own build does, so `/version` (and `helm`'s kubeVersion check) sees it.
+    let ldflags = kubernetes_ldflags(&source)?;
     go(&[
         "build",
-        "-ldflags=-s -w",
+        &format!("-ldflags={ldflags}"),
         "-o",
         &format!("{out}/"),
         "k8s.io/kubernetes/cmd/kube-apiserver",
@@ -439,6 +449,26 @@ fn ensure_control_plane(root: &Path) -> Result<PathBuf> {
     ])?;
     std::fs::write(&marker, source)?;
     Ok(bin)
+}
+
+/// `-ldflags` for kube-apiserver and kube-controller-manager: the version of `k8s.io/kubernetes` in `go.mod`
+/// stamped where Kubernetes' release build stamps it.
+fn kubernetes_ldflags(go_mod: &str) -> Result<String> {
+    let version = go_mod
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("k8s.io/kubernetes v"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .context("go.mod does not require k8s.io/kubernetes")?;
+    let mut parts = version.split('.');
+    let (major, minor) = (parts.next().unwrap_or("1"), parts.next().unwrap_or("0"));
+    let mut flags = String::from("-s -w");
+    for package in ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"] {
+        flags.push_str(&format!(
+            " -X {package}.gitVersion=v{version} -X {package}.gitMajor={major} -X {package}.gitMinor={minor} \
+             -X {package}.gitTreeState=clean"
+        ));
+    }
+    Ok(flags)
 }
 
 fn test(root: &Path, extra: &[String]) -> Result<()> {
@@ -477,7 +507,36 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         runner.arg("--").args(extra);
     }
-    run(&mut runner).context("tests failed")
+    let kube_sim_run = run(&mut runner).context("tests failed");
+
+    // The same end-to-end suites once more against the real control plane (testing/control-plane): whatever
+    // kube-sim gets wrong shows up as a difference here.
+    step("end-to-end suites against the real control plane (OPSY_TEST_CLUSTER=real)");
+    let mut real = Command::new(cargo());
+    real.current_dir(root)
+        .env("KUBECTL", tools.join("kubectl"))
+        .env("HELM", tools.join("helm"))
+        .env("OPSY_AWS_EMULATOR_PYTHON", &python)
+        .env("OPSY_PACKER", &packer)
+        .env("OPSY_CONTROL_PLANE_BIN", &control_plane)
+        .env("OPSY_TEST_CLUSTER", "real")
+        .args([
+            "test",
+            "--package",
+            "ami-refresh-controller",
+            "--package",
+            "packer-build-controller",
+            "--test",
+            "rollout",
+            "--test",
+            "lifecycle",
+            "--no-fail-fast",
+        ]);
+    if !extra.is_empty() {
+        real.arg("--").args(extra);
+    }
+    let real_run = run(&mut real).context("end-to-end tests against the real control plane failed");
+    kube_sim_run.and(real_run)
 }
 
 /// `cargo run -p testbed --`: the demo and the bench live in test infrastructure, so `cargo xtask` itself builds

@@ -1197,7 +1197,10 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
     let amr = w.wait_for("Ready", ready).await;
     assert_eq!(
         amr.status.as_ref().and_then(|s| s.target_ami_source.clone()),
-        Some(format!("packerBuilderRef {}/packer-builder-local", w.cluster.namespace()))
+        Some(format!(
+            "packerBuilderRef {}/packer-builder-local",
+            w.cluster.namespace()
+        ))
     );
     // The builder produces a newer AMI: the refresher follows at once (watch, not the 10 minute resync).
     let newer = w.managed_ami("v3", 0).await;

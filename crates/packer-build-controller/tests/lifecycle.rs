@@ -6,15 +6,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use ami_tags_keys::*;
 use api_types::{PackerBuilder, conditions::get_condition};
 use aws_sim::{Account, AwsEmulator, SeedImage};
-use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Secret},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use control_plane::cluster::{ClusterOptions, TestCluster};
+use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
 use kube::{
-    Api, Client, Config, CustomResourceExt, ResourceExt,
+    Api, Client, CustomResourceExt, ResourceExt,
     api::{ListParams, PostParams},
 };
-use kube_sim::{ApiServer, ServerOptions, executor::ExecutorOptions};
+use kube_sim::executor::ExecutorOptions;
 use serde_json::json;
 
 /// Tag keys, spelled out here so the test does not trust the code under test for them.
@@ -79,7 +77,9 @@ async fn fake_slack() -> (String, SlackInbox) {
 
 struct Harness {
     aws: AwsEmulator,
-    server: ApiServer,
+    cluster: TestCluster,
+    /// The test's namespace (`default` on kube-sim).
+    ns: String,
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
     repo: tempfile::TempDir,
@@ -93,30 +93,31 @@ impl Harness {
     async fn start() -> Self {
         let aws = AwsEmulator::start().await.expect("emulator");
         let env = aws.packer_job_env(REGION);
-        let server = ApiServer::start(ServerOptions {
-            executor: Some(ExecutorOptions {
+        let cluster = TestCluster::start(ClusterOptions {
+            pods: Some(ExecutorOptions {
                 extra_env: env,
                 ..ExecutorOptions::default()
             }),
-            ..ServerOptions::default()
         })
         .await
         .expect("api server");
         let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
-        server.write_kubeconfig(kubeconfig.path()).expect("write kubeconfig");
-        let client = Client::try_from(Config::new(server.url().parse().expect("url"))).expect("client");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        crds.create(&PostParams::default(), &PackerBuilder::crd())
+        cluster.write_kubeconfig(kubeconfig.path()).expect("write kubeconfig");
+        let client = cluster.client().await.expect("client");
+        cluster
+            .install_crds(&client, &[PackerBuilder::crd()])
             .await
             .expect("CRD");
-        create_secrets(&client, "default").await;
+        let ns = cluster.namespace().to_owned();
+        create_secrets(&cluster, &client, &ns).await;
         let repo = tempfile::tempdir().expect("repo");
         aws_sim::sample_packer_repo(repo.path(), "packer/generic-fips").expect("sample repo");
         let log = tempfile::NamedTempFile::new().expect("log");
         let (slack_api, slack) = fake_slack().await;
         Self {
             aws,
-            server,
+            cluster,
+            ns,
             client,
             kubeconfig,
             repo,
@@ -129,12 +130,8 @@ impl Harness {
 }
 
 /// The namespace (as a real API server needs it) and the Secrets the seed PackerBuilder names, in `namespace`.
-async fn create_secrets(client: &Client, namespace: &str) {
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(namespace).await.expect("namespace").is_none() {
-        let ns = serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("namespace");
-        namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
-    }
+async fn create_secrets(cluster: &TestCluster, client: &Client, namespace: &str) {
+    cluster.create_namespace(client, namespace).await.expect("namespace");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     for (name, data) in [
         (
@@ -172,6 +169,7 @@ impl Harness {
             .env("LOG_FORMAT", "text")
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("SLACK_API_URL", &self.slack_api)
+            .envs(self.cluster.controller_env(&[]))
             .envs(env.iter().copied())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -229,12 +227,12 @@ impl Harness {
         doc["spec"]["builder"]["repoURL"] = json!(format!("file://{}", self.repo.path().display()));
         doc["spec"]["builder"]["dir"] = json!("packer/generic-fips");
         doc["spec"]["builder"]["commands"][0]["variables"] = json!({"ec2_endpoint": self.aws.endpoint()});
-        doc["metadata"]["namespace"] = json!("default");
+        doc["metadata"]["namespace"] = json!(self.ns);
         serde_json::from_value(doc).expect("typed")
     }
 
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&PackerBuilder) -> bool) -> PackerBuilder {
-        self.wait_for_in("default", name, what, done).await
+        self.wait_for_in(&self.ns, name, what, done).await
     }
 
     async fn wait_for_in(
@@ -259,7 +257,29 @@ impl Harness {
             Ok(pb) => pb,
             Err(_) => {
                 let pb = api.get(name).await.expect("get");
-                panic!("{name} did not reach {what}; status: {:#?}", pb.status)
+                let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), namespace);
+                let containers: Vec<_> = pods
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| l.items)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| {
+                        let status = p.status.unwrap_or_default();
+                        let states: Vec<_> = status
+                            .init_container_statuses
+                            .unwrap_or_default()
+                            .into_iter()
+                            .chain(status.container_statuses.unwrap_or_default())
+                            .map(|c| (c.name, c.state))
+                            .collect();
+                        (p.metadata.name, status.phase, states)
+                    })
+                    .collect();
+                panic!(
+                    "{name} did not reach {what}; status: {:#?}\npods: {containers:#?}",
+                    pb.status
+                )
             }
         }
     }
@@ -273,7 +293,7 @@ impl Harness {
     }
 
     async fn jobs(&self) -> Vec<Job> {
-        self.jobs_in("default").await
+        self.jobs_in(&self.ns).await
     }
 
     async fn jobs_in(&self, namespace: &str) -> Vec<Job> {
@@ -387,7 +407,7 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
     assert_eq!(tags["brought-to-you-by"], "opsy-the-ami-operator");
     assert_eq!(tags["cluster-name"], "opsy-gitops");
     assert_eq!(tags["created-by"], "packer-builder-local");
-    assert_eq!(tags["created-by-namespace"], "default");
+    assert_eq!(tags["created-by-namespace"], h.ns);
     assert_eq!(tags["base-ami"], base);
     assert_eq!(tags["status"], "active");
     assert_eq!(tags["build-id"], status.build_id.clone().expect("build id"));
@@ -499,7 +519,7 @@ async fn an_ami_tagged_by_the_original_operator_is_adopted_without_a_build_and_k
         tags["create-timestamp"], created,
         "adoption never resets create-timestamp"
     );
-    assert_eq!(tags["created-by-namespace"], "default");
+    assert_eq!(tags["created-by-namespace"], h.ns);
     h.stop_controller().await;
 }
 
@@ -604,13 +624,19 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
 async fn same_named_builders_in_two_namespaces_each_build_once_and_never_deprecate_each_other() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
-    create_secrets(&h.client, "team-b").await;
-    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
+    let team_b_ns = h.cluster.scoped("team-b");
+    create_secrets(&h.cluster, &h.client, &team_b_ns).await;
+    h.cluster.run_pods_in(&h.client, &team_b_ns).await.expect("pods");
+    // On the real server the controller watches this test's two namespaces (on kube-sim: all).
+    let watch = h.cluster.controller_env(&[&team_b_ns]);
+    let mut env: Vec<(&str, &str)> = watch.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("BASE_AMI_CACHE_TTL", "1s"));
+    h.start_controller_with(&env);
     // Same name, cluster, repository and branch; only the namespace differs.
     let mut team_a = h.seed_builder();
     team_a.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
     let mut team_b = team_a.clone();
-    team_b.metadata.namespace = Some("team-b".into());
+    team_b.metadata.namespace = Some(team_b_ns.clone());
     // Tenants name their AMIs apart: EC2 refuses two AMIs with the same name in one account and region, and the
     // sample project names them by the second they were made in.
     team_b.spec.builder.commands[0]
@@ -624,15 +650,15 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
             .expect("apply");
     }
     let built = |pb: &PackerBuilder| ready_reason(pb).as_deref() == Some("BuildSucceeded");
-    let a = h.wait_for_in("default", "packer-builder-local", "Ready", built).await;
-    let b = h.wait_for_in("team-b", "packer-builder-local", "Ready", built).await;
+    let a = h.wait_for_in(&h.ns, "packer-builder-local", "Ready", built).await;
+    let b = h.wait_for_in(&team_b_ns, "packer-builder-local", "Ready", built).await;
     let ami_a = a.status.and_then(|s| s.last_run_built_image_id).expect("ami");
     let ami_b = b.status.and_then(|s| s.last_run_built_image_id).expect("ami");
     assert_ne!(ami_a, ami_b);
 
     // Several controllerTimer periods: before the fix, each build deprecated the other's AMI and both rebuilt.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    for namespace in ["default", "team-b"] {
+    for namespace in [h.ns.as_str(), team_b_ns.as_str()] {
         let jobs = h.jobs_in(namespace).await;
         let outcomes: Vec<_> = jobs
             .iter()
@@ -652,7 +678,7 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
     }
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 2);
-    for (ami, namespace) in [(&ami_a, "default"), (&ami_b, "team-b")] {
+    for (ami, namespace) in [(&ami_a, h.ns.as_str()), (&ami_b, team_b_ns.as_str())] {
         let tags = h.image_tags(ami).await;
         assert_eq!(
             tags["status"], "active",
@@ -892,7 +918,7 @@ async fn fifty_builders_share_one_base_lookup_and_one_managed_lookup_per_cluster
             ("brought-to-you-by", "opsy-the-ami-operator".to_owned()),
             ("cluster-name", cluster(i).to_owned()),
             ("created-by", format!("builder-{i}")),
-            ("created-by-namespace", "default".to_owned()),
+            ("created-by-namespace", h.ns.clone()),
             ("packer-repo", template.spec.builder.repo_url.clone()),
             ("packer-repo-branch", "main".to_owned()),
             ("base-ami", base.clone()),
@@ -1213,13 +1239,16 @@ async fn two_replicas_elect_one_leader_build_once_and_serve_health_and_metrics()
 async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": "elsewhere"}})).expect("ns");
-    namespaces.create(&PostParams::default(), &ns).await.expect("namespace");
-    h.start_controller_with(&[("WATCH_NAMESPACE", "default,kube-public")]);
+    let elsewhere = h.cluster.scoped("elsewhere");
+    h.cluster
+        .create_namespace(&h.client, &elsewhere)
+        .await
+        .expect("namespace");
+    let watched = format!("{},kube-public", h.ns);
+    h.start_controller_with(&[("WATCH_NAMESPACE", watched.as_str())]);
     let mut outside = h.seed_builder();
-    outside.metadata.namespace = Some("elsewhere".into());
-    Api::<PackerBuilder>::namespaced(h.client.clone(), "elsewhere")
+    outside.metadata.namespace = Some(elsewhere.clone());
+    Api::<PackerBuilder>::namespaced(h.client.clone(), &elsewhere)
         .create(&PostParams::default(), &outside)
         .await
         .expect("outside");
@@ -1229,7 +1258,7 @@ async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
         .expect("inside");
     h.wait_for("packer-builder-local", "Ready", |pb| ready_reason(pb).is_some())
         .await;
-    let untouched = Api::<PackerBuilder>::namespaced(h.client.clone(), "elsewhere")
+    let untouched = Api::<PackerBuilder>::namespaced(h.client.clone(), &elsewhere)
         .get("packer-builder-local")
         .await
         .expect("get");
@@ -1237,9 +1266,11 @@ async fn a_namespace_scoped_controller_never_reads_other_namespaces() {
         untouched.status.is_none(),
         "a PackerBuilder outside the watched namespaces was reconciled"
     );
+    // kube-sim records every request; the real server keeps no such record (its RBAC test covers the real case).
     let cluster_wide: Vec<_> = h
-        .server
+        .cluster
         .requests()
+        .unwrap_or_default()
         .into_iter()
         .filter(|r| {
             (r.verb == "list" || r.verb == "watch")
@@ -1334,20 +1365,30 @@ async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
     const USER: &str = "system:serviceaccount:opsy-system:opsy-packer-build-controller";
     let mut h = Harness::start().await;
     h.seed_default_base().await;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(h.client.clone());
-    let ns = serde_json::from_value(json!({"metadata": {"name": "opsy-system"}})).expect("ns");
-    namespaces.create(&PostParams::default(), &ns).await.expect("ns");
+    let system = h.cluster.scoped("opsy-system");
+    h.cluster.create_namespace(&h.client, &system).await.expect("ns");
+    let chart = workspace().join("charts/opsy-ami-operator");
     let kubeconfig = tempfile::NamedTempFile::new().expect("kubeconfig");
-    h.server
-        .write_kubeconfig_as(kubeconfig.path(), USER)
-        .expect("kubeconfig");
+    match h.cluster.sim() {
+        // kube-sim records the requests as the chart's ServiceAccount; they are judged below.
+        Some(server) => server.write_kubeconfig_as(kubeconfig.path(), USER).expect("kubeconfig"),
+        // The real server judges each request against the chart's RBAC as it is made.
+        None => {
+            let yaml = h
+                .cluster
+                .chart_service_account_kubeconfig(&h.client, &chart, &[], &system, "opsy-packer-build-controller")
+                .await
+                .expect("the chart's RBAC applies to the real server");
+            std::fs::write(kubeconfig.path(), yaml).expect("kubeconfig");
+        }
+    }
     let path = kubeconfig.path().to_string_lossy().into_owned();
     h.start_controller_with(&[
         ("KUBECONFIG", path.as_str()),
         ("LEADER_ELECT", "true"),
         // The Lease name the chart gives release `opsy` (its full name).
         ("LEASE_NAME", "opsy-packer-build-controller"),
-        ("POD_NAMESPACE", "opsy-system"),
+        ("POD_NAMESPACE", system.as_str()),
         ("POD_NAME", "pbc-0"),
     ]);
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
@@ -1356,14 +1397,23 @@ async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
         .expect("apply");
     h.wait_built().await;
     h.stop_controller().await;
-    let chart = workspace().join("charts/opsy-ami-operator");
+    let Some(records) = h.cluster.requests() else {
+        let log = h.controller_log();
+        let refused: Vec<&str> = log.lines().filter(|l| l.contains("forbidden")).collect();
+        assert!(
+            refused.is_empty(),
+            "the real server refused requests:\n{}",
+            refused.join("\n")
+        );
+        return;
+    };
     match kube_sim::rbac::check_chart(
         &chart,
         &[],
         "opsy-system",
         "opsy-packer-build-controller",
         USER,
-        &h.server.requests(),
+        &records,
     ) {
         Ok(unused) => eprintln!("rules never used in this run: {unused:#?}"),
         Err(denied) => panic!("requests the chart does not allow:\n{denied}"),

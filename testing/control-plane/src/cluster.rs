@@ -55,7 +55,8 @@ pub struct TestCluster {
     sim: Option<ApiServer>,
     namespace: String,
     kubeconfig: String,
-    _kubelet: Option<Kubelet>,
+    pods: Option<ExecutorOptions>,
+    kubelets: Vec<Kubelet>,
 }
 
 impl TestCluster {
@@ -64,7 +65,7 @@ impl TestCluster {
         match Flavour::from_env() {
             Flavour::Sim => {
                 let server = ApiServer::start(ServerOptions {
-                    executor: options.pods,
+                    executor: options.pods.clone(),
                     ..ServerOptions::default()
                 })
                 .await?;
@@ -73,30 +74,37 @@ impl TestCluster {
                     kubeconfig: server.kubeconfig_yaml(),
                     sim: Some(server),
                     namespace: "default".to_owned(),
-                    _kubelet: None,
+                    pods: options.pods,
+                    kubelets: Vec::new(),
                 })
             }
             Flavour::Real => {
                 let plane = crate::shared();
                 let admin = plane.client().await?;
                 let namespace = plane.namespace(&admin, "e2e").await?;
-                let kubelet = match options.pods {
-                    Some(executor) => {
-                        let mut kubelet_options = KubeletOptions::for_namespace(&namespace);
-                        kubelet_options.executor = executor;
-                        Some(Kubelet::start(admin.clone(), kubelet_options).await?)
-                    }
-                    None => None,
-                };
-                Ok(Self {
+                let mut cluster = Self {
                     flavour: Flavour::Real,
                     sim: None,
                     kubeconfig: plane.admin_kubeconfig_in(&namespace),
-                    namespace,
-                    _kubelet: kubelet,
-                })
+                    namespace: namespace.clone(),
+                    pods: options.pods,
+                    kubelets: Vec::new(),
+                };
+                cluster.run_pods_in(&admin, &namespace).await?;
+                Ok(cluster)
             }
         }
+    }
+
+    /// Runs the Pods of one more namespace (on the real server a kubelet per namespace; kube-sim's executor runs
+    /// every namespace already). Does nothing when the cluster was started without `pods`.
+    pub async fn run_pods_in(&mut self, client: &Client, namespace: &str) -> anyhow::Result<()> {
+        if let (Flavour::Real, Some(executor)) = (self.flavour, &self.pods) {
+            let mut options = KubeletOptions::for_namespace(namespace);
+            options.executor = executor.clone();
+            self.kubelets.push(Kubelet::start(client.clone(), options).await?);
+        }
+        Ok(())
     }
 
     /// Which server this is.

@@ -207,7 +207,7 @@ impl PodHost for StoreHost {
     }
 
     async fn stopping(&self, ns: &str, name: &str) -> bool {
-        !pod_type(&self.0).is_some_and(|pods| self.0.lock().get(&pods, ns, name).is_ok())
+        pod_type(&self.0).is_none_or(|pods| self.0.lock().get(&pods, ns, name).is_err())
     }
 
     async fn data(&self, ns: &str, plural: &str, name: &str) -> Option<BTreeMap<String, String>> {

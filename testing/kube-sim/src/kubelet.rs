@@ -243,7 +243,22 @@ fn handle_pod(host: &ClientHost, options: &Arc<KubeletOptions>, started: &Arc<Mu
                 let (host, options) = (host.clone(), options.clone());
                 tokio::spawn(async move {
                     let object = serde_json::to_value(&pod).unwrap_or_default();
-                    if let Err(error) = run_pod(&host, &options.executor, &object, None).await {
+                    let outcome = run_pod(&host, &options.executor, &object, None).await;
+                    if matches!(outcome, Ok(crate::pods::PodResult::Failed)) {
+                        // `kubectl logs` cannot reach this kubelet: show what failed where a test's output shows it.
+                        for container in containers(&object) {
+                            let key = LogKey {
+                                namespace: ns.clone(),
+                                pod: name.clone(),
+                                container: container.clone(),
+                            };
+                            let (text, _) = host.logs.snapshot(&key, Some(20));
+                            if !text.is_empty() {
+                                eprintln!("kubelet: {ns}/{name} container {container} (last lines):\n{text}");
+                            }
+                        }
+                    }
+                    if let Err(error) = outcome {
                         tracing::warn!(%error, ns, name, "kubelet: pod could not run");
                         host.patch_status(
                             &ns,
@@ -261,6 +276,14 @@ fn handle_pod(host: &ClientHost, options: &Arc<KubeletOptions>, started: &Arc<Mu
         }
         _ => {}
     }
+}
+
+fn containers(pod: &Value) -> Vec<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|key| pod["spec"][key].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// What the scheduler would do: bind the Pod to our Node.
