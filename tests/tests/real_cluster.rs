@@ -215,3 +215,55 @@ async fn a_job_runs_through_the_real_job_controller_and_the_local_kubelet() {
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone());
     assert_eq!(message.as_deref(), Some("ami-0123456789abcdef0\n"));
 }
+
+/// Objects on which kube-sim must agree with the real server: built-in validation the controllers run into (label
+/// syntax and length, a Job's name becoming a label value). Each case: (what, object, refused?).
+fn builtin_cases() -> Vec<(&'static str, Value, bool)> {
+    let job = |name: &str, label: &str| {
+        json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/instance": label}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}}})
+    };
+    let long = "x".repeat(64);
+    vec![
+        ("a valid Job", job("build-1", "ok"), false),
+        (
+            "a Job name of 64 characters (it becomes a label value)",
+            job(&long, "ok"),
+            true,
+        ),
+        ("a label value of 64 characters", job("build-2", &long), true),
+        ("a label value with a space", job("build-3", "not ok"), true),
+        ("a label value ending in a dash", job("build-4", "trailing-"), true),
+        (
+            "a ConfigMap with a bad label key",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "cm", "labels": {"bad key": "v"}}}),
+            true,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn kube_sim_refuses_what_the_real_server_refuses_for_built_in_objects() {
+    let (client, namespace) = setup().await;
+    let sim = kube_sim::ApiServer::start(kube_sim::ServerOptions::default())
+        .await
+        .expect("kube-sim");
+    let sim_client = Client::try_from(kube::Config::new(sim.url().parse().expect("url"))).expect("client");
+    let mut disagreements = Vec::new();
+    for (what, doc, refused) in builtin_cases() {
+        let real = dry_run_create(&client, &namespace, &doc).await;
+        let ours = dry_run_create(&sim_client, "default", &doc).await;
+        if real.is_err() != refused {
+            disagreements.push(format!(
+                "{what}: the real server answered {real:?}, the case expects refused={refused}"
+            ));
+        }
+        if real.is_err() != ours.is_err() {
+            disagreements.push(format!("{what}: real server {real:?}, kube-sim {ours:?}"));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}

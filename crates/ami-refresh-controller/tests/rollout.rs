@@ -356,15 +356,26 @@ impl World {
             .collect()
     }
 
+    /// The Events with `reason`, once there is at least one (up to 10 s): the controller writes status first and
+    /// announces after, so a test that has just seen a status must give the announcement a moment. A further
+    /// 300 ms lets a duplicate show up before callers count.
     async fn events(&self, reason: &str) -> Vec<Event> {
-        Api::<Event>::default_namespaced(self.client.clone())
-            .list(&ListParams::default())
-            .await
-            .expect("events")
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .collect()
+        let list = || async {
+            Api::<Event>::default_namespaced(self.client.clone())
+                .list(&ListParams::default())
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some(reason))
+                .collect::<Vec<_>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while list().await.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        list().await
     }
 }
 

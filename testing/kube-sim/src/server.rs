@@ -223,11 +223,14 @@ async fn serve(
         "create" => {
             let obj = parse_body(body)?;
             let created = shared.lock().create(t, &ns, obj, &write)?;
+            mirror_event(shared, t, &created, &write);
             Ok(json_response(StatusCode::CREATED, &created))
         }
         "update" => {
             let obj = parse_body(body)?;
-            Ok(ok(&shared.lock().update(t, &ns, &name, obj, status_only, &write)?))
+            let updated = shared.lock().update(t, &ns, &name, obj, status_only, &write)?;
+            mirror_event(shared, t, &updated, &write);
+            Ok(ok(&updated))
         }
         "patch" => {
             let content_type = headers
@@ -250,7 +253,10 @@ async fn serve(
                 Err(e) => return Err(e),
             };
             let patched = crate::patch::apply(&existing, patch_type, body, t.validator.is_none())?;
-            Ok(ok(&store.update(t, &ns, &name, patched, status_only, &write)?))
+            let updated = store.update(t, &ns, &name, patched, status_only, &write)?;
+            drop(store);
+            mirror_event(shared, t, &updated, &write);
+            Ok(ok(&updated))
         }
         "delete" => {
             let opts = delete_options(body, query)?;
@@ -272,6 +278,58 @@ async fn serve(
             ))
         }
         _ => Err(ApiError::method_not_allowed(verb.to_owned())),
+    }
+}
+
+/// In a real API server `events.k8s.io/v1` and core `v1` Events are one stored object seen through two versions,
+/// so `kubectl get events` and `kubectl describe` (core v1) show what controllers record with events.k8s.io. Here
+/// the two are separate stores; an events.k8s.io Event written through the API is mirrored into a core Event of
+/// the same name with the fields converted as the API server converts them.
+fn mirror_event(shared: &Arc<Shared>, t: &ResourceType, event: &Value, write: &WriteOptions) {
+    if t.group != "events.k8s.io" || t.plural != "events" || write.dry_run {
+        return;
+    }
+    let mut store = shared.lock();
+    let Some(core) = store.registry.get("", "v1", "events").cloned() else {
+        return;
+    };
+    let ns = event["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let name = event["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let mut mirrored = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": ns,
+                     "labels": event["metadata"]["labels"], "annotations": event["metadata"]["annotations"]},
+        "involvedObject": event["regarding"],
+        "related": event["related"],
+        "reason": event["reason"],
+        "message": event["note"],
+        "type": event["type"],
+        "action": event["action"],
+        "eventTime": event["eventTime"],
+        "series": event["series"],
+        "reportingComponent": event["reportingController"],
+        "reportingInstance": event["reportingInstance"],
+        "source": event["deprecatedSource"],
+        "firstTimestamp": event["deprecatedFirstTimestamp"],
+        "lastTimestamp": event["deprecatedLastTimestamp"],
+        "count": event["deprecatedCount"],
+    });
+    if let Some(fields) = mirrored.as_object_mut() {
+        fields.retain(|_, v| !v.is_null());
+    }
+    if let Some(meta) = mirrored["metadata"].as_object_mut() {
+        meta.retain(|_, v| !v.is_null());
+    }
+    let options = WriteOptions::default();
+    let result = match store.get(&core, &ns, &name) {
+        Ok(existing) => {
+            mirrored["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"].clone();
+            store.update(&core, &ns, &name, mirrored, false, &options)
+        }
+        Err(_) => store.create(&core, &ns, mirrored, &options),
+    };
+    if let Err(error) = result {
+        tracing::debug!(?error, "mirroring an events.k8s.io Event as a core Event failed");
     }
 }
 

@@ -723,6 +723,15 @@ fn validate_labels(t: &ResourceType, name: &str, obj: &Value) -> Result<(), ApiE
         "spec.template.metadata.labels",
         &obj["spec"]["template"]["metadata"]["labels"],
     );
+    // The Job controller's defaulting labels the Pod template with the Job's name (`job-name`,
+    // `batch.kubernetes.io/job-name`), so the real server refuses a Job whose name is not a valid label value
+    // (found by tests/tests/real_cluster.rs against kube-apiserver v1.33).
+    if t.group == "batch" && t.kind == "Job" && name.len() > 63 {
+        causes.push((
+            "spec.template.labels".to_owned(),
+            format!("Invalid value: {name:?}: must be no more than 63 characters"),
+        ));
+    }
     if causes.is_empty() {
         Ok(())
     } else {

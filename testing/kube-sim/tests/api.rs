@@ -601,3 +601,38 @@ async fn requests_are_recorded_in_rbac_terms() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_events_k8s_io_event_is_seen_as_a_core_event_as_kubectl_describe_reads_it() {
+    let (_server, client) = start().await;
+    let recorded: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(client.clone());
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"name": "pb.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "opsy.dev/packer-build-controller",
+        "reportingInstance": "pbc-0",
+        "action": "Reconcile",
+        "reason": "BuildStarted",
+        "note": "Job pb-1 started",
+        "type": "Normal",
+        "regarding": {"apiVersion": "ami.refresh.ops/v1alpha1", "kind": "PackerBuilder", "name": "pb",
+                      "namespace": "default", "uid": "u-1"},
+    }))
+    .expect("event");
+    recorded.create(&PostParams::default(), &event).await.expect("create");
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client.clone());
+    // What `kubectl describe packerbuilder pb` asks for.
+    let seen = core
+        .list(&ListParams::default().fields("involvedObject.name=pb,involvedObject.uid=u-1"))
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].message.as_deref(), Some("Job pb-1 started"));
+    assert_eq!(seen[0].reason.as_deref(), Some("BuildStarted"));
+    assert_eq!(seen[0].involved_object.kind.as_deref(), Some("PackerBuilder"));
+    assert_eq!(
+        seen[0].reporting_component.as_deref(),
+        Some("opsy.dev/packer-build-controller")
+    );
+}
