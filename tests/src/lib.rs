@@ -60,3 +60,14 @@ pub fn committed_crd(kind: &str) -> CustomResourceDefinition {
 pub fn validator_for(kind: &str) -> CrdValidator {
     CrdValidator::new(&committed_crd(kind), api_types::VERSION).expect("committed CRD compiles")
 }
+
+/// A `# key: value` line of a fixture's leading comment block (`expect-error`, `expect-message`).
+pub fn fixture_header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
+        l.strip_prefix('#')?
+            .trim()
+            .strip_prefix(key)?
+            .strip_prefix(':')
+            .map(str::trim)
+    })
+}

@@ -1,17 +1,7 @@
 //! Every object under `tests/fixtures/invalid/` is refused by the committed CRD schema, with an error that names
 //! the field given in the fixture's `# expect-error:` header and contains its `# expect-message:` text.
 
-use integration_tests::{validator_for, workspace_root, yaml_documents, yaml_files};
-
-fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
-        l.strip_prefix('#')?
-            .trim()
-            .strip_prefix(key)?
-            .strip_prefix(':')
-            .map(str::trim)
-    })
-}
+use integration_tests::{fixture_header, validator_for, workspace_root, yaml_documents, yaml_files};
 
 #[test]
 fn every_invalid_fixture_is_rejected_naming_its_field() {
@@ -25,7 +15,10 @@ fn every_invalid_fixture_is_rejected_naming_its_field() {
     for file in &files {
         let text = std::fs::read_to_string(file).expect("read fixture");
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let (Some(path), Some(message)) = (header(&text, "expect-error"), header(&text, "expect-message")) else {
+        let (Some(path), Some(message)) = (
+            fixture_header(&text, "expect-error"),
+            fixture_header(&text, "expect-message"),
+        ) else {
             failures.push(format!("{name}: missing expect-error/expect-message header"));
             continue;
         };

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use integration_tests::{committed_crd, validator_for, workspace_root, yaml_documents, yaml_files};
+use integration_tests::{committed_crd, fixture_header, validator_for, workspace_root, yaml_documents, yaml_files};
 use k8s_openapi::{
     api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
@@ -92,16 +92,6 @@ async fn setup() -> (Client, String) {
     (client, namespace)
 }
 
-fn header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.lines().take_while(|l| l.starts_with('#')).find_map(|l| {
-        l.strip_prefix('#')?
-            .trim()
-            .strip_prefix(key)?
-            .strip_prefix(':')
-            .map(str::trim)
-    })
-}
-
 #[tokio::test]
 async fn the_real_server_refuses_every_invalid_fixture_with_the_expected_message_and_crd_schema_agrees() {
     let (client, namespace) = setup().await;
@@ -111,7 +101,10 @@ async fn the_real_server_refuses_every_invalid_fixture_with_the_expected_message
     for file in &files {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
         let text = std::fs::read_to_string(file).expect("fixture");
-        let (Some(path), Some(message)) = (header(&text, "expect-error"), header(&text, "expect-message")) else {
+        let (Some(path), Some(message)) = (
+            fixture_header(&text, "expect-error"),
+            fixture_header(&text, "expect-message"),
+        ) else {
             failures.push(format!("{name}: missing expect-error/expect-message header"));
             continue;
         };
