@@ -8,7 +8,8 @@
 //! Known simplifications, on purpose: one storage version per resource (no conversion); `limit`/`continue` are
 //! ignored (lists return everything, which clients must accept); server-side apply merges without tracking field
 //! ownership; foreground deletion behaves like background; a watch with a selector does not turn "left the
-//! selector" into DELETED; no protobuf, no Table output, no OpenAPI documents (use `kubectl --validate=false`).
+//! selector" into DELETED; no protobuf; OpenAPI v3 documents list operations without schemas (enough for `kubectl
+//! apply` to use server-side validation, not for `kubectl explain`).
 
 pub mod error;
 pub mod executor;

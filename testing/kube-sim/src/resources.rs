@@ -29,6 +29,8 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Schema checker for custom resources.
     pub validator: Option<Arc<CrdValidator>>,
+    /// `additionalPrinterColumns` of a custom resource version (Table output for `kubectl get`).
+    pub printer_columns: Vec<Value>,
 }
 
 impl ResourceType {
@@ -61,6 +63,7 @@ impl ResourceType {
             short_names: Vec::new(),
             categories: Vec::new(),
             validator: None,
+            printer_columns: Vec::new(),
         }
     }
 
@@ -149,6 +152,62 @@ impl Registry {
     /// Whether any version of the group is served.
     pub fn group_version_exists(&self, group: &str, version: &str) -> bool {
         self.types.keys().any(|(g, v, _)| g == group && v == version)
+    }
+
+    /// `/openapi/v3`: one entry per served group/version, as the API server lists them.
+    pub fn openapi_v3_root(&self) -> Value {
+        let mut paths = serde_json::Map::new();
+        for (g, v, _) in self.types.keys() {
+            let key = if g.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{g}/{v}")
+            };
+            paths.insert(key.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{key}")}));
+        }
+        json!({ "paths": paths })
+    }
+
+    /// `/openapi/v3/<api/v1 | apis/group/version>`: the operations of that group/version without schemas. Each
+    /// resource's PATCH operation names its kind and the `fieldValidation` query parameter, which is what
+    /// `kubectl apply` (validation on, its default) looks for before it relies on the server's own validation
+    /// (`fieldValidation=Strict`) instead of downloading schemas. `None` for a group/version not served.
+    pub fn openapi_v3_group_version(&self, group: &str, version: &str) -> Option<Value> {
+        let mut paths = serde_json::Map::new();
+        for t in self.types.values().filter(|t| t.group == group && t.version == version) {
+            let prefix = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            let path = if t.namespaced {
+                format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", t.plural)
+            } else {
+                format!("{prefix}/{}/{{name}}", t.plural)
+            };
+            let gvk = json!({"group": group, "version": version, "kind": t.kind});
+            let parameters: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+                .iter()
+                .map(|name| json!({"name": name, "in": "query", "schema": {"type": "string"}}))
+                .collect();
+            let operation = |action: &str| {
+                json!({"operationId": format!("{action}{}", t.kind), "x-kubernetes-action": action,
+                       "x-kubernetes-group-version-kind": gvk, "parameters": parameters,
+                       "responses": {"200": {"description": "OK"}}})
+            };
+            paths.insert(
+                path,
+                json!({"get": operation("get"), "put": operation("put"), "patch": operation("patch"),
+                       "delete": operation("delete")}),
+            );
+        }
+        if paths.is_empty() {
+            return None;
+        }
+        Some(
+            json!({"openapi": "3.0.0", "info": {"title": "Kubernetes (kube-sim)", "version": "v1.33.0-kube-sim"},
+                    "paths": paths, "components": {"schemas": {}}}),
+        )
     }
 
     /// `/api` body.
@@ -252,6 +311,10 @@ pub fn types_from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             short_names: strings(&names["shortNames"]),
             categories: strings(&names["categories"]),
             validator,
+            printer_columns: version["additionalPrinterColumns"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     Ok(out)

@@ -98,7 +98,17 @@ async fn route(
         "/api" => return Ok(ok(&shared.lock().registry.core_versions())),
         "/apis" => return Ok(ok(&shared.lock().registry.group_list())),
         "/sim/requests" => return Ok(ok(&serde_json::to_value(shared.requests()).unwrap_or_default())),
+        "/openapi/v3" => return Ok(ok(&shared.lock().registry.openapi_v3_root())),
         _ => {}
+    }
+    if let Some(rest) = path.strip_prefix("/openapi/v3/") {
+        let segments: Vec<&str> = rest.split('/').collect();
+        let found = match segments.as_slice() {
+            ["api", version] => shared.lock().registry.openapi_v3_group_version("", version),
+            ["apis", group, version] => shared.lock().registry.openapi_v3_group_version(group, version),
+            _ => None,
+        };
+        return found.map(|doc| ok(&doc)).ok_or_else(|| ApiError::no_route(path));
     }
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest) = match segments.as_slice() {
@@ -207,8 +217,32 @@ async fn serve(
     };
     let labels = LabelSelector::parse(query.get("labelSelector").map_or("", String::as_str))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").map_or("", String::as_str))?;
+    let table = wants_table(headers).then(|| query.get("includeObject").cloned().unwrap_or_default());
     match verb {
-        "get" => Ok(ok(&shared.lock().get(t, &ns, &name)?)),
+        "get" => {
+            let store = shared.lock();
+            let object = store.get(t, &ns, &name)?;
+            match &table {
+                Some(include) => Ok(ok(&to_table(
+                    t,
+                    &[object],
+                    &store.resource_version().to_string(),
+                    include,
+                ))),
+                None => Ok(ok(&object)),
+            }
+        }
+        "list" if table.is_some() => {
+            let store = shared.lock();
+            let items = store.list(t, target.namespace.as_deref(), &labels, &fields);
+            let include = table.unwrap_or_default();
+            Ok(ok(&to_table(
+                t,
+                &items,
+                &store.resource_version().to_string(),
+                &include,
+            )))
+        }
         "list" => {
             let store = shared.lock();
             let items = store.list(t, target.namespace.as_deref(), &labels, &fields);
@@ -219,7 +253,7 @@ async fn serve(
                 "items": items,
             })))
         }
-        "watch" => watch(shared, target, query, labels, fields),
+        "watch" => watch(shared, target, query, labels, fields, table),
         "create" => {
             let obj = parse_body(body)?;
             let created = shared.lock().create(t, &ns, obj, &write)?;
@@ -366,6 +400,7 @@ fn watch(
     query: &HashMap<String, String>,
     labels: LabelSelector,
     fields: FieldSelector,
+    table: Option<String>,
 ) -> Result<Response, ApiError> {
     let t = target.t.clone();
     let key = t.key();
@@ -413,7 +448,7 @@ fn watch(
                     let backlog = events
                         .iter()
                         .filter(|e| matches(&e.object))
-                        .map(|e| event_json(&e.kind, &e.object, &t))
+                        .map(|e| event_json(&e.kind, &e.object, &t, table.as_deref()))
                         .collect();
                     (backlog, live, current, None)
                 }
@@ -465,7 +500,7 @@ fn watch(
                         }
                         processed = event.rv;
                         let in_scope = event.key == key && namespace.as_deref().is_none_or(|ns| event.namespace == ns);
-                        if in_scope && matches(&event.object) && !send(event_json(&event.kind, &event.object, &t)).await {
+                        if in_scope && matches(&event.object) && !send(event_json(&event.kind, &event.object, &t, table.as_deref())).await {
                             return;
                         }
                     }
@@ -485,11 +520,118 @@ fn watch(
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 
-fn event_json(kind: &crate::store::EventType, object: &Value, t: &ResourceType) -> Value {
+fn event_json(kind: &crate::store::EventType, object: &Value, t: &ResourceType, table: Option<&str>) -> Value {
     let mut object = object.clone();
     object["apiVersion"] = json!(t.api_version());
     object["kind"] = json!(t.kind);
+    if let Some(include) = table {
+        let rv = object["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        object = to_table(t, &[object], &rv, include);
+    }
     json!({"type": kind.as_str(), "object": object})
+}
+
+/// Kubernetes' `duration.HumanDuration` of the time since `at` (`45s`, `3m20s`, `5h10m`, `3d4h`, `2y10d`).
+fn human_age(at: jiff::Timestamp) -> String {
+    let seconds = jiff::Timestamp::now().duration_since(at).as_secs();
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    let s = seconds.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86_400);
+    let either = |big: i64, unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{unit}")
+        } else {
+            format!("{big}{unit}{small}{small_unit}")
+        }
+    };
+    match () {
+        () if s < 120 => format!("{s}s"),
+        () if m < 10 => either(m, "m", s % 60, "s"),
+        () if m < 180 => format!("{m}m"),
+        () if h < 8 => either(h, "h", m % 60, "m"),
+        () if h < 48 => format!("{h}h"),
+        () if h < 24 * 8 => either(d, "d", h % 24, "h"),
+        () if h < 24 * 365 * 2 => format!("{d}d"),
+        () if h < 24 * 365 * 8 => either(d / 365, "y", d % 365, "d"),
+        () => format!("{}y", d / 365),
+    }
+}
+
+/// Whether the client asked for `meta.k8s.io/v1` Table output (what `kubectl get` sends first in `Accept`).
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|accept| accept.split(',').next())
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+/// Objects as a `meta.k8s.io/v1` Table, as the API server renders them for `kubectl get`: a Name column, then a
+/// custom resource's `additionalPrinterColumns` (simple `.a.b` JSONPaths), or `Created At` for types without
+/// them; each row carries the object's metadata (`includeObject=Metadata`, the default), the whole object
+/// (`Object`) or nothing (`None`).
+fn to_table(t: &ResourceType, objects: &[Value], resource_version: &str, include: &str) -> Value {
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "priority": 0,
+        "description": "Name must be unique within a namespace."}),
+    ];
+    let printer: Vec<Value> = if t.printer_columns.is_empty() {
+        vec![
+            json!({"name": "Created At", "type": "date", "jsonPath": ".metadata.creationTimestamp",
+            "description": "CreationTimestamp is a timestamp representing the server time when this object was created."}),
+        ]
+    } else {
+        t.printer_columns.clone()
+    };
+    for column in &printer {
+        columns.push(json!({
+            "name": column["name"], "type": column["type"], "format": column["format"].as_str().unwrap_or_default(),
+            "description": column["description"].as_str().unwrap_or_default(),
+            "priority": column["priority"].as_i64().unwrap_or(0),
+        }));
+    }
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![object["metadata"]["name"].clone()];
+            for column in &printer {
+                let path = column["jsonPath"].as_str().unwrap_or_default();
+                let cell = path
+                    .trim_start_matches('.')
+                    .split('.')
+                    .filter(|s| !s.is_empty())
+                    .try_fold(object, |v, segment| v.get(segment))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                // Custom resources' date columns are rendered as an age, as the API server's CRD table
+                // convertor does; the default `Created At` column stays a timestamp.
+                let cell = match cell.as_str() {
+                    Some(stamp) if column["type"] == "date" && !t.printer_columns.is_empty() => stamp
+                        .parse::<jiff::Timestamp>()
+                        .map_or(cell.clone(), |at| json!(human_age(at))),
+                    _ => cell,
+                };
+                cells.push(cell);
+            }
+            let mut row = json!({ "cells": cells });
+            match include {
+                "None" => {}
+                "Object" => row["object"] = object.clone(),
+                _ => {
+                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                        "metadata": object["metadata"]});
+                }
+            }
+            row
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
+           "columnDefinitions": columns, "rows": rows})
 }
 
 async fn pod_log(

@@ -64,7 +64,7 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
     let crd = repo_file("deploy/crds/packerbuilders.ami.refresh.ops.yaml");
     let seed = repo_file("examples/seed/packerbuilder-000.yaml");
     let out = tokio::task::spawn_blocking(move || {
-        let mut out = vec![k.run(&["apply", "--validate=false", "-f", crd.to_str().expect("path")])];
+        let mut out = vec![k.run(&["apply", "-f", crd.to_str().expect("path")])];
         out.push(k.run(&[
             "wait",
             "--for",
@@ -72,9 +72,9 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
             "--timeout=10s",
             "crd/packerbuilders.ami.refresh.ops",
         ]));
-        out.push(k.run(&["apply", "--validate=false", "-f", seed.to_str().expect("path")]));
+        out.push(k.run(&["apply", "-f", seed.to_str().expect("path")]));
         // Applying the same file again is a no-op patch, as on a real cluster.
-        out.push(k.run(&["apply", "--validate=false", "-f", seed.to_str().expect("path")]));
+        out.push(k.run(&["apply", "-f", seed.to_str().expect("path")]));
         out.push(k.run(&["get", "pb", "-o", "yaml"]));
         out.push(k.run(&["get", "ami-operator"]));
         out.push(k.run(&[
@@ -113,14 +113,34 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
             .replace("name: packer-builder-local", "name: second");
         let second_file = k.kubeconfig.with_file_name("second.yaml");
         std::fs::write(&second_file, second).expect("write");
-        out.push(k.run(&["apply", "--validate=false", "-f", second_file.to_str().expect("path")]));
+        out.push(k.run(&["apply", "-f", second_file.to_str().expect("path")]));
         let seen = lines.next().and_then(Result::ok);
         let _ = watch.kill();
         let _ = watch.wait();
         assert_eq!(seen.as_deref(), Some("packerbuilder.ami.refresh.ops/second"));
 
+        // Table output with the CRD's printer columns, and the core Event view (`out[11]`, `out[12]`).
+        let table = k.run(&["get", "pb"]);
+        // Validation is on (kubectl's default): the server refuses unknown fields (fieldValidation=Strict).
+        let typo = std::fs::read_to_string(&seed)
+            .expect("seed")
+            .replace("clusterName:", "clusterNme:");
+        let typo_file = k.kubeconfig.with_file_name("typo.yaml");
+        std::fs::write(&typo_file, typo).expect("write");
+        let refused = Command::new(&k.binary)
+            .arg("--kubeconfig")
+            .arg(&k.kubeconfig)
+            .args(["apply", "-f", typo_file.to_str().expect("path")])
+            .output()
+            .expect("kubectl runs");
         out.push(k.run(&["delete", "pb", "packer-builder-local", "second"]));
         out.push(k.run(&["get", "pb", "-o", "name"]));
+        out.push(table);
+        out.push(format!(
+            "{} {}",
+            refused.status.success(),
+            String::from_utf8_lossy(&refused.stderr)
+        ));
         out
     });
     let out = tokio::time::timeout(Duration::from_secs(60), out)
@@ -147,4 +167,14 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
     assert_eq!(out[7], "5 us-west-2 2");
     assert!(out[9].contains("deleted"), "{}", out[9]);
     assert_eq!(out[10].trim(), "");
+    let header = out[11].lines().next().unwrap_or_default();
+    for column in ["NAME", "PHASE", "BASE AMI", "BUILT AMI", "LAST RUN", "AGE"] {
+        assert!(header.contains(column), "kubectl get pb shows {column}:\n{}", out[11]);
+    }
+    assert!(out[11].contains("packer-builder-local"), "{}", out[11]);
+    assert!(
+        out[12].starts_with("false") && out[12].contains("spec.clusterNme: field not declared in schema"),
+        "a typo is refused with validation on: {}",
+        out[12]
+    );
 }
