@@ -161,7 +161,7 @@ async fn a_job_runs_through_the_real_job_controller_and_the_local_kubelet() {
     let plane = control_plane::shared();
     let client = plane.client().await.expect("admin client");
     let namespace = plane.namespace(&client, "job").await.expect("namespace");
-    let _kubelet = kube_sim::kubelet::Kubelet::start(
+    let kubelet = kube_sim::kubelet::Kubelet::start(
         client.clone(),
         kube_sim::kubelet::KubeletOptions::for_namespace(&namespace),
     )
@@ -207,6 +207,9 @@ async fn a_job_runs_through_the_real_job_controller_and_the_local_kubelet() {
         .and_then(|c| c.first())
         .and_then(|c| c.state.as_ref()?.terminated.as_ref()?.message.clone());
     assert_eq!(message.as_deref(), Some("ami-0123456789abcdef0\n"));
+    // The fallback for `kubectl logs` (the kubelet's HTTPS API is not served): the kubelet keeps the output.
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    assert_eq!(kubelet.logs(&namespace, &name, "main"), "done\n");
 }
 
 /// Objects on which kube-sim must agree with the real server: built-in validation the controllers run into (label

@@ -8,8 +8,8 @@
 //! Known simplifications, on purpose: one storage version per resource (no conversion); `limit`/`continue` are
 //! ignored (lists return everything, which clients must accept); server-side apply merges without tracking field
 //! ownership; foreground deletion behaves like background; a watch with a selector does not turn "left the
-//! selector" into DELETED; no protobuf; OpenAPI v3 documents list operations without schemas (enough for `kubectl
-//! apply` to use server-side validation, not for `kubectl explain`).
+//! selector" into DELETED; protobuf only for Namespace bodies; OpenAPI v3 documents list operations without
+//! schemas (enough for `kubectl apply` to use server-side validation, not for `kubectl explain`).
 
 pub mod error;
 pub mod executor;
@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod logs;
 pub mod patch;
 pub mod pods;
+mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod selectors;

@@ -211,6 +211,19 @@ async fn serve(
         return Err(ApiError::no_route(&format!("{}/status", t.plural)));
     }
     let status_only = sub == Some("status");
+    // Bodies are JSON (or YAML); of protobuf only the Namespace `kubectl create namespace` sends is understood.
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let decoded;
+    let body = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        let namespace = crate::protobuf::decode(body).ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+        decoded = serde_json::to_vec(&namespace).unwrap_or_default();
+        decoded.as_slice()
+    } else {
+        body
+    };
     let write = WriteOptions {
         dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
         strict_fields: query.get("fieldValidation").is_some_and(|v| v == "Strict"),

@@ -141,6 +141,11 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
             refused.status.success(),
             String::from_utf8_lossy(&refused.stderr)
         ));
+        // kubectl sends built-in kinds as protobuf: `create namespace` must work as on a real cluster (`out[13]`).
+        out.push(
+            k.run(&["create", "namespace", "made-by-kubectl"])
+                + &k.run(&["get", "ns", "made-by-kubectl", "-o", "name"]),
+        );
         out
     });
     let out = tokio::time::timeout(Duration::from_secs(60), out)
@@ -172,6 +177,10 @@ async fn kubectl_applies_a_generated_crd_and_a_seed_example_then_gets_watches_an
         assert!(header.contains(column), "kubectl get pb shows {column}:\n{}", out[11]);
     }
     assert!(out[11].contains("packer-builder-local"), "{}", out[11]);
+    assert_eq!(
+        out[13],
+        "namespace/made-by-kubectl created\nnamespace/made-by-kubectl\n"
+    );
     assert!(
         out[12].starts_with("false") && out[12].contains("spec.clusterNme: field not declared in schema"),
         "a typo is refused with validation on: {}",
