@@ -104,6 +104,10 @@ pub fn label_value(name: &str) -> String {
     format!("{}-{}", prefix.trim_end_matches(['-', '.', '_']), &digest[..16])
 }
 
+/// `sizeLimit` of each of the build Pod's two `emptyDir` volumes (the checkout and Packer's working files; the
+/// image is built in AWS, not here).
+pub const SCRATCH_SIZE_LIMIT: &str = "10Gi";
+
 /// `<builder>-<job id>`, kept within the 63 characters a Job name may have.
 pub fn job_name(builder_name: &str, job_id: &str) -> String {
     let max = 63 - job_id.len() - 1;
@@ -207,10 +211,15 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
             "fsGroup": 65532,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumes": [{"name": "workspace", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        // Scratch space is bounded: a runaway build is evicted instead of filling the node's disk.
+        "volumes": [{"name": "workspace", "emptyDir": {"sizeLimit": SCRATCH_SIZE_LIMIT}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": SCRATCH_SIZE_LIMIT}}],
         "initContainers": init,
         "containers": main,
         "terminationGracePeriodSeconds": p.grace_seconds,
+        // A build talks to AWS and git, never to the Kubernetes API: no ServiceAccount token is mounted. IRSA and
+        // EKS Pod Identity inject their own projected AWS token whatever this says.
+        "automountServiceAccountToken": false,
     });
     if let Some(sa) = &p.builder.job_service_account_name {
         pod_spec["serviceAccountName"] = json!(sa);
@@ -454,6 +463,23 @@ mod tests {
         assert_eq!(init, ["git-sync", "packer-init", "packer-validate"]);
         assert_eq!(spec.containers[0].name, "packer-build");
         assert_eq!(spec.service_account_name.as_deref(), Some("eks-ami-builder"));
+        assert_eq!(
+            spec.automount_service_account_token,
+            Some(false),
+            "no API token in the build pod"
+        );
+        let limits: Vec<String> = spec
+            .volumes
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.empty_dir.and_then(|e| e.size_limit).map(|q| q.0).unwrap_or_default())
+            .collect();
+        assert_eq!(
+            limits,
+            [SCRATCH_SIZE_LIMIT, SCRATCH_SIZE_LIMIT],
+            "bounded scratch volumes"
+        );
         assert_eq!(
             spec.containers[0].working_dir.as_deref(),
             Some("/workspace/repo/packer/generic-fips")
