@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use integration_tests::{committed_crd, fixture_header, validator_for, workspace_root, yaml_documents, yaml_files};
-use k8s_openapi::{
-    api::batch::v1::Job, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::batch::v1::Job;
 use kube::{
     Api, Client,
     api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, ValidationDirective},
@@ -16,33 +14,12 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-/// Creates (or keeps) the committed CRDs and waits until both are Established.
+/// The committed CRDs, applied (or kept) and Established.
 async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for kind in ["PackerBuilder", "AMIRefresher"] {
-        let crd = committed_crd(kind);
-        match crds.create(&PostParams::default(), &crd).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
-            Err(error) => panic!("the real server refused the committed {kind} CRD: {error}"),
-        }
-        let name = crd.metadata.name.clone().unwrap_or_default();
-        let established = tokio::time::timeout(Duration::from_secs(30), async {
-            loop {
-                let current = crds.get(&name).await.expect("crd");
-                let ok = current
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-                if ok {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-        .await;
-        assert!(established.is_ok(), "{name} not Established in 30 s");
-    }
+    let crds = [committed_crd("PackerBuilder"), committed_crd("AMIRefresher")];
+    control_plane::apply_crds(client, &crds)
+        .await
+        .expect("the real server takes the committed CRDs");
 }
 
 /// A server-side dry-run apply of `doc` in `namespace`: `Ok` when the real server accepts it, else its message.

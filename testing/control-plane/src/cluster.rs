@@ -3,10 +3,7 @@
 //! kube-sim server of its own. Tests write their objects into [`TestCluster::namespace`] and start controllers with
 //! [`TestCluster::controller_env`], so the same test body runs against both.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
@@ -181,33 +178,7 @@ impl TestCluster {
             }
             return Ok(());
         }
-        for crd in crds {
-            let name = crd.metadata.name.clone().unwrap_or_default();
-            let mut body = serde_json::to_value(crd)?;
-            body["apiVersion"] = "apiextensions.k8s.io/v1".into();
-            body["kind"] = "CustomResourceDefinition".into();
-            api.patch(
-                &name,
-                &PatchParams::apply("opsy-tests").force(),
-                &kube::api::Patch::Apply(&body),
-            )
-            .await?;
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let established = api
-                    .get(&name)
-                    .await?
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-                if established {
-                    break;
-                }
-                anyhow::ensure!(Instant::now() < deadline, "{name} not Established in 30 s");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        Ok(())
+        crate::apply_crds(client, crds).await
     }
 
     /// kube-sim's record of every request (`None` on the real server, which keeps no such record).

@@ -27,10 +27,13 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::{
+    api::core::v1::{Namespace, ServiceAccount},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
 use kube::{
     Api, Client, Config,
-    api::PostParams,
+    api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 use rcgen::{
@@ -294,6 +297,35 @@ impl ControlPlane {
             namespace,
         ))
     }
+}
+
+/// Installs CRDs on a real API server by server-side apply (so every test of a process may apply the same CRD)
+/// and waits until each is Established.
+pub async fn apply_crds(client: &Client, crds: &[CustomResourceDefinition]) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let mut body = serde_json::to_value(crd)?;
+        body["apiVersion"] = "apiextensions.k8s.io/v1".into();
+        body["kind"] = "CustomResourceDefinition".into();
+        api.patch(&name, &PatchParams::apply("opsy-tests").force(), &Patch::Apply(&body))
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let established = api
+                .get(&name)
+                .await?
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "{name} not Established in 30 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
 }
 
 /// A client for a kubeconfig's current context.
