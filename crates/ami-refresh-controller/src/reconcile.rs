@@ -145,7 +145,7 @@ fn policy(amr: &AMIRefresher) -> Result<EligibilityPolicy> {
     let expires_in = amr
         .spec
         .expires_in
-        .parse()
+        .parse_at_least(api_types::duration::bounds::AMR_EXPIRES_IN)
         .map_err(|e| Error::InvalidSpec(format!("spec.expiresIn: {e}")))?;
     let min_age = match &amr.spec.soak_time {
         Some(d) => d
@@ -568,11 +568,12 @@ fn windows(amr: &AMIRefresher) -> Result<Vec<Schedule>> {
     amr.spec
         .maintenance_windows
         .iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(i, w)| {
             let duration = w
                 .duration
-                .parse()
-                .map_err(|e| Error::InvalidSpec(format!("maintenanceWindows duration: {e}")))?;
+                .parse_at_least(api_types::duration::bounds::AMR_WINDOW)
+                .map_err(|e| Error::InvalidSpec(format!("spec.maintenanceWindows[{i}].duration: {e}")))?;
             Schedule::parse(&w.schedule, duration, &w.time_zone)
                 .map_err(|e| Error::InvalidSpec(format!("maintenanceWindows: {e}")))
         })

@@ -172,6 +172,8 @@ pub enum BuildDecision<'a> {
         add_tags: BTreeMap<String, String>,
         /// Whether the `base-ami` tag was absent, so a base change could not be detected.
         base_unknown: bool,
+        /// When it expires (`create-timestamp` + `expiresIn`): the latest moment to decide again.
+        expires_at: Timestamp,
     },
     /// Start a build.
     Build(BuildReason),
@@ -225,6 +227,7 @@ pub fn decide_build<'a>(inputs: RebuildInputs<'a>) -> BuildDecision<'a> {
         image,
         add_tags: adoption_tags(image, inputs.identity),
         base_unknown: inputs.current_base.is_some() && built_from.is_none(),
+        expires_at: expired_at,
     }
 }
 
@@ -337,10 +340,16 @@ mod tests {
                 image,
                 add_tags,
                 base_unknown,
+                expires_at,
             } => {
                 assert_eq!(image.id, "ami-1");
                 assert!(add_tags.is_empty(), "{add_tags:?}");
                 assert!(!base_unknown);
+                assert_eq!(
+                    expires_at,
+                    ts("2026-11-22T00:00:00Z"),
+                    "create-timestamp + expiresIn (48h)"
+                );
             }
             other => panic!("expected Keep, got {other:?}"),
         }
@@ -424,6 +433,7 @@ mod tests {
                 image,
                 add_tags,
                 base_unknown,
+                ..
             } => {
                 assert_eq!(image.id, "ami-go");
                 assert!(base_unknown);

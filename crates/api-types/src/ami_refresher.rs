@@ -13,7 +13,7 @@ use crate::{
         AMI_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, K8S_NAME_PATTERN, NODE_GROUP_NAME_PATTERN, OWNER_PATTERN,
         REGION_PATTERN, TRUSTED_NAMESPACE_PATTERN, is_false,
     },
-    duration::HumanDuration,
+    duration::{HumanDuration, at_least_rule, bounds},
     packer_builder::NotifierSpec,
 };
 
@@ -88,6 +88,7 @@ pub struct AMIRefresherSpec {
     /// How long a managed AMI stays eligible after its `create-timestamp` (humantime plus `d`, `w`: `"48h"`,
     /// `"30d"`). Defaults to `30d`.
     #[serde(default = "default_expires_in")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::AMR_EXPIRES_IN)).message(format!("must be at least {}", bounds::AMR_EXPIRES_IN).as_str()))]
     pub expires_in: HumanDuration,
 
     /// Node groups never touched.
@@ -223,6 +224,7 @@ pub struct MaintenanceWindow {
     #[schemars(length(min = 9, max = 128), regex(pattern = r"^\s*(\S+\s+){4}\S+\s*$"))]
     pub schedule: String,
     /// How long the window stays open.
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::AMR_WINDOW)).message(format!("must be at least {}", bounds::AMR_WINDOW).as_str()))]
     pub duration: HumanDuration,
     /// IANA time zone of `schedule`, e.g. `Europe/Berlin`. Defaults to `UTC`.
     #[serde(default = "default_time_zone")]

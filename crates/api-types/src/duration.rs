@@ -55,6 +55,74 @@ pub enum DurationError {
         /// The refused input.
         value: String,
     },
+    /// The string parsed to less than the field's lower bound.
+    #[error("duration {value:?} is shorter than the minimum of {min}")]
+    TooShort {
+        /// The refused input.
+        value: String,
+        /// The bound, as written in [`bounds`].
+        min: &'static str,
+    },
+}
+
+/// Lower bounds of spec durations. Each is enforced twice from the same text: by a CEL rule in the CRD
+/// ([`at_least_rule`], so `kubectl apply` refuses the value with a message naming the field) and when the
+/// controller parses the spec ([`HumanDuration::parse_at_least`], for the forms the rule cannot evaluate).
+pub mod bounds {
+    /// `PackerBuilder.spec.timeOuts.expiresIn`: an AMI that expires sooner means a build (and a bill) per hour.
+    pub const PB_EXPIRES_IN: &str = "1h";
+    /// `PackerBuilder.spec.timeOuts.controllerTimer`: shorter periods only hammer EC2's DescribeImages.
+    pub const PB_CONTROLLER_TIMER: &str = "30s";
+    /// `PackerBuilder.spec.timeOuts.buildTimeout`: no Packer build finishes sooner.
+    pub const PB_BUILD_TIMEOUT: &str = "1m";
+    /// `PackerBuilder.spec.timeOuts.jobTtl`: the controller must see the finished Job before it is collected.
+    pub const PB_JOB_TTL: &str = "1m";
+    /// `AMIRefresher.spec.expiresIn`: the seed AMIRefresher's `"5m"` is the shortest accepted.
+    pub const AMR_EXPIRES_IN: &str = "5m";
+    /// `AMIRefresher.spec.maintenanceWindows[].duration`: windows open on whole minutes.
+    pub const AMR_WINDOW: &str = "1m";
+}
+
+/// Unit words humantime accepts that have a Go `time.ParseDuration` equivalent, longest first (so `milliseconds`
+/// is rewritten before `seconds`, `msec` before `sec`).
+const GO_UNIT_WORDS: &[(&str, &str)] = &[
+    ("milliseconds", "ms"),
+    ("millisecond", "ms"),
+    ("microseconds", "us"),
+    ("microsecond", "us"),
+    ("nanoseconds", "ns"),
+    ("nanosecond", "ns"),
+    ("msec", "ms"),
+    ("usec", "us"),
+    ("nsec", "ns"),
+    ("seconds", "s"),
+    ("second", "s"),
+    ("secs", "s"),
+    ("sec", "s"),
+    ("minutes", "m"),
+    ("minute", "m"),
+    ("mins", "m"),
+    ("min", "m"),
+    ("hours", "h"),
+    ("hour", "h"),
+    ("hrs", "h"),
+    ("hr", "h"),
+];
+
+/// The CEL rule (Kubernetes CEL: strings extension and `duration()`) that refuses a duration string below `min`.
+///
+/// CEL's `duration()` reads Go syntax (`1h30m`, units `h`, `m`, `s`, `ms`, `us`, `ns`), so the rule rewrites
+/// humantime's unit words to Go units and removes spaces; a value that is then Go syntax is compared with `min`.
+/// A value with a day, week, month or year unit is not Go syntax and passes the rule (it is at least a day unless
+/// written as a tiny fraction, which the controller's [`HumanDuration::parse_at_least`] still refuses).
+pub fn at_least_rule(min: &str) -> String {
+    let mut normalized = "self.replace(' ', '')".to_owned();
+    for (word, unit) in GO_UNIT_WORDS {
+        normalized = format!("{normalized}.replace('{word}', '{unit}')");
+    }
+    format!(
+        "!{normalized}.matches('^([0-9]+([.][0-9]+)?(ns|us|ms|s|m|h))+$') || duration({normalized}) >= duration('{min}')"
+    )
 }
 
 /// Parses a duration string (humantime grammar, with `d` and `w`). Zero is refused.
@@ -95,6 +163,19 @@ impl HumanDuration {
     /// Parses the text; see [`parse_duration`].
     pub fn parse(&self) -> Result<Duration, DurationError> {
         parse_duration(&self.0)
+    }
+
+    /// Parses the text and refuses values below `min` (one of [`bounds`]).
+    pub fn parse_at_least(&self, min: &'static str) -> Result<Duration, DurationError> {
+        let value = self.parse()?;
+        let bound = parse_duration(min).expect("bounds are valid durations");
+        if value < bound {
+            return Err(DurationError::TooShort {
+                value: self.0.clone(),
+                min,
+            });
+        }
+        Ok(value)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::{
         ACCOUNT_ID_PATTERN, AmiFilter, CLUSTER_NAME_PATTERN, DNS_LABEL_PATTERN, IMAGE_PATTERN, K8S_NAME_PATTERN,
         OWNER_PATTERN, REGION_PATTERN, RELATIVE_PATH_PATTERN, is_false,
     },
-    duration::HumanDuration,
+    duration::{HumanDuration, at_least_rule, bounds},
 };
 
 /// Desired state of a PackerBuilder: keep one fresh, company-built AMI for a cluster.
@@ -127,15 +127,19 @@ pub struct BaseAmiSpec {
 pub struct TimeOuts {
     /// How long a managed AMI stays eligible after its `create-timestamp`; an expired AMI is rebuilt.
     #[serde(default = "default_expires_in")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::PB_EXPIRES_IN)).message(format!("must be at least {}", bounds::PB_EXPIRES_IN).as_str()))]
     pub expires_in: HumanDuration,
     /// How often the controller re-checks the base AMI and expiry when nothing else happens.
     #[serde(default = "default_controller_timer")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::PB_CONTROLLER_TIMER)).message(format!("must be at least {}", bounds::PB_CONTROLLER_TIMER).as_str()))]
     pub controller_timer: HumanDuration,
     /// Longest a build Job may run before Kubernetes stops it (`activeDeadlineSeconds`).
     #[serde(default = "default_build_timeout")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::PB_BUILD_TIMEOUT)).message(format!("must be at least {}", bounds::PB_BUILD_TIMEOUT).as_str()))]
     pub build_timeout: HumanDuration,
     /// How long a finished build Job and its logs are kept (`ttlSecondsAfterFinished`).
     #[serde(default = "default_job_ttl")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::PB_JOB_TTL)).message(format!("must be at least {}", bounds::PB_JOB_TTL).as_str()))]
     pub job_ttl: HumanDuration,
 }
 

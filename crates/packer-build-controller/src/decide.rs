@@ -19,16 +19,19 @@ pub struct Durations {
     pub job_ttl: Duration,
 }
 
-/// Checks what the schema cannot: durations parse and are positive. The message names the field.
+/// Checks what the schema cannot: durations parse, are positive and respect their lower bounds (the CRD's CEL
+/// rules check the same bounds for the forms CEL can read). The message names the field.
 pub fn validate(spec: &PackerBuilderSpec) -> Result<Durations, String> {
+    use api_types::duration::bounds;
     let t = &spec.time_outs;
-    let parse =
-        |field: &str, d: &api_types::HumanDuration| d.parse().map_err(|e| format!("spec.timeOuts.{field}: {e}"));
+    let parse = |field: &str, d: &api_types::HumanDuration, min: &'static str| {
+        d.parse_at_least(min).map_err(|e| format!("spec.timeOuts.{field}: {e}"))
+    };
     Ok(Durations {
-        expires_in: parse("expiresIn", &t.expires_in)?,
-        controller_timer: parse("controllerTimer", &t.controller_timer)?,
-        build_timeout: parse("buildTimeout", &t.build_timeout)?,
-        job_ttl: parse("jobTtl", &t.job_ttl)?,
+        expires_in: parse("expiresIn", &t.expires_in, bounds::PB_EXPIRES_IN)?,
+        controller_timer: parse("controllerTimer", &t.controller_timer, bounds::PB_CONTROLLER_TIMER)?,
+        build_timeout: parse("buildTimeout", &t.build_timeout, bounds::PB_BUILD_TIMEOUT)?,
+        job_ttl: parse("jobTtl", &t.job_ttl, bounds::PB_JOB_TTL)?,
     })
 }
 
@@ -191,6 +194,8 @@ pub enum Decision<'a> {
         add_tags: std::collections::BTreeMap<String, String>,
         /// Its `base-ami` tag is missing, so a base change cannot be seen.
         base_unknown: bool,
+        /// Decide again after this: the next `controllerTimer`, or the AMI's expiry when that comes first.
+        recheck: Duration,
     },
     /// Start a build now.
     Build {
@@ -208,6 +213,13 @@ pub enum Decision<'a> {
     },
 }
 
+/// When to decide again about a kept AMI: after `controller_timer`, or one second after the AMI expires when that
+/// comes first, so an expired AMI is replaced at its expiry and not up to a whole timer period later.
+pub fn recheck_after(expires_at: Timestamp, controller_timer: Duration, now: Timestamp) -> Duration {
+    let until_expiry = expires_at.duration_since(now).try_into().unwrap_or(Duration::ZERO);
+    controller_timer.min(until_expiry + Duration::from_secs(1))
+}
+
 /// Decides what to do when no build is running: keep/adopt the newest eligible AMI of exactly this PackerBuilder,
 /// or build because none exists, it expired or its base AMI changed, unless failed builds say wait or stop.
 pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp) -> Decision<'a> {
@@ -223,11 +235,13 @@ pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp)
             image,
             add_tags,
             base_unknown,
+            expires_at,
         } => {
             return Decision::Keep {
                 image,
                 add_tags,
                 base_unknown,
+                recheck: recheck_after(expires_at, durations.controller_timer, now),
             };
         }
         ami_tags::BuildDecision::Build(reason) => reason,
@@ -319,6 +333,23 @@ mod tests {
                 last_failure: None,
                 retry_base: Duration::from_secs(30),
             }
+        }
+
+        #[test]
+        fn a_kept_ami_is_rechecked_at_its_expiry_when_that_comes_before_the_next_timer() {
+            let id = identity();
+            // Created 2026-11-29T00:00Z with expiresIn 48h: expires 2026-12-01T00:00Z.
+            let images = [ami("ami-1", &id, "2026-11-29T00:00:00Z", "ami-base-1")];
+            let timer = durations().controller_timer;
+            let early: Timestamp = "2026-11-30T00:00:00Z".parse().expect("ts");
+            let d = decide(observed(&images, &id), &durations(), early);
+            assert!(matches!(d, Decision::Keep { recheck, .. } if recheck == timer), "{d:?}");
+            let close: Timestamp = "2026-11-30T23:59:50Z".parse().expect("ts");
+            let d = decide(observed(&images, &id), &durations(), close);
+            assert!(
+                matches!(d, Decision::Keep { recheck, .. } if recheck == Duration::from_secs(11)),
+                "10 s to expiry plus one: {d:?}"
+            );
         }
 
         #[test]
@@ -577,5 +608,28 @@ mod tests {
         let d = validate(&spec).expect("valid");
         assert_eq!(d.controller_timer, Duration::from_secs(300));
         assert_eq!(d.expires_in, Duration::from_secs(48 * 3600));
+    }
+
+    #[test]
+    fn durations_below_their_lower_bound_are_refused_with_the_field_and_the_bound() {
+        let mut spec: PackerBuilderSpec = serde_json::from_value(serde_json::json!({
+            "clusterName": "c", "region": "us-west-2",
+            "builder": {"repoURL": "https://example.com/r.git", "image": "hashicorp/packer:1.11.2"},
+            "timeOuts": {"expiresIn": "0.01d", "controllerTimer": "10s"}
+        }))
+        .expect("spec");
+        let err = validate(&spec).expect_err("14.4 min expiry");
+        assert!(
+            err.starts_with("spec.timeOuts.expiresIn") && err.contains("minimum of 1h"),
+            "{err}"
+        );
+        spec.time_outs.expires_in = api_types::HumanDuration::new("1h");
+        let err = validate(&spec).expect_err("10 s timer");
+        assert!(
+            err.starts_with("spec.timeOuts.controllerTimer") && err.contains("minimum of 30s"),
+            "{err}"
+        );
+        spec.time_outs.controller_timer = api_types::HumanDuration::new("30s");
+        assert!(validate(&spec).is_ok());
     }
 }

@@ -49,6 +49,10 @@ struct Args {
     /// First retry delay after a failed build; doubles per further failure up to 10 minutes.
     #[arg(long, env = "BUILD_RETRY_BASE_DELAY", default_value = "30s", value_parser = api_types::parse_duration)]
     build_retry_base_delay: Duration,
+    /// Re-check every PackerBuilder at least this often, even when its `timeOuts.controllerTimer` is longer
+    /// (unset: the timer alone decides). For clusters that want a global upper bound on staleness.
+    #[arg(long, env = "RESYNC_INTERVAL", value_parser = api_types::parse_duration)]
+    resync_interval: Option<Duration>,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "packer-build-controller")]
     lease_name: String,
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
     );
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
+    context.resync = args.resync_interval;
     context.liveness = args.runtime.liveness();
     context.errors = controller_runtime::backoff::ErrorBackoff::new(args.retry_base_delay, Duration::from_secs(300));
     context.build_grace_period = args.build_grace_period;

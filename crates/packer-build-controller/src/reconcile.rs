@@ -64,6 +64,9 @@ pub struct Context {
     pub metrics: Arc<controller_runtime::Metrics>,
     /// Where transitions are announced.
     pub notifier: Arc<dyn crate::notify::Notifier>,
+    /// Re-check every PackerBuilder at least this often, whatever its `timeOuts.controllerTimer` (`None`: the
+    /// timer alone decides).
+    pub resync: Option<Duration>,
     /// Back-off after failed reconciles (AWS throttling, API errors); shared implementation with
     /// ami-refresh-controller.
     pub errors: controller_runtime::backoff::ErrorBackoff,
@@ -114,6 +117,7 @@ impl Context {
             recorder,
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
+            resync: None,
             metrics,
             notifier,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
@@ -221,7 +225,9 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
         }
     };
     report(pb, &ctx, &old, &status, outcome.event).await?;
-    Ok(Action::requeue(outcome.requeue))
+    Ok(Action::requeue(
+        ctx.resync.map_or(outcome.requeue, |r| r.min(outcome.requeue)),
+    ))
 }
 
 /// Shows a reconcile error in status: `phase`, `Ready=False` with the error's category as reason and its text
@@ -471,6 +477,7 @@ async fn observe_and_act(
             image,
             add_tags,
             base_unknown,
+            recheck,
         } => {
             let adopted = !add_tags.is_empty();
             ctx.aws
@@ -494,7 +501,7 @@ async fn observe_and_act(
                 && api_types::conditions::is_condition_true(&status.conditions, types::READY);
             if unchanged {
                 return Ok(Outcome {
-                    requeue: durations.controller_timer,
+                    requeue: recheck,
                     event: None,
                 });
             }
@@ -531,7 +538,7 @@ async fn observe_and_act(
                 now,
             );
             Ok(Outcome {
-                requeue: durations.controller_timer,
+                requeue: recheck,
                 event: Some((EventType::Normal, ready_reason, message)),
             })
         }
@@ -958,7 +965,12 @@ async fn collect_success(
         now,
     );
     Ok(Outcome {
-        requeue: durations.controller_timer,
+        // The new AMI expires `expiresIn` from now: decide again then at the latest.
+        requeue: crate::decide::recheck_after(
+            now.checked_add(durations.expires_in).unwrap_or(Timestamp::MAX),
+            durations.controller_timer,
+            now,
+        ),
         event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
     })
 }

@@ -221,6 +221,39 @@ impl Harness {
     }
 
     /// The seed PackerBuilder of the original README, pointed at the local sample project.
+    /// An AMI of `builder` tagged as the Go operator tagged them (no `created-by-namespace`), created at `created`
+    /// (`%Y-%m-%dT%H:%M:%SZ`) from `base`.
+    async fn seed_go_operator_ami(&self, builder: &PackerBuilder, base: &str, created: &str) -> String {
+        let tags: BTreeMap<String, String> = [
+            ("brought-to-you-by", "opsy-the-ami-operator"),
+            ("cluster-name", builder.spec.cluster_name.as_str()),
+            ("created-by", "packer-builder-local"),
+            ("packer-repo", builder.spec.builder.repo_url.as_str()),
+            ("packer-repo-branch", builder.spec.builder.branch.as_str()),
+            ("build-id", "728d7a64-ca85-42c9-9acd-60c681d4efe3"),
+            ("job-id", "3cb1b"),
+            ("base-ami", base),
+            ("create-timestamp", created),
+            ("status", "active"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let image = SeedImage {
+            name: format!("go-operator-built-{created}").replace(':', "-"),
+            owner_id: DEFAULT_ACCOUNT.into(),
+            creation_date: created.to_owned(),
+            tags,
+            public: false,
+            ..SeedImage::default()
+        };
+        self.aws
+            .seed_images(&Account(DEFAULT_ACCOUNT.into()), REGION, &[image])
+            .await
+            .expect("seed")
+            .remove(0)
+    }
+
     fn seed_builder(&self) -> PackerBuilder {
         let text = std::fs::read_to_string(workspace().join("examples/seed/packerbuilder-000.yaml")).expect("seed");
         let mut doc: serde_json::Value = serde_norway::from_str(&text).expect("yaml");
@@ -455,40 +488,7 @@ async fn an_ami_tagged_by_the_original_operator_is_adopted_without_a_build_and_k
         .expect("time");
     let created = created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
     let builder = h.seed_builder();
-    // Tags as the Go operator wrote them: no created-by-namespace.
-    let go_tags: BTreeMap<String, String> = [
-        ("brought-to-you-by", "opsy-the-ami-operator"),
-        ("cluster-name", "opsy-gitops"),
-        ("created-by", "packer-builder-local"),
-        ("packer-repo", builder.spec.builder.repo_url.as_str()),
-        ("packer-repo-branch", "main"),
-        ("build-id", "728d7a64-ca85-42c9-9acd-60c681d4efe3"),
-        ("job-id", "3cb1b"),
-        ("base-ami", base.as_str()),
-        ("create-timestamp", created.as_str()),
-        ("status", "active"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let account = Account(DEFAULT_ACCOUNT.into());
-    let existing = h
-        .aws
-        .seed_images(
-            &account,
-            REGION,
-            &[SeedImage {
-                name: "go-operator-built".into(),
-                owner_id: DEFAULT_ACCOUNT.into(),
-                creation_date: created.clone(),
-                tags: go_tags,
-                public: false,
-                ..SeedImage::default()
-            }],
-        )
-        .await
-        .expect("seed")
-        .remove(0);
+    let existing = h.seed_go_operator_ami(&builder, &base, &created).await;
     h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
@@ -566,22 +566,21 @@ fn job_names(jobs: &[Job]) -> Vec<String> {
 async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactly_one() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
-    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
-    let mut builder = h.seed_builder();
-    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s"), ("RESYNC_INTERVAL", "1s")]);
+    let builder = h.seed_builder();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
     let first = h.wait_built().await;
     let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
 
-    // Several controllerTimer periods of an unchanged world: re-checks, but no build.
+    // Several resync periods (RESYNC_INTERVAL=1s) of an unchanged world: re-checks, but no build.
     let lookups_before = h.base_lookups(BASE_NAME_FILTER).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(h.jobs().await.len(), 1, "an unchanged world must not rebuild");
     let lookups_after = h.base_lookups(BASE_NAME_FILTER).await;
     assert!(
         lookups_after > lookups_before,
-        "the base AMI is re-checked every controllerTimer ({lookups_before} -> {lookups_after})"
+        "the base AMI is re-checked every resync period ({lookups_before} -> {lookups_after})"
     );
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 1);
@@ -631,10 +630,10 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
     let watch = h.cluster.controller_env(&[&team_b_ns]);
     let mut env: Vec<(&str, &str)> = watch.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     env.push(("BASE_AMI_CACHE_TTL", "1s"));
+    env.push(("RESYNC_INTERVAL", "1s"));
     h.start_controller_with(&env);
     // Same name, cluster, repository and branch; only the namespace differs.
-    let mut team_a = h.seed_builder();
-    team_a.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    let team_a = h.seed_builder();
     let mut team_b = team_a.clone();
     team_b.metadata.namespace = Some(team_b_ns.clone());
     // Tenants name their AMIs apart: EC2 refuses two AMIs with the same name in one account and region, and the
@@ -656,7 +655,7 @@ async fn same_named_builders_in_two_namespaces_each_build_once_and_never_depreca
     let ami_b = b.status.and_then(|s| s.last_run_built_image_id).expect("ami");
     assert_ne!(ami_a, ami_b);
 
-    // Several controllerTimer periods: before the fix, each build deprecated the other's AMI and both rebuilt.
+    // Several resync periods: before the fix, each build deprecated the other's AMI and both rebuilt.
     tokio::time::sleep(Duration::from_secs(6)).await;
     for namespace in [h.ns.as_str(), team_b_ns.as_str()] {
         let jobs = h.jobs_in(namespace).await;
@@ -755,9 +754,8 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
 async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_does_not() {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
-    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s")]);
-    let mut builder = h.seed_builder();
-    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
+    h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s"), ("RESYNC_INTERVAL", "1s")]);
+    let builder = h.seed_builder();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
     let first = h.wait_built().await;
@@ -809,30 +807,43 @@ async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_doe
     h.stop_controller().await;
 }
 
+/// `expiresIn` is at least 1h (refused at apply time below that), so the test does not wait for an expiry: it
+/// seeds an adoptable AMI that expires a few seconds after the controller adopts it. With `controllerTimer: 1h` the
+/// rebuild can only come from the re-check the controller schedules at the AMI's expiry.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_expired_ami_is_rebuilt_once() {
+async fn a_kept_ami_is_rebuilt_once_at_its_expiry_not_at_the_next_controller_timer() {
     let mut h = Harness::start().await;
-    h.seed_default_base().await;
-    h.start_controller();
+    let base = h.seed_default_base().await;
     let mut builder = h.seed_builder();
-    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1s");
-    builder.spec.time_outs.expires_in = api_types::HumanDuration::new("4s");
+    builder.spec.time_outs.controller_timer = api_types::HumanDuration::new("1h");
+    builder.spec.time_outs.expires_in = api_types::HumanDuration::new("1h");
+    let created = jiff::Timestamp::now()
+        .checked_sub(jiff::SignedDuration::from_secs(3600 - 15))
+        .expect("time")
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let adopted = h.seed_go_operator_ami(&builder, &base, &created).await;
+    h.start_controller();
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
-    let first = h.wait_built().await;
-    let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    let pb = h
+        .wait_for("packer-builder-local", "Ready", |pb| ready_reason(pb).is_some())
+        .await;
+    assert_eq!(ready_reason(&pb).as_deref(), Some("AMIAdopted"), "{:?}", pb.status);
+    assert!(h.jobs().await.is_empty(), "a fresh AMI is kept, not rebuilt");
     let second = h
         .wait_for("packer-builder-local", "a rebuild after expiry", |pb| {
             pb.status
                 .as_ref()
                 .and_then(|s| s.last_run_built_image_id.as_deref())
-                .is_some_and(|a| a != first_ami)
-                && ready_reason(pb).is_some()
+                .is_some_and(|a| a != adopted)
+                && ready_reason(pb).as_deref() == Some("BuildSucceeded")
         })
         .await;
     let message = second.status.and_then(|s| s.last_run_message).unwrap_or_default();
     assert!(message.contains("built and verified"), "{message}");
-    assert_eq!(h.jobs().await.len(), 2);
+    assert_eq!(h.jobs().await.len(), 1, "exactly one rebuild");
+    assert_eq!(h.image_tags(&adopted).await["status"], "deprecated");
     h.stop_controller().await;
 }
 

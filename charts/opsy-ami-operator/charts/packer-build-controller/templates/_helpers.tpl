@@ -111,4 +111,8 @@ app.kubernetes.io/part-of: opsy-ami-operator
   value: {{ .Values.settings.baseAmiCacheTtl | quote }}
 - name: BUILD_RETRY_BASE_DELAY
   value: {{ .Values.settings.buildRetryBaseDelay | quote }}
+{{- with .Values.settings.resyncInterval }}
+- name: RESYNC_INTERVAL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
