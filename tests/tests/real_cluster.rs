@@ -240,3 +240,99 @@ async fn kube_sim_refuses_what_the_real_server_refuses_for_built_in_objects() {
     }
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// The chart's optional `imagePolicy` (a ValidatingAdmissionPolicy), rendered by `helm template` and bound to this
+/// test's namespace on the real server: a PackerBuilder whose builder or git-sync image is outside the allowlist is
+/// refused at apply with the policy's message naming the field; one inside it is accepted. kube-sim has no
+/// admission policies, so this runs against the real server only.
+#[tokio::test]
+async fn the_charts_image_policy_refuses_builder_and_git_sync_images_outside_the_allowlist() {
+    let (client, namespace) = setup().await;
+    let chart = workspace_root().join("charts/opsy-ami-operator/charts/packer-build-controller");
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": namespace}}).to_string();
+    let out = std::process::Command::new(std::env::var_os("HELM").unwrap_or_else(|| "helm".into()))
+        .args(["template", &namespace])
+        .arg(&chart)
+        .args([
+            "--show-only",
+            "templates/imagepolicy.yaml",
+            "--set",
+            "imagePolicy.enabled=true",
+        ])
+        .args([
+            "--set-json",
+            r#"imagePolicy.allowedBuilderImages=["hashicorp/packer:1.11."]"#,
+        ])
+        .args([
+            "--set-json",
+            r#"imagePolicy.allowedGitSyncImages=["registry.k8s.io/git-sync/"]"#,
+        ])
+        .args(["--set-json", &format!("imagePolicy.namespaceSelector={selector}")])
+        .output()
+        .expect("helm");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let objects: Vec<Value> = serde_norway::Deserializer::from_str(&String::from_utf8_lossy(&out.stdout))
+        .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert_eq!(objects.len(), 2, "a policy and its binding");
+    let mut applied = Vec::new();
+    for object in &objects {
+        let (group, version) = object["apiVersion"]
+            .as_str()
+            .and_then(|v| v.split_once('/'))
+            .expect("apiVersion");
+        let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().expect("kind"));
+        let (resource, _) = pinned_kind(&client, &gvk).await.expect("admission policies are served");
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let name = object["metadata"]["name"].as_str().expect("name");
+        api.patch(name, &PatchParams::apply("opsy-tests"), &Patch::Apply(object))
+            .await
+            .expect("the real server takes the chart's policy");
+        applied.push((api, name.to_owned()));
+    }
+    let builder = |image: &str, git_sync: Option<&str>| {
+        let mut doc = json!({"apiVersion": "ami.refresh.ops/v1alpha1", "kind": "PackerBuilder",
+            "metadata": {"name": "images"},
+            "spec": {"clusterName": "c", "region": "us-west-2",
+                "builder": {"repoURL": "https://example.com/p.git", "image": image}}});
+        if let Some(image) = git_sync {
+            doc["spec"]["gitSync"] = json!({"image": image});
+        }
+        doc
+    };
+    // The API server loads policies asynchronously: wait until the first refusal.
+    let mut refused = Ok(());
+    for _ in 0..100 {
+        refused = dry_run_create(&client, &namespace, &builder("evil.example.com/miner:1", None)).await;
+        if refused.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let message = refused.expect_err("a builder image outside the allowlist is refused");
+    assert!(
+        message.contains("spec.builder.image evil.example.com/miner:1 is not allowed")
+            && message.contains("hashicorp/packer:1.11."),
+        "{message}"
+    );
+    let message = dry_run_create(
+        &client,
+        &namespace,
+        &builder("hashicorp/packer:1.11.2", Some("ghcr.io/x/git:1")),
+    )
+    .await
+    .expect_err("a git-sync image outside the allowlist is refused");
+    assert!(
+        message.contains("spec.gitSync.image ghcr.io/x/git:1 is not allowed"),
+        "{message}"
+    );
+    let allowed = builder(
+        "hashicorp/packer:1.11.2",
+        Some("registry.k8s.io/git-sync/git-sync:v4.2.3"),
+    );
+    assert_eq!(dry_run_create(&client, &namespace, &allowed).await, Ok(()));
+    for (api, name) in applied.into_iter().rev() {
+        api.delete(&name, &Default::default()).await.expect("delete");
+    }
+}

@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::{
+    api::resource::Quantity,
+    apis::meta::v1::{Condition, Time},
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -268,6 +271,8 @@ pub struct GitSyncSpec {
 /// The Packer project and the Job that runs it.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.jobServiceAccountName) || !has(self.pod) || !has(self.pod.serviceAccountName)")
+    .message("set jobServiceAccountName or pod.serviceAccountName, not both").field_path(".pod.serviceAccountName"))]
 #[x_kube(validation = Rule::new(r"!self.repoURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@') && !self.repoURL.matches('^[Hh][Tt][Tt][Pp][Ss]?://[^/@]*@')")
     .message("repoURL must not embed credentials (user:password@ or token@); put them in the gitSync.secret Secret").field_path(".repoURL"))]
 pub struct BuilderSpec {
@@ -300,10 +305,15 @@ pub struct BuilderSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
     pub secret: Option<String>,
-    /// ServiceAccount the build Job runs as (e.g. one with an IRSA role for Packer).
+    /// ServiceAccount the build Job runs as (e.g. one with an IRSA role for Packer). The original operator's
+    /// spelling of `pod.serviceAccountName`; set one of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
     pub job_service_account_name: Option<String>,
+    /// Scheduling, resources and identity of the build Pod. Each field set here replaces the controller's default
+    /// for it (`--build-pod-defaults`); `annotations` are merged, these winning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<BuildPodSpec>,
     /// Packer commands. They always run in the order `init`, `validate`, `build`; missing ones are added with
     /// default settings. Empty means `packer init . && packer validate . && packer build -color=false .`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -311,6 +321,95 @@ pub struct BuilderSpec {
     #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.subCommand == c.subCommand))")
         .message("each subCommand may appear at most once"))]
     pub commands: Vec<PackerCommand>,
+}
+
+/// The build Pod's scheduling, resources and identity (`spec.builder.pod`, and the controller's
+/// `--build-pod-defaults` in the same shape).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildPodSpec {
+    /// CPU, memory and ephemeral-storage requests and limits of every Packer container (git-sync keeps its own
+    /// small footprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<BuildResources>,
+    /// Node labels the build Pod must run on, e.g. a dedicated build node pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Taints the build Pod tolerates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    /// ServiceAccount the build Pod runs as (e.g. one with an IRSA role for Packer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = K8S_NAME_PATTERN))]
+    pub service_account_name: Option<String>,
+    /// Extra annotations of the build Pod (e.g. `karpenter.sh/do-not-disrupt: "true"`). The controller's own
+    /// labels are never replaced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 20))]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// Mount the ServiceAccount's Kubernetes API token into the build Pod. Off unless set: a build talks to AWS
+    /// and git, never to the Kubernetes API (IRSA and EKS Pod Identity inject their AWS token either way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
+}
+
+/// Requests and limits of the Packer containers, as in a Pod (`cpu`, `memory`, `ephemeral-storage`).
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildResources {
+    /// Minimum resources, e.g. `cpu: 500m`, `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    #[x_kube(validation = Rule::new(QUANTITY_MAP_RULE).message(QUANTITY_MAP_MESSAGE))]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Maximum resources, e.g. `memory: 4Gi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map")]
+    #[x_kube(validation = Rule::new(QUANTITY_MAP_RULE).message(QUANTITY_MAP_MESSAGE))]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+const QUANTITY_MAP_RULE: &str =
+    "self.all(k, k in ['cpu', 'memory', 'ephemeral-storage'] && isQuantity(string(self[k])))";
+const QUANTITY_MAP_MESSAGE: &str =
+    "keys are cpu, memory or ephemeral-storage and values quantities such as 500m, 2 or 4Gi";
+
+/// A map of resource name to quantity (integer or string, as in a Pod).
+fn quantity_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 3,
+        "additionalProperties": {"x-kubernetes-int-or-string": true},
+    })
+}
+
+impl BuildPodSpec {
+    /// `self` over `defaults`, field by field; annotations merged with `self`'s winning.
+    pub fn over(&self, defaults: &BuildPodSpec) -> BuildPodSpec {
+        let annotations = match (&defaults.annotations, &self.annotations) {
+            (None, None) => None,
+            (d, s) => {
+                let mut merged = d.clone().unwrap_or_default();
+                merged.extend(s.clone().unwrap_or_default());
+                Some(merged)
+            }
+        };
+        BuildPodSpec {
+            resources: self.resources.clone().or_else(|| defaults.resources.clone()),
+            node_selector: self.node_selector.clone().or_else(|| defaults.node_selector.clone()),
+            tolerations: self.tolerations.clone().or_else(|| defaults.tolerations.clone()),
+            service_account_name: self
+                .service_account_name
+                .clone()
+                .or_else(|| defaults.service_account_name.clone()),
+            annotations,
+            automount_service_account_token: self
+                .automount_service_account_token
+                .or(defaults.automount_service_account_token),
+        }
+    }
 }
 
 fn default_branch() -> String {

@@ -53,9 +53,18 @@ struct Args {
     /// (unset: the timer alone decides). For clusters that want a global upper bound on staleness.
     #[arg(long, env = "RESYNC_INTERVAL", value_parser = api_types::parse_duration)]
     resync_interval: Option<Duration>,
+    /// Defaults of every build Pod, as JSON in the shape of `spec.builder.pod` (resources, nodeSelector,
+    /// tolerations, serviceAccountName, annotations, automountServiceAccountToken); a PackerBuilder's own
+    /// `builder.pod` fields replace them (annotations are merged).
+    #[arg(long, env = "BUILD_POD_DEFAULTS", default_value = "{}", value_parser = parse_pod_defaults)]
+    build_pod_defaults: api_types::packer_builder::BuildPodSpec,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "packer-build-controller")]
     lease_name: String,
+}
+
+fn parse_pod_defaults(text: &str) -> Result<api_types::packer_builder::BuildPodSpec, String> {
+    serde_json::from_str(text).map_err(|e| format!("BUILD_POD_DEFAULTS is not a builder.pod object: {e}"))
 }
 
 fn error_policy(pb: Arc<PackerBuilder>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -94,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
     context.git_sync_image = args.git_sync_image.clone();
     context.retry_base = args.build_retry_base_delay;
     context.resync = args.resync_interval;
+    context.build_pod_defaults = args.build_pod_defaults.clone();
     context.liveness = args.runtime.liveness();
     context.errors = controller_runtime::backoff::ErrorBackoff::new(args.retry_base_delay, Duration::from_secs(300));
     context.build_grace_period = args.build_grace_period;

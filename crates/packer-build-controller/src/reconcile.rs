@@ -64,6 +64,8 @@ pub struct Context {
     pub metrics: Arc<controller_runtime::Metrics>,
     /// Where transitions are announced.
     pub notifier: Arc<dyn crate::notify::Notifier>,
+    /// Build Pod settings a PackerBuilder's `builder.pod` does not set.
+    pub build_pod_defaults: api_types::packer_builder::BuildPodSpec,
     /// Re-check every PackerBuilder at least this often, whatever its `timeOuts.controllerTimer` (`None`: the
     /// timer alone decides).
     pub resync: Option<Duration>,
@@ -118,6 +120,7 @@ impl Context {
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,
             resync: None,
+            build_pod_defaults: Default::default(),
             metrics,
             notifier,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
@@ -712,6 +715,12 @@ async fn create_job(
     let owner = pb
         .controller_owner_ref(&())
         .ok_or_else(|| Error::InvalidSpec("the PackerBuilder has no uid".into()))?;
+    let pod = spec
+        .builder
+        .pod
+        .clone()
+        .unwrap_or_default()
+        .over(&ctx.build_pod_defaults);
     let job = build_job(&JobParams {
         builder_name: &pb.name_any(),
         namespace: ns,
@@ -726,6 +735,7 @@ async fn create_job(
         ttl_seconds: i32::try_from(durations.job_ttl.as_secs()).unwrap_or(i32::MAX),
         deadline_seconds: i64::try_from(durations.build_timeout.as_secs()).unwrap_or(i64::MAX),
         grace_seconds: i64::try_from(ctx.build_grace_period.as_secs()).unwrap_or(i64::MAX),
+        pod: &pod,
     })?;
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {

@@ -1525,3 +1525,50 @@ async fn an_sns_topic_or_ses_sender_outside_the_allowlists_is_never_used() {
     );
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_build_pod_gets_the_specs_pod_settings_over_the_controllers_defaults() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    let defaults = json!({
+        "annotations": {"team": "platform", "karpenter.sh/do-not-disrupt": "false"},
+        "resources": {"requests": {"cpu": "100m"}},
+    })
+    .to_string();
+    h.start_controller_with(&[("BUILD_POD_DEFAULTS", defaults.as_str())]);
+    let mut builder = h.seed_builder();
+    builder.spec.builder.pod = Some(
+        serde_json::from_value(json!({
+            "annotations": {"karpenter.sh/do-not-disrupt": "true"},
+            "resources": {"limits": {"memory": "2Gi"}},
+        }))
+        .expect("pod"),
+    );
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    h.wait_built().await;
+    let jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 1);
+    let template = jobs[0].spec.clone().expect("spec").template;
+    let annotations = template.metadata.and_then(|m| m.annotations).expect("annotations");
+    assert_eq!(annotations["karpenter.sh/do-not-disrupt"], "true", "the spec wins");
+    assert_eq!(annotations["team"], "platform", "the controller's default is merged in");
+    let pod = template.spec.expect("pod spec");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let build = pod
+        .containers
+        .iter()
+        .find(|c| c.name == "packer-build")
+        .expect("build container");
+    let resources = build.resources.clone().expect("resources");
+    assert_eq!(
+        resources.limits.expect("limits")["memory"].0,
+        "2Gi",
+        "the spec's resources replace the default as a whole"
+    );
+    assert!(
+        !resources.requests.unwrap_or_default().contains_key("cpu"),
+        "the default cpu request is replaced, not merged"
+    );
+    h.stop_controller().await;
+}

@@ -78,6 +78,8 @@ pub struct JobParams<'a> {
     pub deadline_seconds: i64,
     /// The pod's `terminationGracePeriodSeconds`: how long Packer has after SIGTERM to delete what it created.
     pub grace_seconds: i64,
+    /// The effective `builder.pod` (the spec's over the controller's defaults).
+    pub pod: &'a api_types::packer_builder::BuildPodSpec,
 }
 
 /// The short job ID derived from a build ID: deterministic, so a retried create targets the same Job.
@@ -161,6 +163,9 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
             "securityContext": container_security,
             "terminationMessagePolicy": "File",
         });
+        if let Some(resources) = &p.pod.resources {
+            c["resources"] = json!({"requests": resources.requests, "limits": resources.limits});
+        }
         if step.sub_command == api_types::packer_builder::PackerSubCommand::Build {
             c["command"] = json!(["/bin/sh", "-c", BUILD_SCRIPT, "packer-build"]);
             c["args"] = json!(step.args);
@@ -217,12 +222,27 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
         "initContainers": init,
         "containers": main,
         "terminationGracePeriodSeconds": p.grace_seconds,
-        // A build talks to AWS and git, never to the Kubernetes API: no ServiceAccount token is mounted. IRSA and
-        // EKS Pod Identity inject their own projected AWS token whatever this says.
-        "automountServiceAccountToken": false,
+        // A build talks to AWS and git, never to the Kubernetes API: no ServiceAccount token is mounted unless
+        // `builder.pod` asks. IRSA and EKS Pod Identity inject their own projected AWS token whatever this says.
+        "automountServiceAccountToken": p.pod.automount_service_account_token.unwrap_or(false),
     });
-    if let Some(sa) = &p.builder.job_service_account_name {
+    if let Some(sa) = p
+        .builder
+        .job_service_account_name
+        .as_ref()
+        .or(p.pod.service_account_name.as_ref())
+    {
         pod_spec["serviceAccountName"] = json!(sa);
+    }
+    if let Some(selector) = &p.pod.node_selector {
+        pod_spec["nodeSelector"] = json!(selector);
+    }
+    if let Some(tolerations) = &p.pod.tolerations {
+        pod_spec["tolerations"] = json!(tolerations);
+    }
+    let mut template_metadata = json!({"labels": labels});
+    if let Some(annotations) = &p.pod.annotations {
+        template_metadata["annotations"] = json!(annotations);
     }
     serde_json::from_value(json!({
         "apiVersion": "batch/v1",
@@ -240,7 +260,7 @@ pub fn build_job(p: &JobParams<'_>) -> Result<Job, serde_json::Error> {
             "podFailurePolicy": {"rules": [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]},
             "activeDeadlineSeconds": p.deadline_seconds,
             "ttlSecondsAfterFinished": p.ttl_seconds,
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
         }
     }))
 }
@@ -364,6 +384,7 @@ mod wrapper_tests {
 mod tests {
     use super::*;
     use crate::command::render_steps;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn builder() -> BuilderSpec {
         serde_json::from_value(json!({
@@ -397,6 +418,10 @@ mod tests {
     }
 
     fn job_named(builder_name: &str) -> Job {
+        job_with(builder_name, &api_types::packer_builder::BuildPodSpec::default())
+    }
+
+    fn job_with(builder_name: &str, pod: &api_types::packer_builder::BuildPodSpec) -> Job {
         let b = builder();
         let steps = render_steps(&b, None, false);
         build_job(&JobParams {
@@ -420,8 +445,65 @@ mod tests {
             ttl_seconds: 3600,
             deadline_seconds: 7200,
             grace_seconds: 300,
+            pod,
         })
         .expect("job")
+    }
+
+    #[test]
+    fn the_effective_build_pod_settings_reach_the_pod_and_every_packer_container() {
+        use api_types::packer_builder::{BuildPodSpec, BuildResources};
+        let defaults: BuildPodSpec = serde_json::from_value(json!({
+            "nodeSelector": {"pool": "builds"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "builds", "effect": "NoSchedule"}],
+            "annotations": {"owner": "platform", "karpenter.sh/do-not-disrupt": "false"},
+            "resources": {"requests": {"cpu": "250m"}},
+        }))
+        .expect("defaults");
+        let spec = BuildPodSpec {
+            resources: Some(BuildResources {
+                requests: [("cpu".to_owned(), Quantity("2".into()))].into(),
+                limits: [("memory".to_owned(), Quantity("4Gi".into()))].into(),
+            }),
+            annotations: Some([("karpenter.sh/do-not-disrupt".to_owned(), "true".to_owned())].into()),
+            automount_service_account_token: Some(true),
+            ..BuildPodSpec::default()
+        };
+        let job = job_with("packer-builder-local", &spec.over(&defaults));
+        let template = job.spec.expect("spec").template;
+        let annotations = template.metadata.expect("metadata").annotations.expect("annotations");
+        assert_eq!(annotations["karpenter.sh/do-not-disrupt"], "true", "the spec wins");
+        assert_eq!(annotations["owner"], "platform", "defaults are merged in");
+        let pod = template.spec.expect("pod spec");
+        assert_eq!(
+            pod.node_selector.expect("selector")["pool"],
+            "builds",
+            "the default applies"
+        );
+        assert_eq!(
+            pod.tolerations.expect("tolerations")[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(pod.automount_service_account_token, Some(true), "asked for");
+        let packer: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .filter(|c| c.name.starts_with("packer-"))
+            .collect();
+        assert_eq!(packer.len(), 3);
+        for c in packer {
+            let r = c.resources.as_ref().expect("resources");
+            assert_eq!(
+                r.requests.as_ref().expect("requests")["cpu"],
+                Quantity("2".into()),
+                "the spec's, whole"
+            );
+            assert_eq!(r.limits.as_ref().expect("limits")["memory"], Quantity("4Gi".into()));
+        }
+        let git = &pod.init_containers.as_ref().expect("init")[0];
+        assert!(git.resources.is_none(), "git-sync keeps its own footprint");
     }
 
     #[test]

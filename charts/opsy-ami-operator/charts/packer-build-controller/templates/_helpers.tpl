@@ -111,6 +111,10 @@ app.kubernetes.io/part-of: opsy-ami-operator
   value: {{ .Values.settings.baseAmiCacheTtl | quote }}
 - name: BUILD_RETRY_BASE_DELAY
   value: {{ .Values.settings.buildRetryBaseDelay | quote }}
+{{- with .Values.settings.buildPodDefaults }}
+- name: BUILD_POD_DEFAULTS
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- with .Values.settings.resyncInterval }}
 - name: RESYNC_INTERVAL
   value: {{ . | quote }}
