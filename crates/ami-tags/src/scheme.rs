@@ -294,11 +294,12 @@ pub fn first_tagged_at(image: &Image, build_id: &str) -> Option<Timestamp> {
 /// The AMIs a new build of `identity` retires: the other `active` AMIs of exactly this PackerBuilder (cluster,
 /// name, namespace, repository, branch; AMIs of the original operator carry no namespace and count as ours).
 /// Never an AMI of another PackerBuilder, even one with the same name in another namespace.
-pub fn superseded<'a>(images: &'a [Image], identity: &Identity, new_ami: &str) -> Vec<&'a str> {
+/// `new_amis` are every AMI of the new build (a template may make several, e.g. one per architecture).
+pub fn superseded<'a>(images: &'a [Image], identity: &Identity, new_amis: &[String]) -> Vec<&'a str> {
     let selector = Selector::for_builder(identity);
     images
         .iter()
-        .filter(|i| i.id != new_ami && i.status() == Some(AmiStatus::Active) && selector.matches(i))
+        .filter(|i| !new_amis.contains(&i.id) && i.status() == Some(AmiStatus::Active) && selector.matches(i))
         .map(|i| i.id.as_str())
         .collect()
 }
@@ -398,8 +399,8 @@ mod tests {
             active("ami-a-new", &team_a),
             active("ami-b", &team_b),
         ];
-        assert_eq!(superseded(&images, &team_a, "ami-a-new"), ["ami-a-old"]);
-        assert_eq!(superseded(&images, &team_b, "ami-b"), Vec::<&str>::new());
+        assert_eq!(superseded(&images, &team_a, &["ami-a-new".to_owned()]), ["ami-a-old"]);
+        assert_eq!(superseded(&images, &team_b, &["ami-b".to_owned()]), Vec::<&str>::new());
     }
 
     #[test]
@@ -420,7 +421,7 @@ mod tests {
             ),
         );
         let images = vec![legacy, old, other_branch, active("ami-new", &id)];
-        assert_eq!(superseded(&images, &id, "ami-new"), ["ami-legacy"]);
+        assert_eq!(superseded(&images, &id, &["ami-new".to_owned()]), ["ami-legacy"]);
     }
 
     #[test]

@@ -273,11 +273,14 @@ pub struct GitSyncSpec {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.jobServiceAccountName) || !has(self.pod) || !has(self.pod.serviceAccountName)")
     .message("set jobServiceAccountName or pod.serviceAccountName, not both").field_path(".pod.serviceAccountName"))]
+#[x_kube(validation = Rule::new(r"!self.repoURL.matches('^([A-Za-z+]*[Ss][Ss][Hh][A-Za-z+]*://|[^/:@]+@[^/:]+:)')")
+    .message("SSH repositories are not supported yet (the build Pod gets no SSH key or known_hosts); use the https URL with a token in gitSync.secret").field_path(".repoURL"))]
 #[x_kube(validation = Rule::new(r"!self.repoURL.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*:[^/@]*@') && !self.repoURL.matches('^[Hh][Tt][Tt][Pp][Ss]?://[^/@]*@')")
     .message("repoURL must not embed credentials (user:password@ or token@); put them in the gitSync.secret Secret").field_path(".repoURL"))]
 pub struct BuilderSpec {
-    /// Git repository holding the Packer project (`https://`, `ssh://`, `git@host:path` or `file://`).
-    /// Credentials belong in `gitSync.secret`, never in the URL.
+    /// Git repository holding the Packer project (`https://`, `http://` or `file://`). Credentials belong in
+    /// `gitSync.secret`, never in the URL. SSH repositories (`ssh://`, `git@host:path`) are refused: the build Pod
+    /// gets no SSH key or known_hosts yet; use the https URL with a token in `gitSync.secret`.
     #[serde(rename = "repoURL")]
     #[schemars(
         length(min = 1, max = 2048),
@@ -569,6 +572,11 @@ pub struct PackerBuilderStatus {
     /// AMI produced (or adopted) by the most recent run: the AMI in use.
     #[serde(default, rename = "lastRunBuiltImageID", skip_serializing_if = "Option::is_none")]
     pub last_run_built_image_id: Option<String>,
+    /// Every AMI the most recent successful build made in `region`, in the order Packer reported them, when there
+    /// was more than one (a template with several sources, e.g. one per architecture); `lastRunBuiltImageID` is
+    /// the first. All are verified, tagged as this build's and retired together by the next build.
+    #[serde(default, rename = "lastRunBuiltImageIDs", skip_serializing_if = "Vec::is_empty")]
+    pub last_run_built_image_ids: Vec<String>,
     /// Human-readable summary of the most recent run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run_message: Option<String>,

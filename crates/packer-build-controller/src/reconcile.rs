@@ -32,7 +32,7 @@ use packer_job::{
     job::{
         DEFAULT_GIT_SYNC_IMAGE, JobParams, LABEL_BUILD_ID, LABEL_BUILDER, build_job, job_id_for, job_name, label_value,
     },
-    outcome::artifact_in_region,
+    outcome::artifacts_in_region,
 };
 
 use crate::{
@@ -499,9 +499,11 @@ async fn observe_and_act(
             );
             // Same AMI as before and already Ready: keep the Ready condition as it is (its reason says how the
             // AMI came to be), so a periodic re-check writes nothing and emits nothing.
-            let unchanged = !adopted
-                && status.last_run_built_image_id.as_deref() == Some(image.id.as_str())
-                && api_types::conditions::is_condition_true(&status.conditions, types::READY);
+            // A build that made several AMIs keeps them all; any of them is the same AMI set.
+            let ours = status.last_run_built_image_id.as_deref() == Some(image.id.as_str())
+                || status.last_run_built_image_ids.contains(&image.id);
+            let unchanged =
+                !adopted && ours && api_types::conditions::is_condition_true(&status.conditions, types::READY);
             if unchanged {
                 return Ok(Outcome {
                     requeue: recheck,
@@ -522,6 +524,9 @@ async fn observe_and_act(
                 reasons::AMI_AVAILABLE
             };
             status.last_run_built_image_id = Some(image.id.clone());
+            if !status.last_run_built_image_ids.contains(&image.id) {
+                status.last_run_built_image_ids.clear();
+            }
             condition(
                 status,
                 types::READY,
@@ -832,8 +837,8 @@ async fn follow_job(
     }
 }
 
-/// The AMI a succeeded Job reported: the build container's termination message, else its log.
-async fn reported_ami(ctx: &Context, ns: &str, job: &str, region: &str) -> Result<Option<String>> {
+/// The AMIs a succeeded Job reported in `region`: the build container's termination message, else its log.
+async fn reported_amis(ctx: &Context, ns: &str, job: &str, region: &str) -> Result<Vec<String>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let list = pods
         .list(&ListParams::default().labels(&format!("job-name={job}")))
@@ -845,23 +850,25 @@ async fn reported_ami(ctx: &Context, ns: &str, job: &str, region: &str) -> Resul
             .and_then(|s| s.container_statuses.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.name == "packer-build"))
             .and_then(|c| c.state.as_ref()?.terminated.as_ref());
-        if let Some(ami) = terminated
+        let amis = terminated
             .and_then(|t| t.message.as_deref())
-            .and_then(|m| artifact_in_region(m, region))
-        {
-            return Ok(Some(ami));
+            .map(|m| artifacts_in_region(m, region))
+            .unwrap_or_default();
+        if !amis.is_empty() {
+            return Ok(amis);
         }
         let params = LogParams {
             container: Some("packer-build".into()),
             ..LogParams::default()
         };
-        if let Ok(log) = pods.logs(&pod.name_any(), &params).await
-            && let Some(ami) = artifact_in_region(&log, region)
-        {
-            return Ok(Some(ami));
+        if let Ok(log) = pods.logs(&pod.name_any(), &params).await {
+            let amis = artifacts_in_region(&log, region);
+            if !amis.is_empty() {
+                return Ok(amis);
+            }
         }
     }
-    Ok(None)
+    Ok(Vec::new())
 }
 
 /// Why collecting a succeeded build did not finish.
@@ -892,55 +899,68 @@ async fn collect_success(
 ) -> Result<Outcome, Collect> {
     let spec = &pb.spec;
     let generation = pb.metadata.generation.unwrap_or(1);
-    let ami = reported_ami(ctx, ns, job, &spec.region).await?.ok_or_else(|| {
-        Collect::BadArtifact(format!(
+    let amis = reported_amis(ctx, ns, job, &spec.region).await?;
+    if amis.is_empty() {
+        return Err(Collect::BadArtifact(format!(
             "build Job {job} succeeded but reported no AMI in {}",
             spec.region
-        ))
-    })?;
-    let found = ctx.aws.own_image(&spec.region, &ami).await?;
+        )));
+    }
     let build_started = status.last_run.as_ref().map(|t| t.0);
-    let image = match crate::decide::check_artifact(&ami, found.as_ref(), build_started, status.build_id.as_deref()) {
-        crate::decide::Artifact::Verified => found.unwrap_or_default(),
-        crate::decide::Artifact::Pending => {
-            // Still being registered: look again shortly, the Job's result is safe in its termination message.
-            return Ok(Outcome {
-                requeue: Duration::from_secs(15),
-                event: None,
-            });
+    // Every AMI is verified before any is tagged: one stranger's AMI fails the whole build.
+    let mut images = Vec::with_capacity(amis.len());
+    for ami in &amis {
+        let found = ctx.aws.own_image(&spec.region, ami).await?;
+        match crate::decide::check_artifact(ami, found.as_ref(), build_started, status.build_id.as_deref()) {
+            crate::decide::Artifact::Verified => images.push(found.unwrap_or_default()),
+            crate::decide::Artifact::Pending => {
+                // Still being registered: look again shortly, the Job's result is safe in its termination message.
+                return Ok(Outcome {
+                    requeue: Duration::from_secs(15),
+                    event: None,
+                });
+            }
+            crate::decide::Artifact::Unverified(why) => return Err(Collect::Unverified(why)),
         }
-        crate::decide::Artifact::Unverified(why) => return Err(Collect::Unverified(why)),
-    };
+    }
     let identity = identity(pb);
     let build_id = status.build_id.clone().unwrap_or_default();
-    let record = BuildRecord {
-        // A second collection of the same build (after a failed call below, or a restart) keeps the first time.
-        created_at: ami_tags::first_tagged_at(&image, &build_id).unwrap_or(now),
-        build_id,
-        job_id: status.job_id.clone().unwrap_or_default(),
-        base_ami: status.last_run_base_image_id.clone(),
-        // Recorded when the build started: a spec edit during the build must not relabel this AMI.
-        build_config: status.build_config_hash.clone(),
-    };
-    ctx.aws
-        .tag(
-            &spec.region,
-            std::slice::from_ref(&ami),
-            &build_tags(&identity, &record),
-        )
-        .await?;
+    for image in &images {
+        let record = BuildRecord {
+            // A second collection of the same build (after a failed call below, or a restart) keeps the first time.
+            created_at: ami_tags::first_tagged_at(image, &build_id).unwrap_or(now),
+            build_id: build_id.clone(),
+            job_id: status.job_id.clone().unwrap_or_default(),
+            base_ami: status.last_run_base_image_id.clone(),
+            // Recorded when the build started: a spec edit during the build must not relabel this AMI.
+            build_config: status.build_config_hash.clone(),
+        };
+        ctx.aws
+            .tag(
+                &spec.region,
+                std::slice::from_ref(&image.id),
+                &build_tags(&identity, &record),
+            )
+            .await?;
+    }
     // EC2 filters by the identity tags it can match exactly; `superseded` applies the full identity (namespace
     // included), so a same-named PackerBuilder in another namespace never loses its AMI.
     let candidates = ctx
         .aws
         .managed_images(&spec.region, &spec.cluster_name, &Selector::for_builder(&identity))
         .await?;
-    let older: Vec<String> = ami_tags::superseded(&candidates, &identity, &ami)
+    let older: Vec<String> = ami_tags::superseded(&candidates, &identity, &amis)
         .into_iter()
         .map(str::to_owned)
         .collect();
     ctx.aws.tag(&spec.region, &older, &deprecation_tags()).await?;
-    let message = format!("built and verified AMI {ami}");
+    let ami = amis[0].clone();
+    status.last_run_built_image_ids = if amis.len() > 1 { amis.clone() } else { Vec::new() };
+    let message = if amis.len() > 1 {
+        format!("built and verified AMIs {}", amis.join(", "))
+    } else {
+        format!("built and verified AMI {ami}")
+    };
     status.job_status = Some("completed".to_owned());
     status.last_run_status = Some("succeeded".to_owned());
     status.last_run_built_image_id = Some(ami);

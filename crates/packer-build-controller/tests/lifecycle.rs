@@ -1572,3 +1572,76 @@ async fn the_build_pod_gets_the_specs_pod_settings_over_the_controllers_defaults
     );
     h.stop_controller().await;
 }
+
+/// A template with two sources (as a multi-architecture project has) reports two AMIs: both are verified, tagged as
+/// this build's and listed in status; neither retires the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_template_with_two_sources_records_and_tags_both_amis() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    let template = h.repo.path().join("packer/generic-fips/eks-node.pkr.hcl");
+    let text = std::fs::read_to_string(&template).expect("template");
+    // A second source: a copy of the sample's `node` source with its own AMI name (Packer 1.6 cannot override a
+    // source's set fields inside the build block).
+    let start = text
+        .find("source \"amazon-ebs\" \"node\" {")
+        .expect("the sample's source");
+    let end = start + text[start..].find("\n}\n").expect("its end") + 3;
+    let second = text[start..end]
+        .replace("\"node\"", "\"arm64\"")
+        .replace("${var.ami_name_prefix}-", "${var.ami_name_prefix}-arm64-");
+    let single = "sources = [\"source.amazon-ebs.node\"]";
+    assert!(text.contains(single), "the sample's build block");
+    let two = format!(
+        "{}{second}",
+        text.replace(
+            single,
+            "sources = [\"source.amazon-ebs.node\", \"source.amazon-ebs.arm64\"]"
+        )
+    );
+    std::fs::write(&template, two).expect("write");
+    let git = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.com",
+            "commit",
+            "--quiet",
+            "-am",
+            "two sources",
+        ])
+        .current_dir(h.repo.path())
+        .status()
+        .expect("git");
+    assert!(git.success());
+    h.start_controller();
+    let builder = h.seed_builder();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let pb = h.wait_built().await;
+    let status = pb.status.expect("status");
+    assert_eq!(status.last_run_built_image_ids.len(), 2, "{status:?}");
+    assert_eq!(
+        status.last_run_built_image_id.as_ref(),
+        Some(&status.last_run_built_image_ids[0])
+    );
+    let build_id = status.build_id.clone().expect("build id");
+    let mut names = Vec::new();
+    for ami in &status.last_run_built_image_ids {
+        let tags = h.image_tags(ami).await;
+        assert_eq!(tags["build-id"], build_id, "{ami}: {tags:?}");
+        assert_eq!(
+            tags["status"], "active",
+            "{ami}: neither AMI of the build retires the other"
+        );
+        names.push(ami.clone());
+    }
+    assert_ne!(names[0], names[1]);
+    let message = status.last_run_message.unwrap_or_default();
+    assert!(message.contains(&names[0]) && message.contains(&names[1]), "{message}");
+    // A later re-check keeps both and writes nothing new.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.jobs().await.len(), 1);
+    h.stop_controller().await;
+}

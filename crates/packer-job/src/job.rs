@@ -45,7 +45,7 @@ while :; do
   kill -0 "$packer_pid" 2>/dev/null || break
 done
 wait "$tee_pid"
-grep ',artifact,0,id,' /tmp/packer-build.out | tail -n 1 | cut -d, -f6- > /dev/termination-log
+grep ',artifact,[0-9][0-9]*,id,' /tmp/packer-build.out | tail -n 50 | cut -d, -f6- > /dev/termination-log
 exit "$rc"
 "#;
 
@@ -332,7 +332,7 @@ mod wrapper_tests {
     }
 
     #[test]
-    fn the_exit_code_and_the_last_artifact_pass_through() {
+    fn the_exit_code_and_every_artifact_pass_through() {
         let sb = sandbox(
             "exit",
             "echo '1,amazon-ebs,artifact,0,id,us-east-1:ami-0aaaaaaaaaaaaaaaa'\n\
@@ -342,7 +342,8 @@ mod wrapper_tests {
         assert_eq!(wait(&mut child, Duration::from_secs(10)), Some(3));
         assert_eq!(
             std::fs::read_to_string(sb.0.join("termination-log")).expect("termination log"),
-            "us-east-1:ami-0bbbbbbbbbbbbbbbb\n"
+            "us-east-1:ami-0aaaaaaaaaaaaaaaa\nus-east-1:ami-0bbbbbbbbbbbbbbbb\n",
+            "a template with two sources reports two AMIs"
         );
         let out = std::fs::read_to_string(sb.0.join("packer-build.out")).expect("output kept");
         assert!(out.contains("ami-0aaaaaaaaaaaaaaaa"), "{out}");
