@@ -255,6 +255,18 @@ impl Aws {
         }
     }
 
+    /// This account's AMIs in `region` tagged `build-id=<build_id>` (what a template that declares `build_id` tags),
+    /// oldest ID first: how a build whose Job and pod are gone is recovered.
+    pub async fn images_of_build(&self, region: &str, build_id: &str) -> Result<Vec<Image>> {
+        let filter = Filter::builder()
+            .name(format!("tag:{}", ami_tags::keys::BUILD_ID))
+            .values(build_id)
+            .build();
+        let mut images = self.describe(region, vec![filter], &["self".to_owned()], &[]).await?;
+        images.sort_by(|a, b| a.creation_date.cmp(&b.creation_date).then_with(|| a.id.cmp(&b.id)));
+        Ok(images)
+    }
+
     /// Adds or overwrites tags.
     pub async fn tag(&self, region: &str, ids: &[String], tags: &BTreeMap<String, String>) -> Result<()> {
         if ids.is_empty() || tags.is_empty() {

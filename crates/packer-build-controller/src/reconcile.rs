@@ -800,10 +800,23 @@ async fn follow_job(
                 event: None,
             });
         }
-        None => Err((
-            reasons::BUILD_FAILED,
-            format!("build Job {name} disappeared before it finished"),
-        )),
+        // The Job and its pod are gone (deleted, or collected by `jobTtl` while the controller was down): the build
+        // may still have succeeded. Its AMIs carry this build's `build-id` tag when the template sets it.
+        None => match recover_by_build_id(pb, ctx, status, durations, now).await {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err((
+                reasons::BUILD_FAILED,
+                format!(
+                    "build Job {name} disappeared before its result was read, and no AMI of this account in {} is \
+                     tagged build-id={}",
+                    pb.spec.region,
+                    status.build_id.as_deref().unwrap_or_default()
+                ),
+            )),
+            Err(Collect::BadArtifact(message)) => Err((reasons::BUILD_FAILED, message)),
+            Err(Collect::Unverified(message)) => Err((reasons::UNVERIFIED_ARTIFACT, message)),
+            Err(Collect::Retry(error)) => return Err(error),
+        },
         Some(job) => match job_finished(&job) {
             None => {
                 status.phase = Some(PackerBuilderPhase::Building);
@@ -897,15 +910,49 @@ async fn collect_success(
     durations: &Durations,
     now: Timestamp,
 ) -> Result<Outcome, Collect> {
-    let spec = &pb.spec;
-    let generation = pb.metadata.generation.unwrap_or(1);
-    let amis = reported_amis(ctx, ns, job, &spec.region).await?;
+    let amis = reported_amis(ctx, ns, job, &pb.spec.region).await?;
     if amis.is_empty() {
         return Err(Collect::BadArtifact(format!(
             "build Job {job} succeeded but reported no AMI in {}",
-            spec.region
+            pb.spec.region
         )));
     }
+    finish_build(pb, ctx, status, amis, durations, now).await
+}
+
+/// The build's AMIs found by their `build-id` tag when its Job is gone; `None` when there are none (or the
+/// status records no build ID).
+async fn recover_by_build_id(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<Option<Outcome>, Collect> {
+    let Some(build_id) = status.build_id.clone().filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let found = ctx.aws.images_of_build(&pb.spec.region, &build_id).await?;
+    if found.is_empty() {
+        return Ok(None);
+    }
+    let amis: Vec<String> = found.into_iter().map(|i| i.id).collect();
+    tracing::info!(%build_id, ?amis, "build Job is gone; recovered its AMIs by their build-id tag");
+    finish_build(pb, ctx, status, amis, durations, now).await.map(Some)
+}
+
+/// Verifies a finished build's AMIs, tags them as this build's, retires the builder's older AMIs and records the
+/// success.
+async fn finish_build(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    amis: Vec<String>,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<Outcome, Collect> {
+    let spec = &pb.spec;
+    let generation = pb.metadata.generation.unwrap_or(1);
     let build_started = status.last_run.as_ref().map(|t| t.0);
     // Every AMI is verified before any is tagged: one stranger's AMI fails the whole build.
     let mut images = Vec::with_capacity(amis.len());

@@ -1645,3 +1645,74 @@ async fn a_template_with_two_sources_records_and_tags_both_amis() {
     assert_eq!(h.jobs().await.len(), 1);
     h.stop_controller().await;
 }
+
+/// The controller is down while the build finishes and the Job is collected (`jobTtl`, or someone deleted it): on
+/// restart the AMI is recovered by its `build-id` tag, not counted as a failed build, and nothing is rebuilt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_whose_job_is_gone_after_it_succeeded_is_recovered_by_its_build_id_tag() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    // Slow the build down so the controller is surely stopped before the Job ends.
+    h.aws
+        .inject(&aws_sim::Fault {
+            service: "ec2".into(),
+            action: "CreateImage".into(),
+            status: 200,
+            code: None,
+            count: 1,
+            delay_ms: 3000,
+            account: None,
+        })
+        .await
+        .expect("delay");
+    h.start_controller();
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    h.wait_for("packer-builder-local", "running", |pb| {
+        pb.status.as_ref().and_then(|s| s.job_status.as_deref()) == Some("running")
+    })
+    .await;
+    h.stop_controller().await;
+    let jobs_api: Api<Job> = Api::default_namespaced(h.client.clone());
+    let job = h.jobs().await.pop().expect("the build Job").name_any();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = jobs_api
+            .get(&job)
+            .await
+            .expect("job")
+            .status
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+        if done {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the build Job never completed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // What ttlSecondsAfterFinished does: the Job and its pods go, with the termination message and the log.
+    jobs_api
+        .delete(&job, &kube::api::DeleteParams::background())
+        .await
+        .expect("delete job");
+    while jobs_api.get_opt(&job).await.expect("get").is_some() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.start_controller();
+    let pb = h
+        .wait_for("packer-builder-local", "Ready", |pb| ready_reason(pb).is_some())
+        .await;
+    let status = pb.status.clone().expect("status");
+    assert_eq!(ready_reason(&pb).as_deref(), Some("BuildSucceeded"), "{status:?}");
+    assert_eq!(status.failed_job_count, 0);
+    let ami = status.last_run_built_image_id.clone().expect("ami");
+    let tags = h.image_tags(&ami).await;
+    assert_eq!(Some(&tags["build-id"]), status.build_id.as_ref());
+    assert_eq!(tags["status"], "active");
+    assert_eq!(tags["created-by"], "packer-builder-local", "tagged as this builder's");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(h.jobs().await.is_empty(), "nothing was rebuilt");
+    h.stop_controller().await;
+}
