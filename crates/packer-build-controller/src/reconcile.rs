@@ -6,6 +6,7 @@
 //! accepted) instead of a second one. An AMI is tagged `active` only after the Job succeeded and EC2 reports the
 //! AMI `available`.
 
+use controller_runtime::failpoint::failpoint;
 use std::{sync::Arc, time::Duration};
 
 use ami_tags::{BuildRecord, Identity, Selector, build_tags, deprecation_tags, newest_base_image};
@@ -685,8 +686,9 @@ async fn start_build(
     let stored = pb.status.clone().unwrap_or_default();
     let version = pb.resource_version();
     controller_runtime::write_status_at(&api, &pb.name_any(), version.as_deref(), &stored, status).await?;
-
+    failpoint("build-recorded");
     create_job(pb, ctx, status, ns, durations, debug).await?;
+    failpoint("job-created");
     status.job_status = Some("running".to_owned());
     Ok(Outcome {
         requeue: BUILD_POLL,
@@ -970,6 +972,7 @@ async fn finish_build(
             crate::decide::Artifact::Unverified(why) => return Err(Collect::Unverified(why)),
         }
     }
+    failpoint("build-verified");
     let identity = identity(pb);
     let build_id = status.build_id.clone().unwrap_or_default();
     for image in &images {
@@ -1001,6 +1004,7 @@ async fn finish_build(
         .map(str::to_owned)
         .collect();
     ctx.aws.tag(&spec.region, &older, &deprecation_tags()).await?;
+    failpoint("build-tagged");
     let ami = amis[0].clone();
     status.last_run_built_image_ids = if amis.len() > 1 { amis.clone() } else { Vec::new() };
     let message = if amis.len() > 1 {

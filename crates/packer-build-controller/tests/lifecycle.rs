@@ -189,6 +189,15 @@ impl Harness {
             .count()
     }
 
+    /// Waits for the last started controller process to exit by itself (a failpoint) and returns its status.
+    async fn controller_exited(&mut self) -> std::process::ExitStatus {
+        let child = self.controllers.last_mut().expect("a controller");
+        tokio::time::timeout(Duration::from_secs(120), child.wait())
+            .await
+            .expect("the controller stops at its failpoint within 2 minutes")
+            .expect("wait")
+    }
+
     async fn stop_controller(&mut self) {
         for mut child in self.controllers.drain(..) {
             let _ = child.kill().await;
@@ -1715,4 +1724,79 @@ async fn a_build_whose_job_is_gone_after_it_succeeded_is_recovered_by_its_build_
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(h.jobs().await.is_empty(), "nothing was rebuilt");
     h.stop_controller().await;
+}
+
+/// Kills the controller (abort, as SIGKILL: no cleanup) at `step` of a build, restarts it, and checks the end state:
+/// exactly one Job, one AMI made and tagged as this build's, status Ready with that AMI and no failure counted.
+async fn a_build_survives_a_crash_at(step: &str) {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    h.start_controller_with(&[("OPSY_FAILPOINT", step)]);
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &h.seed_builder())
+        .await
+        .expect("apply");
+    let exit = h.controller_exited().await;
+    assert!(!exit.success(), "{step}: {exit:?}");
+    assert!(
+        h.controller_log().contains(&format!("failpoint {step}")),
+        "{step}: the crash was at the step"
+    );
+    h.controllers.clear();
+    let before = api
+        .get("packer-builder-local")
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    h.start_controller();
+    let pb = h.wait_built().await;
+    let status = pb.status.clone().expect("status");
+    assert_eq!(
+        ready_reason(&pb).as_deref(),
+        Some("BuildSucceeded"),
+        "{step}: {status:?}"
+    );
+    assert_eq!(status.failed_job_count, 0, "{step}");
+    if before.build_id.is_some() {
+        assert_eq!(
+            status.build_id, before.build_id,
+            "{step}: the recorded build was continued, not replaced"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs = h.jobs().await;
+    assert_eq!(jobs.len(), 1, "{step}: {:?}", job_names(&jobs));
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(
+        calls.iter().filter(|c| c.action == "CreateImage").count(),
+        1,
+        "{step}: one AMI made"
+    );
+    let ami = status.last_run_built_image_id.clone().expect("ami");
+    let tags = h.image_tags(&ami).await;
+    assert_eq!(Some(&tags["build-id"]), status.build_id.as_ref(), "{step}");
+    assert_eq!(tags["status"], "active", "{step}");
+    assert!(tags.contains_key("create-timestamp"), "{step}");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_build_is_recorded_and_before_the_job_is_created_ends_with_one_build() {
+    a_build_survives_a_crash_at("build-recorded").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_right_after_the_job_is_created_ends_with_one_build() {
+    a_build_survives_a_crash_at("job-created").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_the_job_ended_and_before_tagging_ends_with_one_build() {
+    a_build_survives_a_crash_at("build-verified").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_after_tagging_and_before_the_status_write_ends_with_one_build() {
+    a_build_survives_a_crash_at("build-tagged").await;
 }
