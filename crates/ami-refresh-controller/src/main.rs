@@ -79,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             instance: args.runtime.pod_name.clone(),
         },
     );
-    let notifier = controller_runtime::notify::ChannelNotifier {
+    let notifier = controller_runtime::notify::NotificationQueue::start(controller_runtime::notify::ChannelNotifier {
         client: client.clone(),
         http: controller_runtime::notify::http_client(),
         slack_api: args.runtime.slack_api_url.clone(),
@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         sdk: sdk.clone(),
         url_policy: args.runtime.url_policy(),
         aws_allowlist: args.runtime.aws_allowlist(),
-    };
+    });
     let mut context = Context::new(
         client.clone(),
         aws::Aws::new(sdk, metrics.clone()),
@@ -178,6 +178,10 @@ async fn main() -> anyhow::Result<()> {
         futures::future::join_all(controllers).await;
     })
     .await;
+    // Queued notifications are delivered before the process exits (the Pod's grace period bounds this).
+    if !context.notifier.drain(Duration::from_secs(10)).await {
+        tracing::warn!("notifications still queued at shutdown were not delivered");
+    }
     tracing::info!("ami-refresh-controller stopped");
     Ok(())
 }

@@ -50,7 +50,7 @@ pub struct Context {
     /// Metrics.
     pub metrics: Arc<controller_runtime::Metrics>,
     /// Notification delivery.
-    pub notifier: controller_runtime::notify::ChannelNotifier,
+    pub notifier: controller_runtime::notify::NotificationQueue,
     /// First poll delay of an update in flight; grows with the update's age up to 8x.
     pub poll: Duration,
     /// Re-check interval of a settled AMIRefresher (new AMIs, drift).
@@ -70,7 +70,7 @@ impl Context {
         aws: Aws,
         recorder: Recorder,
         metrics: Arc<controller_runtime::Metrics>,
-        notifier: controller_runtime::notify::ChannelNotifier,
+        notifier: controller_runtime::notify::NotificationQueue,
     ) -> Self {
         Self {
             client,
@@ -714,7 +714,7 @@ async fn announce(ctx: &Context, amr: &AMIRefresher, status: &AMIRefresherStatus
         region: &amr.spec.region,
         spec: amr.spec.notifier.as_ref(),
     };
-    ctx.notifier.deliver(target, &n).await;
+    ctx.notifier.deliver(target, &n);
 }
 
 /// Writes the status when it changed (a merge patch that also clears removed fields), then announces each

@@ -172,22 +172,9 @@ impl ChannelNotifier {
         }
     }
 
-    /// Logs the notification (target `notification`) and delivers it to every configured channel.
-    pub async fn deliver(&self, target: Target<'_>, n: &Notification) {
-        tracing::info!(
-            target: "notification",
-            kind = %n.kind,
-            namespace = %n.namespace,
-            name = %n.name,
-            from = ?n.from,
-            to = %n.to,
-            reason = %n.reason,
-            base_ami = ?n.base_ami,
-            ami = ?n.ami,
-            node_group = ?n.node_group,
-            "{}",
-            n.message
-        );
+    /// Delivers the notification to every configured channel now, waiting for each (the [`NotificationQueue`]
+    /// worker calls this; controllers queue instead).
+    pub async fn send(&self, target: Target<'_>, n: &Notification) {
         for sink in self.sinks(target).await {
             match sink {
                 Ok(sink) => match notifier::deliver(&self.http, &sink, n, DeliveryPolicy::default()).await {
@@ -204,4 +191,147 @@ impl ChannelNotifier {
             }
         }
     }
+}
+
+/// One queued delivery: everything [`ChannelNotifier::deliver`] needs, owned.
+#[derive(Debug)]
+struct Delivery {
+    object: ObjectReference,
+    namespace: String,
+    region: String,
+    spec: Option<NotifierSpec>,
+    notification: Notification,
+}
+
+/// Deliveries waiting in all workers' queues together; beyond this, new ones are dropped (logged, counted as
+/// `queue_full`).
+pub const QUEUE_CAPACITY: usize = 1024;
+/// Delivery workers. One object's notifications always go to the same worker, so they arrive in order; different
+/// objects' are delivered in parallel.
+pub const DELIVERY_CONCURRENCY: usize = 8;
+
+/// Notifications delivered outside the reconcile: [`NotificationQueue::deliver`] logs the notification and queues
+/// it without waiting; [`DELIVERY_CONCURRENCY`] worker tasks deliver them, each with the notifier's retries and
+/// timeouts, one object's notifications in order. A slow or dead Slack, webhook or SNS endpoint therefore never
+/// holds a reconcile. The queues are bounded ([`QUEUE_CAPACITY`] in all): when full, a notification is dropped,
+/// logged and counted (`notifications_total{channel="queue",result="queue_full"}`). Queued notifications live in
+/// memory: a process that is killed loses them; a clean shutdown drains them ([`NotificationQueue::drain`]).
+#[derive(Clone, Debug)]
+pub struct NotificationQueue {
+    workers: Vec<tokio::sync::mpsc::Sender<Delivery>>,
+    metrics: Arc<Metrics>,
+    idle: Arc<tokio::sync::Notify>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl NotificationQueue {
+    /// Starts the workers (needs a Tokio runtime).
+    pub fn start(notifier: ChannelNotifier) -> Self {
+        Self::with_capacity(notifier, QUEUE_CAPACITY)
+    }
+
+    /// [`NotificationQueue::start`] with another bound for all queues together.
+    pub fn with_capacity(notifier: ChannelNotifier, capacity: usize) -> Self {
+        let metrics = notifier.metrics.clone();
+        let idle = Arc::new(tokio::sync::Notify::new());
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let notifier = Arc::new(notifier);
+        let per_worker = (capacity / DELIVERY_CONCURRENCY).max(1);
+        let workers = (0..DELIVERY_CONCURRENCY)
+            .map(|_| {
+                let (tx, mut rx) = tokio::sync::mpsc::channel::<Delivery>(per_worker);
+                let (notifier, idle, pending) = (notifier.clone(), idle.clone(), pending.clone());
+                tokio::spawn(async move {
+                    while let Some(d) = rx.recv().await {
+                        let target = Target {
+                            object: &d.object,
+                            namespace: &d.namespace,
+                            region: &d.region,
+                            spec: d.spec.as_ref(),
+                        };
+                        notifier.send(target, &d.notification).await;
+                        if pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                            idle.notify_waiters();
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
+        Self {
+            workers,
+            metrics,
+            idle,
+            pending,
+        }
+    }
+
+    /// Logs the notification (target `notification`) and queues its delivery to the channels of `target`;
+    /// returns at once.
+    pub fn deliver(&self, target: Target<'_>, n: &Notification) {
+        log_notification(n);
+        if target.spec.is_none() {
+            return;
+        }
+        let delivery = Delivery {
+            object: target.object.clone(),
+            namespace: target.namespace.to_owned(),
+            region: target.region.to_owned(),
+            spec: target.spec.cloned(),
+            notification: n.clone(),
+        };
+        // The same object always lands on the same worker: its notifications arrive in order.
+        let shard = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (&delivery.object.namespace, &delivery.object.name, &delivery.object.kind).hash(&mut hasher);
+            usize::try_from(hasher.finish() % self.workers.len() as u64).unwrap_or(0)
+        };
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Err(error) = self.workers[shard].try_send(delivery) {
+            self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let reason = match error {
+                tokio::sync::mpsc::error::TrySendError::Full(_) => "queue_full",
+                tokio::sync::mpsc::error::TrySendError::Closed(_) => "queue_closed",
+            };
+            tracing::warn!(target: "notification", reason, name = %n.name, "notification dropped, not delivered");
+            self.metrics.notification("queue", reason);
+        }
+    }
+
+    /// Deliveries queued or running.
+    pub fn pending(&self) -> usize {
+        self.pending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every queued delivery finished, or `timeout` passed; returns whether the queue is empty.
+    pub async fn drain(&self, timeout: std::time::Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.pending() == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+fn log_notification(n: &Notification) {
+    tracing::info!(
+        target: "notification",
+        kind = %n.kind,
+        namespace = %n.namespace,
+        name = %n.name,
+        from = ?n.from,
+        to = %n.to,
+        reason = %n.reason,
+        base_ami = ?n.base_ami,
+        ami = ?n.ami,
+        node_group = ?n.node_group,
+        "{}",
+        n.message
+    );
 }

@@ -155,6 +155,10 @@ async fn main() -> anyhow::Result<()> {
         futures::future::join_all(controllers).await;
     };
     controller_runtime::run_as_leader(client, election, controller).await;
+    // Queued notifications are delivered before the process exits (the Pod's grace period bounds this).
+    if !context.notifier.drain(Duration::from_secs(10)).await {
+        tracing::warn!("notifications still queued at shutdown were not delivered");
+    }
     tracing::info!("packer-build-controller stopped");
     Ok(())
 }

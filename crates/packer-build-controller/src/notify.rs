@@ -1,6 +1,7 @@
 //! Notifications of state transitions: one per transition (phase, Ready reason or build changed), never one per
 //! reconcile. Every transition is recorded as a structured log line (target `notification`); when the spec names
-//! channels, [`SinkNotifier`] delivers to them with the `notifier` crate (Slack, Discord, generic webhook). A
+//! channels, [`SinkNotifier`] queues their delivery (`controller_runtime::notify::NotificationQueue`: outside the
+//! reconcile, bounded, with retries) with the `notifier` crate (Slack, SNS, SES, Discord, generic webhook). A
 //! failed delivery never fails the reconcile: it becomes a Warning Event. Secret values are read from the
 //! Secrets the spec names at delivery time and never logged.
 
@@ -33,6 +34,12 @@ pub trait Notifier: Send + Sync {
         pb: &'a PackerBuilder,
         transition: &'a Transition,
     ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// Waits for queued deliveries (a clean shutdown), at most `timeout`; whether all finished.
+    fn drain(&self, timeout: std::time::Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        let _ = timeout;
+        Box::pin(async { true })
+    }
 }
 
 fn model(pb: &PackerBuilder, t: &Transition) -> Notification {
@@ -60,7 +67,7 @@ fn model(pb: &PackerBuilder, t: &Transition) -> Notification {
 
 /// Logs every transition and delivers it to the channels of the spec.
 #[derive(Debug)]
-pub struct SinkNotifier(pub controller_runtime::notify::ChannelNotifier);
+pub struct SinkNotifier(pub controller_runtime::notify::NotificationQueue);
 
 impl Notifier for SinkNotifier {
     fn notify<'a>(&'a self, pb: &'a PackerBuilder, t: &'a Transition) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
@@ -73,7 +80,11 @@ impl Notifier for SinkNotifier {
                 region: &pb.spec.region,
                 spec: pb.spec.notifier.as_ref(),
             };
-            self.0.deliver(target, &model(pb, t)).await;
+            self.0.deliver(target, &model(pb, t));
         })
+    }
+
+    fn drain(&self, timeout: std::time::Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(self.0.drain(timeout))
     }
 }

@@ -103,7 +103,7 @@ impl Context {
         ));
         aws.count_calls(metrics.clone());
         let notifier = Arc::new(crate::notify::SinkNotifier(
-            controller_runtime::notify::ChannelNotifier {
+            controller_runtime::notify::NotificationQueue::start(controller_runtime::notify::ChannelNotifier {
                 client: client.clone(),
                 http: controller_runtime::notify::http_client(),
                 slack_api,
@@ -112,7 +112,7 @@ impl Context {
                 sdk: aws.sdk().clone(),
                 url_policy,
                 aws_allowlist,
-            },
+            }),
         ));
         Self {
             client,

@@ -398,6 +398,19 @@ impl Harness {
     }
 }
 
+/// Polls `probe` until it returns `Some` (at most 30 s): for what the controller does in the background, such as
+/// delivering queued notifications.
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(what: &str, mut probe: impl FnMut() -> F) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn ready_reason(pb: &PackerBuilder) -> Option<String> {
     let status = pb.status.as_ref()?;
     get_condition(&status.conditions, "Ready")
@@ -472,6 +485,12 @@ async fn seed_packer_builder_goes_from_apply_to_ready_with_a_fully_tagged_ami() 
         "one notification per transition (Building, Ready): {notifications:#?}"
     );
     assert!(notifications[0].contains("reason=BuildStarted") && notifications[1].contains("reason=BuildSucceeded"));
+    // Delivery is queued outside the reconcile: wait for it, then check nothing more arrives.
+    eventually("two Slack messages", || async {
+        (h.slack.lock().expect("inbox").len() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let slack = h.slack.lock().expect("inbox").clone();
     assert_eq!(slack.len(), 2, "one Slack message per transition: {slack:?}");
     assert!(slack.iter().all(|(channel, _)| channel == "SLACK_CHANNEL_IDS"));
@@ -1065,6 +1084,11 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
         jobs[0].name_any(),
         pb.status.and_then(|s| s.job_name).expect("job name")
     );
+    eventually("two Slack messages", || async {
+        (h.slack.lock().expect("inbox").len() >= 2).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let slack = h.slack.lock().expect("inbox").clone();
     let texts: Vec<&str> = slack.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(
@@ -1360,7 +1384,12 @@ async fn transitions_are_published_to_sns_and_sent_with_ses() {
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
     h.wait_built().await;
-    let sent = h.aws.sent(&account, REGION).await.expect("sent");
+    let sent = eventually("two SNS and two SES messages", || async {
+        let sent = h.aws.sent(&account, REGION).await.expect("sent");
+        let count = |kind: &str| sent[kind].as_array().map_or(0, Vec::len);
+        (count("sns") >= 2 && count("ses") >= 2).then_some(sent)
+    })
+    .await;
     let subjects = |kind: &str| -> Vec<String> {
         sent[kind]
             .as_array()
@@ -1516,22 +1545,30 @@ async fn an_sns_topic_or_ses_sender_outside_the_allowlists_is_never_used() {
         );
     }
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::default_namespaced(h.client.clone());
-    let notes: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("NotificationFailed"))
-        .filter_map(|e| e.note)
-        .collect();
+    // The refusal is found by the delivery worker, after the reconcile.
+    let notes: Vec<String> = eventually("a NotificationFailed Event naming the SNS allowlist", || async {
+        let notes: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("NotificationFailed"))
+            .filter_map(|e| e.note)
+            .collect();
+        notes
+            .iter()
+            .any(|n| n.contains("--sns-topic-allowlist"))
+            .then_some(notes)
+    })
+    .await;
     assert!(notes.iter().any(|n| n.contains("--sns-topic-allowlist")), "{notes:?}");
     // kube's Event recorder folds a second NotificationFailed of the same object into the first Event's series,
     // so the SES refusal is checked in the controller's log.
-    assert!(
-        h.controller_log().contains("--ses-sender-allowlist"),
-        "the SES refusal is logged"
-    );
+    eventually("the SES refusal in the log", || async {
+        h.controller_log().contains("--ses-sender-allowlist").then_some(())
+    })
+    .await;
     h.stop_controller().await;
 }
 
@@ -1799,4 +1836,66 @@ async fn a_crash_after_the_job_ended_and_before_tagging_ends_with_one_build() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_crash_after_tagging_and_before_the_status_write_ends_with_one_build() {
     a_build_survives_a_crash_at("build-tagged").await;
+}
+
+/// Delivery runs outside the reconcile: with a webhook that never answers (each attempt times out after 5 s, three
+/// attempts), the PackerBuilder still reaches Ready before its BuildSucceeded notification has been tried three
+/// times. When delivery ran inside the reconcile, the status was written only after every attempt had failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_that_never_answers_does_not_hold_the_build_status() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    // Records each request's reason and never answers.
+    let received: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let recorded = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let recorded = recorded.clone();
+            async move {
+                let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let reason = value["reason"].as_str().unwrap_or_default().to_owned();
+                recorded.lock().expect("received").push(reason);
+                std::future::pending::<&'static str>().await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let secret: k8s_openapi::api::core::v1::Secret =
+        serde_json::from_value(json!({"metadata": {"name": "hook"}, "stringData": {"url": url}})).expect("secret");
+    Api::<k8s_openapi::api::core::v1::Secret>::default_namespaced(h.client.clone())
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    h.start_controller_with(&[("WEBHOOK_ALLOW_HTTP", "true"), ("WEBHOOK_ALLOW_PRIVATE", "true")]);
+    let mut builder = h.seed_builder();
+    builder.spec.notifier = Some(serde_json::from_value(json!({"webhook": {"secret": "hook"}})).expect("notifier"));
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    h.wait_built().await;
+    let attempts = |reason: &str| {
+        received
+            .lock()
+            .expect("received")
+            .iter()
+            .filter(|r| *r == reason)
+            .count()
+    };
+    assert!(
+        attempts("BuildSucceeded") < 3,
+        "Ready was written before the delivery of BuildSucceeded gave up: {:?}",
+        received.lock().expect("received")
+    );
+    // The worker keeps trying in the background: every attempt reaches the webhook.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while attempts("BuildSucceeded") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queued delivery was never attempted three times"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    h.stop_controller().await;
 }
