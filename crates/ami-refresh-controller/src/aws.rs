@@ -32,6 +32,16 @@ struct Clients {
 /// (region, launch template ID, version number).
 type VersionKey = (String, String, i64);
 
+/// The architectures EC2 reports for an instance type; `None` when EC2 does not know the type.
+type Architectures = Option<Vec<String>>;
+
+/// What the controller reads from a numbered launch template version.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct VersionData {
+    image: Option<String>,
+    instance_type: Option<String>,
+}
+
 /// Numbered launch template versions remembered at most (then forgotten all at once; they are re-read on demand).
 const VERSION_CACHE_LIMIT: usize = 50_000;
 
@@ -42,7 +52,9 @@ pub struct Aws {
     counter: controller_runtime::aws::CallCounter,
     clients: Mutex<HashMap<String, Clients>>,
     /// Image of numbered launch template versions: a version never changes once created, so each is read once.
-    versions: Mutex<HashMap<VersionKey, Option<String>>>,
+    versions: Mutex<HashMap<VersionKey, VersionData>>,
+    /// Architectures of instance types (`None`: EC2 does not know the type); they never change.
+    instance_types: Mutex<HashMap<(String, String), Architectures>>,
 }
 
 /// A managed node group as DescribeNodegroup reports it.
@@ -60,6 +72,8 @@ pub struct NodegroupInfo {
     pub max_unavailable_percentage: Option<i32>,
     /// `updateConfig.updateStrategy` (`DEFAULT`, `MINIMAL`).
     pub update_strategy: Option<String>,
+    /// `instanceTypes` (empty when the launch template sets the type).
+    pub instance_types: Vec<String>,
 }
 
 /// How a node group's update config should look.
@@ -91,6 +105,8 @@ pub struct AsgInfo {
     pub launch_template_id: Option<String>,
     /// Version as the group names it (`3`, `$Latest`, `$Default`).
     pub launch_template_version: Option<String>,
+    /// Instance types of a mixed instances policy's overrides (empty: the launch template's type).
+    pub override_types: Vec<String>,
 }
 
 /// The end state (or not) of an update or instance refresh.
@@ -129,6 +145,7 @@ impl Aws {
             counter: controller_runtime::aws::CallCounter(metrics),
             clients: Mutex::default(),
             versions: Mutex::default(),
+            instance_types: Mutex::default(),
         }
     }
 
@@ -250,6 +267,7 @@ impl Aws {
             max_unavailable: update.and_then(|u| u.max_unavailable()),
             max_unavailable_percentage: update.and_then(|u| u.max_unavailable_percentage()),
             update_strategy: update.and_then(|u| u.update_strategy()).map(|s| s.as_str().to_owned()),
+            instance_types: ng.instance_types().to_vec(),
         })
     }
 
@@ -265,8 +283,8 @@ impl Aws {
         let number = version.parse::<i64>().ok();
         if let Some(n) = number {
             let key = (region.to_owned(), template_id.to_owned(), n);
-            if let Some(image) = self.lock_versions().get(&key) {
-                return Ok(Some((n.to_string(), image.clone())));
+            if let Some(data) = self.lock_versions().get(&key) {
+                return Ok(Some((n.to_string(), data.image.clone())));
             }
         }
         let out = self
@@ -289,6 +307,10 @@ impl Aws {
             .launch_template_data()
             .and_then(|d| d.image_id())
             .map(str::to_owned);
+        let instance_type = found
+            .launch_template_data()
+            .and_then(|d| d.instance_type())
+            .map(|t| t.as_str().to_owned());
         let Some(n) = found.version_number() else {
             return Ok(Some((0.to_string(), image)));
         };
@@ -296,11 +318,82 @@ impl Aws {
         if versions.len() >= VERSION_CACHE_LIMIT {
             versions.clear();
         }
-        versions.insert((region.to_owned(), template_id.to_owned(), n), image.clone());
+        versions.insert(
+            (region.to_owned(), template_id.to_owned(), n),
+            VersionData {
+                image: image.clone(),
+                instance_type,
+            },
+        );
         Ok(Some((n.to_string(), image)))
     }
 
-    fn lock_versions(&self) -> std::sync::MutexGuard<'_, HashMap<VersionKey, Option<String>>> {
+    /// The instance type a launch template version sets, for a version [`Aws::template_version`] has read.
+    pub fn template_instance_type(&self, region: &str, template_id: &str, number: &str) -> Option<String> {
+        let n = number.parse::<i64>().ok()?;
+        self.lock_versions()
+            .get(&(region.to_owned(), template_id.to_owned(), n))
+            .and_then(|d| d.instance_type.clone())
+    }
+
+    /// The architectures EC2 reports for each instance type (`DescribeInstanceTypes`,
+    /// `ProcessorInfo.SupportedArchitectures`); a type EC2 does not know is left out. Answers are kept for the
+    /// process's life: an instance type's architecture never changes.
+    pub async fn instance_architectures(
+        &self,
+        region: &str,
+        types: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+        let key = |t: &str| (region.to_owned(), t.to_owned());
+        let missing: Vec<String> = {
+            let known = self
+                .instance_types
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut missing: Vec<String> = types.iter().filter(|t| !known.contains_key(&key(t))).cloned().collect();
+            missing.sort();
+            missing.dedup();
+            missing
+        };
+        // One call per type: EC2 refuses the whole call when one of several types is unknown.
+        for instance_type in missing {
+            let out = self
+                .clients(region)
+                .ec2
+                .describe_instance_types()
+                .instance_types(aws_sdk_ec2::types::InstanceType::from(instance_type.as_str()))
+                .send()
+                .await;
+            let archs = match out {
+                Ok(out) => out.instance_types().first().map(|t| {
+                    t.processor_info()
+                        .map(|p| {
+                            p.supported_architectures()
+                                .iter()
+                                .map(|a| a.as_str().to_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }),
+                Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidInstanceType")) => None,
+                Err(e) => return Err(aws_error("DescribeInstanceTypes", &e)),
+            };
+            self.instance_types
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key(&instance_type), archs);
+        }
+        let known = self
+            .instance_types
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(types
+            .iter()
+            .filter_map(|t| Some((t.clone(), known.get(&key(t))?.clone()?)))
+            .collect())
+    }
+
+    fn lock_versions(&self) -> std::sync::MutexGuard<'_, HashMap<VersionKey, VersionData>> {
         self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -502,9 +595,21 @@ impl Aws {
                     .and_then(|m| m.launch_template())
                     .and_then(|t| t.launch_template_specification())
             });
+            let override_types = g
+                .mixed_instances_policy()
+                .and_then(|m| m.launch_template())
+                .map(|t| {
+                    t.overrides()
+                        .iter()
+                        .filter_map(|o| o.instance_type())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
             AsgInfo {
                 launch_template_id: lt.and_then(|l| l.launch_template_id()).map(str::to_owned),
                 launch_template_version: lt.and_then(|l| l.version()).map(str::to_owned),
+                override_types,
             }
         }))
     }

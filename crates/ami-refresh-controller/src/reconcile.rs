@@ -118,7 +118,12 @@ pub async fn reconcile(amr: Arc<AMIRefresher>, ctx: Arc<Context>) -> Result<Acti
 
 /// How the target was chosen, or why none could be.
 enum Choice {
-    Chosen { ami: String, source: String },
+    Chosen {
+        ami: String,
+        source: String,
+        /// The AMI's EC2 architecture, when known.
+        architecture: Option<String>,
+    },
     NoEligible(String),
 }
 
@@ -192,21 +197,23 @@ pub fn trusted_owners(amr: &AMIRefresher) -> Vec<String> {
 }
 
 /// Checks one named AMI: it exists, is available, and when it carries the operator's tags it must be eligible.
+/// Checks an AMI named by `spec.ami` or a PackerBuilder: `Ok(architecture)` when it may be rolled out, else why
+/// not.
 async fn verify(
     ctx: &Context,
     amr: &AMIRefresher,
     policy: &EligibilityPolicy,
     id: &str,
     now: Timestamp,
-) -> Result<Option<String>> {
+) -> Result<std::result::Result<Option<String>, String>> {
     let Some(image) = ctx.aws.image(&amr.spec.region, id).await? else {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "{id} does not exist in {} or is not visible to this account",
             amr.spec.region
         )));
     };
     if !image.is_available() {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "{id} is {}",
             image.state.as_deref().unwrap_or("not available")
         )));
@@ -214,9 +221,9 @@ async fn verify(
     if image.tag(keys::BROUGHT_TO_YOU_BY) == Some(OPERATOR_SIGNATURE)
         && let Err(why) = evaluate(&image, &Selector::any_managed(), policy, now)
     {
-        return Ok(Some(why_not(id, &why)));
+        return Ok(Err(why_not(id, &why)));
     }
-    Ok(None)
+    Ok(Ok(image.architecture))
 }
 
 async fn choose_target(
@@ -228,10 +235,11 @@ async fn choose_target(
     let spec = &amr.spec;
     if let Some(ami) = &spec.ami {
         return Ok(match verify(ctx, amr, policy, ami, now).await? {
-            Some(why) => Choice::NoEligible(why),
-            None => Choice::Chosen {
+            Err(why) => Choice::NoEligible(why),
+            Ok(architecture) => Choice::Chosen {
                 ami: ami.clone(),
                 source: "spec.ami".into(),
+                architecture,
             },
         });
     }
@@ -251,10 +259,11 @@ async fn choose_target(
             )));
         };
         return Ok(match verify(ctx, amr, policy, &ami, now).await? {
-            Some(why) => Choice::NoEligible(why),
-            None => Choice::Chosen {
+            Err(why) => Choice::NoEligible(why),
+            Ok(architecture) => Choice::Chosen {
                 ami,
                 source: format!("packerBuilderRef {ns}/{}", reference.name),
+                architecture,
             },
         });
     }
@@ -270,6 +279,7 @@ async fn choose_target(
         Some((image, _)) => Choice::Chosen {
             ami: image.id.clone(),
             source: format!("amiFilters: newest eligible of {} candidate(s)", images.len()),
+            architecture: image.architecture.clone(),
         },
         None => {
             let reasons: Vec<String> = images
@@ -298,6 +308,8 @@ async fn choose_target(
 struct Group {
     observed: Observed,
     nodegroup: Option<NodegroupInfo>,
+    /// The instance types its nodes run (empty: unknown, e.g. attribute-based instance selection).
+    instance_types: Vec<String>,
 }
 
 fn tracked(previous: &[NodeGroupStatus], name: &str, kind: NodeGroupKind) -> bool {
@@ -333,6 +345,7 @@ async fn observe_managed(
         Err(e) => return Err(e),
     };
     let mut o = blank(&name, NodeGroupKind::Managed);
+    let mut lt_type = None;
     o.launch_template_id = ng.launch_template_id.clone();
     o.launch_template_version = ng.launch_template_version.clone();
     match (&ng.launch_template_id, &ng.launch_template_version) {
@@ -343,7 +356,10 @@ async fn observe_managed(
                     "launch template {id} version {version} sets no image (EKS chooses the AMI)"
                 ))
             }
-            Some((_, Some(image))) => o.current_ami = Some(image),
+            Some((number, Some(image))) => {
+                o.current_ami = Some(image);
+                lt_type = ctx.aws.template_instance_type(region, id, &number);
+            }
         },
         _ => {
             o.skip = Some(
@@ -363,15 +379,23 @@ async fn observe_managed(
         }
         _ => {}
     }
+    // The node group's own list, else the launch template's type, else what EKS uses by default.
+    let instance_types = if !ng.instance_types.is_empty() {
+        ng.instance_types.clone()
+    } else {
+        vec![lt_type.unwrap_or_else(|| refresh_engine::fit::EKS_DEFAULT_INSTANCE_TYPE.to_owned())]
+    };
     Ok(Some(Group {
         observed: o,
         nodegroup: Some(ng),
+        instance_types,
     }))
 }
 
 async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: &str) -> Result<Group> {
     let region = &amr.spec.region;
     let mut o = blank(name, NodeGroupKind::SelfManaged);
+    let mut instance_types = Vec::new();
     match ctx.aws.describe_asg(region, name).await? {
         None => o.skip = Some("Auto Scaling group does not exist".into()),
         Some(asg) => match (asg.launch_template_id, asg.launch_template_version) {
@@ -381,6 +405,14 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
                 match ctx.aws.template_version(region, &id, &version).await? {
                     None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
                     Some((number, image)) => {
+                        instance_types = if asg.override_types.is_empty() {
+                            ctx.aws
+                                .template_instance_type(region, &id, &number)
+                                .into_iter()
+                                .collect()
+                        } else {
+                            asg.override_types.clone()
+                        };
                         o.launch_template_version = Some(number);
                         o.current_ami = image;
                         if o.current_ami.is_none() {
@@ -401,7 +433,40 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
     Ok(Group {
         observed: o,
         nodegroup: None,
+        instance_types,
     })
+}
+
+/// Skips every idle group whose instance types cannot run the target AMI ([`refresh_engine::fit`]): it is never
+/// updated, and its status says why. A group with an update in flight is left to its tracking.
+async fn skip_misfits(
+    ctx: &Context,
+    region: &str,
+    target: &str,
+    architecture: Option<&str>,
+    groups: &mut [Group],
+) -> Result<()> {
+    if architecture.is_none() {
+        return Ok(());
+    }
+    let types: Vec<String> = groups
+        .iter()
+        .filter(|g| g.observed.skip.is_none() && !g.observed.busy && g.observed.current_ami.as_deref() != Some(target))
+        .flat_map(|g| g.instance_types.iter().cloned())
+        .collect();
+    if types.is_empty() {
+        return Ok(());
+    }
+    let archs = ctx.aws.instance_architectures(region, &types).await?;
+    // A group already on the target runs it: nothing to check.
+    let idle =
+        |g: &Group| g.observed.skip.is_none() && !g.observed.busy && g.observed.current_ami.as_deref() != Some(target);
+    for g in groups.iter_mut().filter(|g| idle(g)) {
+        if let Err(why) = refresh_engine::fit::check(target, architecture, &g.instance_types, &archs) {
+            g.observed.skip = Some(why);
+        }
+    }
+    Ok(())
 }
 
 async fn observe(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus]) -> Result<Vec<Group>> {
@@ -858,7 +923,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             Err(e) => return Err(e),
         },
     };
-    let (valid, target, source) = match choice {
+    let (valid, target, source, architecture) = match choice {
         Err(e) => {
             tracked_only(&mut status);
             status.phase = Some(AMIRefresherPhase::Invalid);
@@ -901,10 +966,18 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             report(ctx, &amr, &old, &status).await?;
             return Ok(Action::requeue(ctx.resync));
         }
-        Ok((valid, Choice::Chosen { ami, source })) => (valid, ami, source),
+        Ok((
+            valid,
+            Choice::Chosen {
+                ami,
+                source,
+                architecture,
+            },
+        )) => (valid, ami, source, architecture),
     };
 
-    let groups = observe(ctx, &amr, &previous).await?;
+    let mut groups = observe(ctx, &amr, &previous).await?;
+    skip_misfits(ctx, &amr.spec.region, &target, architecture.as_deref(), &mut groups).await?;
     let halt = refresh_engine::plan::halt_holds(
         &refresh_engine::plan::HaltRecord::from_status(&old, generation),
         &target,

@@ -136,6 +136,11 @@ impl World {
     }
 
     async fn template(&self, name: &str, image: &str) -> String {
+        self.template_typed(name, image, aws_sdk_ec2::types::InstanceType::T3Medium)
+            .await
+    }
+
+    async fn template_typed(&self, name: &str, image: &str, instance_type: aws_sdk_ec2::types::InstanceType) -> String {
         let lt = self
             .ec2
             .create_launch_template()
@@ -143,7 +148,7 @@ impl World {
             .launch_template_data(
                 RequestLaunchTemplateData::builder()
                     .image_id(image)
-                    .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
+                    .instance_type(instance_type)
                     .user_data("IyEvYmluL2Jhc2gKZWNobyBrZWVwIG1l")
                     .build(),
             )
@@ -158,6 +163,17 @@ impl World {
 
     /// A managed node group on its own launch template carrying `image`; returns the template ID.
     async fn nodegroup(&mut self, name: &str, image: &str) -> String {
+        self.nodegroup_typed(name, image, aws_sdk_ec2::types::InstanceType::T3Medium)
+            .await
+    }
+
+    /// A managed node group on a launch template of `image` and `instance_type` (no `instanceTypes` of its own).
+    async fn nodegroup_typed(
+        &mut self,
+        name: &str,
+        image: &str,
+        instance_type: aws_sdk_ec2::types::InstanceType,
+    ) -> String {
         if !self.cluster_made {
             self.eks
                 .create_cluster()
@@ -169,7 +185,7 @@ impl World {
                 .expect("cluster");
             self.cluster_made = true;
         }
-        let lt = self.template(&format!("lt-{name}"), image).await;
+        let lt = self.template_typed(&format!("lt-{name}"), image, instance_type).await;
         self.eks
             .create_nodegroup()
             .cluster_name(CLUSTER)
@@ -1553,4 +1569,45 @@ async fn a_settled_refresher_reads_each_numbered_launch_template_version_once() 
         "numbered launch template versions are read once"
     );
     w.stop_controller().await;
+}
+
+/// An x86_64 AMI never reaches a node group of Graviton (arm64) instances: the group is skipped with a reason that
+/// names both architectures, keeps its AMI and gets no update; the other groups roll as usual. The group's instance
+/// type comes from its launch template (EKS reports no `instanceTypes` for such a group).
+#[tokio::test]
+async fn a_node_group_whose_instance_types_cannot_run_the_target_ami_is_skipped_and_never_updated() {
+    let mut w = World::start().await;
+    let (old, target) = seed_world(&mut w).await;
+    w.nodegroup_typed("ng-graviton", &old, aws_sdk_ec2::types::InstanceType::M6gLarge)
+        .await;
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("ng-a and ng-b rolled", |a| {
+            ["ng-a", "ng-b"].iter().all(|n| {
+                a.status.as_ref().is_some_and(|s| {
+                    s.node_groups
+                        .iter()
+                        .any(|g| g.name == *n && g.state == NodeGroupState::Successful)
+                })
+            })
+        })
+        .await;
+    let graviton = group(&amr, "ng-graviton");
+    assert_eq!(graviton.state, NodeGroupState::Skipped, "{graviton:?}");
+    let message = graviton.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("x86_64") && message.contains("m6g.large runs arm64"),
+        "{message}"
+    );
+    let (_, _, image) = w.nodegroup_image("ng-graviton").await;
+    assert_eq!(image, old, "the Graviton group keeps its AMI");
+    assert_ne!(image, target);
+    let touched: Vec<String> = w
+        .mutating_calls()
+        .await
+        .into_iter()
+        .filter(|c| c.contains("ng-graviton"))
+        .collect();
+    assert!(touched.is_empty(), "{touched:?}");
 }

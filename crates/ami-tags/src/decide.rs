@@ -266,6 +266,7 @@ mod tests {
             build_config: None,
         };
         Image {
+            architecture: None,
             id: id.into(),
             name: Some(format!("built-{id}")),
             creation_date: Some(ts(created)),

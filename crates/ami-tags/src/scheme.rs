@@ -90,6 +90,8 @@ pub struct Image {
     pub creation_date: Option<Timestamp>,
     /// EC2 image state (`available`, `pending`, ...), when known.
     pub state: Option<String>,
+    /// EC2 `Architecture` (`x86_64`, `arm64`, `i386`, `x86_64_mac`, `arm64_mac`), when known.
+    pub architecture: Option<String>,
     /// Tags, key to value.
     pub tags: BTreeMap<String, String>,
 }

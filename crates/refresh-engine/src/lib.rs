@@ -4,11 +4,13 @@
 //!   does the next one open;
 //! - [`plan`]: given the target AMI, the node groups as observed in AWS and the previous status, which node groups
 //!   are up to date, which roll now, which wait and why;
+//! - [`fit`]: whether the target AMI's architecture runs on a group's instance types;
 //! - [`summary`]: the phase, progress and conditions a rollout step reports.
 //!
 //! Nothing here reads a clock, talks to AWS or Kubernetes: every input is an argument, so every safety property
 //! of a rollout is a unit test.
 
+pub mod fit;
 pub mod plan;
 pub mod summary;
 pub mod window;

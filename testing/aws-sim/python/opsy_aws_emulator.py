@@ -102,6 +102,12 @@ def _create_nodegroup(self, *args, **kwargs):
         template = ec2.get_launch_template(lt["id"]) if lt.get("id") else ec2.get_launch_template_by_name(lt["name"])
         version = str(lt.get("version") or template.default_version_number)
         nodegroup.launch_template = {"id": template.id, "name": template.name, "version": version}
+        if not kwargs.get("instance_types"):
+            # EKS API reference, Nodegroup.instanceTypes: "If the node group was deployed with a launch template,
+            # then this is null" (the instance type comes from the template, or t3.medium). moto reports its default
+            # ["t3.medium"] instead, which would hide the template's type. Assumption: a node group created with a
+            # launch template and explicit instanceTypes reports them.
+            nodegroup.instance_types = None
         scaling = nodegroup.scaling_config or {}
         asg_name = f"eks-{nodegroup.nodegroup_name}-{nodegroup.uuid[:8]}"
         autoscaling_backends[self.account_id][self.region_name].create_auto_scaling_group(
