@@ -74,6 +74,10 @@ pub struct NodegroupInfo {
     pub update_strategy: Option<String>,
     /// `instanceTypes` (empty when the launch template sets the type).
     pub instance_types: Vec<String>,
+    /// `nodegroupArn` (tags are written to it).
+    pub arn: Option<String>,
+    /// The node group's tags.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// How a node group's update config should look.
@@ -107,6 +111,8 @@ pub struct AsgInfo {
     pub launch_template_version: Option<String>,
     /// Instance types of a mixed instances policy's overrides (empty: the launch template's type).
     pub override_types: Vec<String>,
+    /// The group's tags.
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// The end state (or not) of an update or instance refresh.
@@ -268,6 +274,11 @@ impl Aws {
             max_unavailable_percentage: update.and_then(|u| u.max_unavailable_percentage()),
             update_strategy: update.and_then(|u| u.update_strategy()).map(|s| s.as_str().to_owned()),
             instance_types: ng.instance_types().to_vec(),
+            arn: ng.nodegroup_arn().map(str::to_owned),
+            tags: ng
+                .tags()
+                .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -610,8 +621,45 @@ impl Aws {
                 launch_template_id: lt.and_then(|l| l.launch_template_id()).map(str::to_owned),
                 launch_template_version: lt.and_then(|l| l.version()).map(str::to_owned),
                 override_types,
+                tags: g
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+                    .collect(),
             }
         }))
+    }
+
+    /// Writes one tag on a managed node group (TagResource on its ARN).
+    pub async fn tag_nodegroup(&self, region: &str, arn: &str, key: &str, value: &str) -> Result<()> {
+        self.clients(region)
+            .eks
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(key, value)
+            .send()
+            .await
+            .map_err(|e| aws_error("TagResource", &e))?;
+        Ok(())
+    }
+
+    /// Writes one tag on an Auto Scaling group (not propagated to its instances).
+    pub async fn tag_asg(&self, region: &str, name: &str, key: &str, value: &str) -> Result<()> {
+        let tag = aws_sdk_autoscaling::types::Tag::builder()
+            .resource_id(name)
+            .resource_type("auto-scaling-group")
+            .key(key)
+            .value(value)
+            .propagate_at_launch(false)
+            .build();
+        self.clients(region)
+            .autoscaling
+            .create_or_update_tags()
+            .tags(tag)
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateOrUpdateTags", &e))?;
+        Ok(())
     }
 
     /// Starts an instance refresh onto a launch template version; returns its ID.

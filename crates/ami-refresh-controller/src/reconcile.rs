@@ -310,6 +310,8 @@ struct Group {
     nodegroup: Option<NodegroupInfo>,
     /// The instance types its nodes run (empty: unknown, e.g. attribute-based instance selection).
     instance_types: Vec<String>,
+    /// The claim tag on the group, if any ([`refresh_engine::claim`]).
+    claim: Option<String>,
 }
 
 fn tracked(previous: &[NodeGroupStatus], name: &str, kind: NodeGroupKind) -> bool {
@@ -387,6 +389,7 @@ async fn observe_managed(
     };
     Ok(Some(Group {
         observed: o,
+        claim: ng.tags.get(refresh_engine::claim::CLAIM_TAG).cloned(),
         nodegroup: Some(ng),
         instance_types,
     }))
@@ -396,45 +399,98 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
     let region = &amr.spec.region;
     let mut o = blank(name, NodeGroupKind::SelfManaged);
     let mut instance_types = Vec::new();
+    let mut claim = None;
     match ctx.aws.describe_asg(region, name).await? {
         None => o.skip = Some("Auto Scaling group does not exist".into()),
-        Some(asg) => match (asg.launch_template_id, asg.launch_template_version) {
-            (Some(id), version) => {
-                let version = version.unwrap_or_else(|| "$Default".into());
-                o.launch_template_id = Some(id.clone());
-                match ctx.aws.template_version(region, &id, &version).await? {
-                    None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
-                    Some((number, image)) => {
-                        instance_types = if asg.override_types.is_empty() {
-                            ctx.aws
-                                .template_instance_type(region, &id, &number)
-                                .into_iter()
-                                .collect()
-                        } else {
-                            asg.override_types.clone()
-                        };
-                        o.launch_template_version = Some(number);
-                        o.current_ami = image;
-                        if o.current_ami.is_none() {
-                            o.skip = Some(format!("launch template {id} version {version} sets no image"));
+        Some(asg) => {
+            claim = asg.tags.get(refresh_engine::claim::CLAIM_TAG).cloned();
+            match (asg.launch_template_id, asg.launch_template_version) {
+                (Some(id), version) => {
+                    let version = version.unwrap_or_else(|| "$Default".into());
+                    o.launch_template_id = Some(id.clone());
+                    match ctx.aws.template_version(region, &id, &version).await? {
+                        None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
+                        Some((number, image)) => {
+                            instance_types = if asg.override_types.is_empty() {
+                                ctx.aws
+                                    .template_instance_type(region, &id, &number)
+                                    .into_iter()
+                                    .collect()
+                            } else {
+                                asg.override_types.clone()
+                            };
+                            o.launch_template_version = Some(number);
+                            o.current_ami = image;
+                            if o.current_ami.is_none() {
+                                o.skip = Some(format!("launch template {id} version {version} sets no image"));
+                            }
+                        }
+                    }
+                    if let Some(active) = ctx.aws.active_refresh(region, name).await? {
+                        o.busy = true;
+                        if !tracked(previous, name, NodeGroupKind::SelfManaged) {
+                            o.running_update = Some(active);
                         }
                     }
                 }
-                if let Some(active) = ctx.aws.active_refresh(region, name).await? {
-                    o.busy = true;
-                    if !tracked(previous, name, NodeGroupKind::SelfManaged) {
-                        o.running_update = Some(active);
-                    }
-                }
+                (None, _) => o.skip = Some("uses a launch configuration, not a launch template".into()),
             }
-            (None, _) => o.skip = Some("uses a launch configuration, not a launch template".into()),
-        },
+        }
     }
     Ok(Group {
         observed: o,
         nodegroup: None,
         instance_types,
+        claim,
     })
+}
+
+/// One owner per node group ([`refresh_engine::claim`]): claims every group this AMIRefresher may roll that nobody
+/// claims (not in dry-run), takes over a claim whose AMIRefresher no longer exists, and skips groups another
+/// existing AMIRefresher claims. Returns those conflicts as `group (namespace/name)`.
+async fn claim_groups(ctx: &Context, amr: &AMIRefresher, groups: &mut [Group]) -> Result<Vec<String>> {
+    use refresh_engine::claim::{CLAIM_TAG, Claim, claim_of, claim_value};
+    let me = claim_value(&amr.namespace().unwrap_or_default(), &amr.name_any());
+    let region = &amr.spec.region;
+    let mut conflicts = Vec::new();
+    for g in groups.iter_mut().filter(|g| g.observed.skip.is_none()) {
+        let take = match claim_of(g.claim.as_deref(), &me) {
+            Claim::Ours => false,
+            Claim::Free => true,
+            Claim::Other { namespace, name } => {
+                let owner: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &namespace);
+                let exists = match owner.get_opt(&name).await {
+                    Ok(found) => found.is_some(),
+                    // Not allowed to look (namespaced RBAC): assume it exists rather than take its groups.
+                    Err(kube::Error::Api(e)) if e.code == 403 => true,
+                    Err(e) => return Err(e.into()),
+                };
+                if exists {
+                    g.observed.skip = Some(format!(
+                        "claimed by AMIRefresher {namespace}/{name} (tag {CLAIM_TAG} on the group); only one \
+                         AMIRefresher may roll a node group"
+                    ));
+                    conflicts.push(format!("{} ({namespace}/{name})", g.observed.name));
+                    false
+                } else {
+                    tracing::info!(group = %g.observed.name, stale = %format!("{namespace}/{name}"), "taking over a claim of a deleted AMIRefresher");
+                    true
+                }
+            }
+        };
+        if take && !amr.spec.dry_run {
+            match (&g.nodegroup, g.observed.kind) {
+                (Some(ng), NodeGroupKind::Managed) => {
+                    if let Some(arn) = &ng.arn {
+                        ctx.aws.tag_nodegroup(region, arn, CLAIM_TAG, &me).await?;
+                    }
+                }
+                _ => ctx.aws.tag_asg(region, &g.observed.name, CLAIM_TAG, &me).await?,
+            }
+            g.claim = Some(me.clone());
+        }
+    }
+    Ok(conflicts)
 }
 
 /// Skips every idle group whose instance types cannot run the target AMI ([`refresh_engine::fit`]): it is never
@@ -706,7 +762,9 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
     if old.phase != new.phase || ready_reason(old).map(|r| r.0) != ready_reason(new).map(|r| r.0) {
         let message = ready_reason(new).map(|r| r.1).unwrap_or_default();
         let phase = |p: Option<AMIRefresherPhase>| p.map(|p| format!("{p:?}"));
+        let claimed = ready_reason(new).is_some_and(|r| r.0 == reasons::NODE_GROUP_CLAIMED);
         let (type_, reason) = match new.phase {
+            _ if claimed => (EventType::Warning, reasons::NODE_GROUP_CLAIMED),
             Some(AMIRefresherPhase::NoEligibleAMI) => (EventType::Warning, reasons::NO_ELIGIBLE_AMI),
             Some(AMIRefresherPhase::Invalid) => (EventType::Warning, reasons::INVALID_SPEC),
             Some(AMIRefresherPhase::Planned) => (EventType::Normal, "RolloutPlanned"),
@@ -977,6 +1035,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     };
 
     let mut groups = observe(ctx, &amr, &previous).await?;
+    let conflicts = claim_groups(ctx, &amr, &mut groups).await?;
     skip_misfits(ctx, &amr.spec.region, &target, architecture.as_deref(), &mut groups).await?;
     let halt = refresh_engine::plan::halt_holds(
         &refresh_engine::plan::HaltRecord::from_status(&old, generation),
@@ -1029,6 +1088,17 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             c.status,
             c.reason,
             c.message.clone(),
+            generation,
+            now,
+        );
+    }
+    if !conflicts.is_empty() {
+        condition(
+            &mut status,
+            types::READY,
+            false,
+            reasons::NODE_GROUP_CLAIMED,
+            format!("left alone, claimed by another AMIRefresher: {}", conflicts.join(", ")),
             generation,
             now,
         );

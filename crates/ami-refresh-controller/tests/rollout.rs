@@ -27,6 +27,8 @@ const EKS_OWNER: &str = "602401143452";
 const DEFAULT_ACCOUNT: &str = "123456789012";
 const NAME: &str = "node-group-ami-refresh";
 const WAIT: Duration = Duration::from_secs(90);
+/// Calls that change what a node group runs. The ownership claim (TagResource / CreateOrUpdateTags of
+/// `ami.refresh.ops/owner`) is not among them: it is written once per group, also while paused.
 const MUTATING: [&str; 5] = [
     "UpdateNodegroupVersion",
     "CreateLaunchTemplateVersion",
@@ -514,7 +516,8 @@ async fn the_seed_refresher_rolls_exactly_the_two_outdated_groups_one_after_the_
     for untouched in ["ingress-dev", "ng-current"] {
         let touched: Vec<&Call> = calls
             .iter()
-            .filter(|c| c.names_in_path(untouched) && c.action != "DescribeNodegroup")
+            // Reads, and the ownership claim (one TagResource of `ami.refresh.ops/owner` per rolled group).
+            .filter(|c| c.names_in_path(untouched) && !matches!(c.action.as_str(), "DescribeNodegroup" | "TagResource"))
             .collect();
         assert!(touched.is_empty(), "{untouched} touched: {touched:#?}");
     }
@@ -570,7 +573,7 @@ async fn a_failed_update_stops_the_rollout_until_a_retry_is_asked_for() {
     assert!(
         !calls
             .iter()
-            .any(|c| c.names_in_path("ng-b") && c.action != "DescribeNodegroup")
+            .any(|c| c.names_in_path("ng-b") && !matches!(c.action.as_str(), "DescribeNodegroup" | "TagResource"))
     );
     assert_eq!(
         w.events("NodeGroupUpdateFailed").await.len(),
@@ -1610,4 +1613,81 @@ async fn a_node_group_whose_instance_types_cannot_run_the_target_ami_is_skipped_
         .filter(|c| c.contains("ng-graviton"))
         .collect();
     assert!(touched.is_empty(), "{touched:?}");
+}
+
+/// Two AMIRefreshers for the same cluster would alternate its node groups' AMI forever. The first claims every
+/// group it rolls with a tag on the group; a second one (here pinned to the older AMI) is refused with
+/// `Ready=False` reason `NodeGroupClaimed` naming the first, gets a Warning Event, and touches no group. When the
+/// first is deleted its claims are stale and the second takes the groups over.
+#[tokio::test]
+async fn a_second_refresher_for_the_same_node_groups_is_refused_naming_the_first_and_touches_nothing() {
+    let mut w = World::start().await;
+    let (old, target) = seed_world(&mut w).await;
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    w.wait_for("Ready", ready).await;
+    let updates_before = w.count("UpdateNodegroupVersion").await;
+    w.apply_seed(|doc| {
+        doc["metadata"]["name"] = json!("second");
+        // The seed's expiresIn (5m) would expire the 4-minute-old AMI on a slow machine.
+        doc["spec"]["expiresIn"] = json!("30d");
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("ami".into(), json!(old));
+    })
+    .await;
+    let second: Api<AMIRefresher> = w.api();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let refused = loop {
+        let amr = second.get("second").await.expect("get");
+        if let Some(c) = amr
+            .status
+            .as_ref()
+            .and_then(|s| get_condition(&s.conditions, "Ready"))
+            .filter(|c| c.reason == "NodeGroupClaimed")
+        {
+            break (amr.clone(), c.clone());
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "second never refused: {:?}",
+            amr.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (amr, ready_condition) = refused;
+    assert_eq!(ready_condition.status, "False");
+    let first = format!("{}/{NAME}", w.cluster.namespace());
+    assert!(
+        ready_condition.message.contains(&first) && ready_condition.message.contains("ng-a"),
+        "{}",
+        ready_condition.message
+    );
+    let claimed = group(&amr, "ng-a");
+    assert_eq!(claimed.state, NodeGroupState::Skipped, "{claimed:?}");
+    assert!(!w.events("NodeGroupClaimed").await.is_empty(), "one Warning Event");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        w.count("UpdateNodegroupVersion").await,
+        updates_before,
+        "the second refresher started nothing"
+    );
+    for name in ["ng-a", "ng-b", "ng-current"] {
+        let (_, _, image) = w.nodegroup_image(name).await;
+        assert_eq!(image, target, "{name} stays on the first refresher's target");
+    }
+    // The first goes away: its claims are stale, the second takes over and rolls to its own AMI.
+    w.api().delete(NAME, &Default::default()).await.expect("delete first");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, _, image) = w.nodegroup_image("ng-a").await;
+        if image == old {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second never took over ng-a"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

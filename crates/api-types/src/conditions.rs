@@ -55,6 +55,9 @@ pub mod reasons {
     pub const UNVERIFIED_ARTIFACT: &str = "UnverifiedArtifact";
     /// The canary node group cannot be rolled (not in the cluster, or skipped): nothing else starts.
     pub const CANARY_UNAVAILABLE: &str = "CanaryUnavailable";
+    /// Node groups of the cluster are claimed by another AMIRefresher (tag `ami.refresh.ops/owner`): they are left
+    /// alone, and the message names the owner.
+    pub const NODE_GROUP_CLAIMED: &str = "NodeGroupClaimed";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -10,6 +10,7 @@
 //! Nothing here reads a clock, talks to AWS or Kubernetes: every input is an argument, so every safety property
 //! of a rollout is a unit test.
 
+pub mod claim;
 pub mod fit;
 pub mod plan;
 pub mod summary;

@@ -143,6 +143,44 @@ def _create_nodegroup(self, *args, **kwargs):
 EKSBackend.create_nodegroup = _create_nodegroup
 
 
+# TagResource / UntagResource / ListTagsForResource: moto tags clusters only. EKS tags node groups too (the API
+# reference: "You can use this API to tag your Amazon EKS clusters and managed node groups"); DescribeNodegroup
+# returns them in `tags`. Node group tags are not propagated to its Auto Scaling group or nodes (as in EKS).
+def _nodegroup_by_arn(backend, resource_arn):
+    for cluster in backend.clusters.values():
+        for nodegroup in getattr(cluster, "nodegroups", {}).values():
+            if nodegroup.arn == resource_arn:
+                return nodegroup
+    return None
+
+
+def _wrap_tagging(name, on_nodegroup):
+    original = getattr(EKSBackend, name)
+
+    def wrapped(self, resource_arn, *args, **kwargs):
+        nodegroup = _nodegroup_by_arn(self, resource_arn)
+        if nodegroup is None:
+            return original(self, resource_arn, *args, **kwargs)
+        return on_nodegroup(nodegroup, *args, **kwargs)
+
+    setattr(EKSBackend, name, wrapped)
+
+
+def _tag_nodegroup(nodegroup, tags):
+    nodegroup.tags = dict(nodegroup.tags or {})
+    nodegroup.tags.update(tags)
+
+
+def _untag_nodegroup(nodegroup, tag_keys):
+    keys = tag_keys if isinstance(tag_keys, list) else [tag_keys]
+    nodegroup.tags = {k: v for k, v in (nodegroup.tags or {}).items() if k not in keys}
+
+
+_wrap_tagging("tag_resource", _tag_nodegroup)
+_wrap_tagging("untag_resource", _untag_nodegroup)
+_wrap_tagging("list_tags_for_resource", lambda nodegroup: dict(nodegroup.tags or {}))
+
+
 def _nodegroup(account, region, cluster_name, nodegroup_name):
     backend = eks_backends[account][region]
     cluster = backend.clusters.get(cluster_name)
@@ -519,7 +557,9 @@ def identify(environ, body):
     if action is None and environ.get("HTTP_X_AMZ_TARGET"):
         action = environ["HTTP_X_AMZ_TARGET"].split(".")[-1]
     if action is None and service:
-        method, path = environ.get("REQUEST_METHOD", "GET"), environ.get("PATH_INFO", "/")
+        # The undecoded path: a label such as TagResource's `{resourceArn}` carries `/` encoded as `%2F`.
+        raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+        method, path = environ.get("REQUEST_METHOD", "GET"), raw.split("?")[0]
         for route_method, regex, op_name, _ in _rest_routes(service):
             if route_method == method and regex.match(path):
                 action = op_name
