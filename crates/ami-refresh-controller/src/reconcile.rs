@@ -132,13 +132,22 @@ enum Choice {
 /// touched, never a transient error in the middle of a rollout.
 struct ValidSpec {
     windows: Vec<Schedule>,
+    canary_soak: Option<Duration>,
     policy: EligibilityPolicy,
     prefs: RefreshPrefs,
     update_config: UpdateConfig,
 }
 
 fn validate(amr: &AMIRefresher) -> Result<ValidSpec> {
+    let canary_soak = match amr.spec.refresh_config.as_ref().and_then(|r| r.canary_soak.as_ref()) {
+        Some(d) => Some(
+            d.parse()
+                .map_err(|e| Error::InvalidSpec(format!("spec.refreshConfig.canarySoak: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(ValidSpec {
+        canary_soak,
         windows: windows(amr)?,
         policy: policy(amr)?,
         prefs: refresh_prefs(amr)?,
@@ -1052,6 +1061,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         observed: &observed,
         previous: &previous,
         canary: rc.canary.as_deref(),
+        canary_soak: valid.canary_soak,
         parallelism: usize::try_from(rc.parallelism).unwrap_or(1),
         paused: amr.spec.paused,
         dry_run: amr.spec.dry_run,
@@ -1110,6 +1120,8 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     }
     let delay = if summary.in_flight > 0 || deferred {
         poll_delay(ctx, &status, now)
+    } else if let Some(refresh_engine::Hold::CanarySoak { until }) = p.hold {
+        until.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
     } else if let WindowState::Closed { opens_at: Some(t) } = window
         && summary.pending > 0
     {

@@ -1691,3 +1691,38 @@ async fn a_second_refresher_for_the_same_node_groups_is_refused_naming_the_first
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `refreshConfig.canarySoak`: after the canary's update succeeded the others wait (Ready reason `CanarySoaking`,
+/// phase Waiting) and start no earlier than the soak after the canary finished.
+#[tokio::test]
+async fn the_other_groups_start_only_after_the_canary_soaked() {
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    w.start_controller();
+    w.apply_seed(|doc| {
+        doc["spec"]["refreshConfig"] = json!({"canary": "ng-a", "canarySoak": "4s", "parallelism": 2});
+    })
+    .await;
+    let soaking = w
+        .wait_for("CanarySoaking", |a| {
+            a.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.reason == "CanarySoaking")
+        })
+        .await;
+    assert_eq!(group(&soaking, "ng-a").state, NodeGroupState::Successful);
+    assert_eq!(
+        group(&soaking, "ng-b").state,
+        NodeGroupState::Pending,
+        "ng-b waits for the soak"
+    );
+    let amr = w.wait_for("Ready", ready).await;
+    let finished = group(&amr, "ng-a").finished_at.clone().expect("canary finished").0;
+    let started = group(&amr, "ng-b").started_at.clone().expect("ng-b started").0;
+    let waited = started.duration_since(finished);
+    assert!(
+        waited >= jiff::SignedDuration::from_secs(4),
+        "ng-b started {waited:?} after the canary finished"
+    );
+}

@@ -151,6 +151,8 @@ pub struct PackerBuilderRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.maxUnavailable) && has(self.maxUnavailablePercentage))")
     .message("set maxUnavailable or maxUnavailablePercentage, not both").field_path(".maxUnavailablePercentage"))]
+#[x_kube(validation = Rule::new("!has(self.canarySoak) || has(self.canary)")
+    .message("canarySoak needs a canary").field_path(".canarySoak"))]
 pub struct RefreshConfig {
     /// EKS managed node group update strategy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +176,10 @@ pub struct RefreshConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 255), regex(pattern = NODE_GROUP_NAME_PATTERN))]
     pub canary: Option<String>,
+    /// How long to wait after the canary's update succeeded before the other node groups start (e.g. `"1h"`, to
+    /// let a bad AMI show itself on the canary's nodes). Needs `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_soak: Option<HumanDuration>,
     /// Instance refresh settings for self-managed Auto Scaling groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_refresh: Option<InstanceRefreshConfig>,

@@ -58,6 +58,8 @@ pub mod reasons {
     /// Node groups of the cluster are claimed by another AMIRefresher (tag `ami.refresh.ops/owner`): they are left
     /// alone, and the message names the owner.
     pub const NODE_GROUP_CLAIMED: &str = "NodeGroupClaimed";
+    /// The canary's update succeeded; the other node groups wait for `refreshConfig.canarySoak`.
+    pub const CANARY_SOAKING: &str = "CanarySoaking";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -48,6 +48,8 @@ pub struct PlanInputs<'a> {
     pub previous: &'a [NodeGroupStatus],
     /// Canary node group, rolled first and alone.
     pub canary: Option<&'a str>,
+    /// Wait this long after the canary's update succeeded before starting the others.
+    pub canary_soak: Option<std::time::Duration>,
     /// Node groups in flight at once (at least 1).
     pub parallelism: usize,
     /// `spec.paused`.
@@ -82,6 +84,11 @@ pub enum Hold {
     CanaryUnavailable,
     /// Node groups are busy in AWS with an update this operator did not start.
     Busy,
+    /// The canary's update succeeded; the others wait for `canarySoak` to pass.
+    CanarySoak {
+        /// When they may start.
+        until: Timestamp,
+    },
 }
 
 /// The outcome of [`plan`].
@@ -167,6 +174,21 @@ fn on_target(state: NodeGroupState) -> bool {
     matches!(state, NodeGroupState::UpToDate | NodeGroupState::Successful)
 }
 
+/// When the canary's soak ends, if it is soaking now: its update (by this operator: a recorded finish time) succeeded
+/// less than `soak` ago. A canary that was already on the target needs no soak.
+fn soaking_until(
+    node_groups: &[NodeGroupStatus],
+    canary: Option<&str>,
+    soak: Option<std::time::Duration>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let c = node_groups
+        .iter()
+        .find(|n| Some(n.name.as_str()) == canary && n.state == NodeGroupState::Successful)?;
+    let until = c.finished_at.as_ref()?.0.checked_add(soak?).ok()?;
+    (now < until).then_some(until)
+}
+
 /// Computes the plan. See the module documentation for the properties it keeps.
 pub fn plan(inputs: PlanInputs<'_>) -> Plan {
     let PlanInputs {
@@ -174,6 +196,7 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         observed,
         previous,
         canary,
+        canary_soak,
         parallelism,
         paused,
         dry_run,
@@ -309,6 +332,8 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
             hold = Some(gate);
         } else if canary_unavailable {
             hold = Some(Hold::CanaryUnavailable);
+        } else if let Some(until) = soaking_until(&node_groups, canary, canary_soak, now) {
+            hold = Some(Hold::CanarySoak { until });
         } else {
             let canary_pending = canary.and_then(|c| node_groups.iter().find(|n| n.name == c && !on_target(n.state)));
             let capacity = match canary_pending {
@@ -343,7 +368,7 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         AMIRefresherPhase::Planned
     } else if matches!(
         hold,
-        Some(Hold::Paused | Hold::OutsideWindow { .. } | Hold::CanaryUnavailable)
+        Some(Hold::Paused | Hold::OutsideWindow { .. } | Hold::CanaryUnavailable | Hold::CanarySoak { .. })
     ) {
         AMIRefresherPhase::Waiting
     } else {
@@ -389,6 +414,7 @@ mod tests {
             observed,
             previous,
             canary: None,
+            canary_soak: None,
             parallelism: 1,
             paused: false,
             dry_run: false,
@@ -464,6 +490,38 @@ mod tests {
         let observed = [ng("a", OLD), ng("b", OLD), ng("canary", TARGET)];
         let mut i = inputs(&observed, &[]);
         i.canary = Some("canary");
+        i.parallelism = 5;
+        assert_eq!(plan(i).start, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn after_the_canary_succeeded_the_others_wait_for_canary_soak_then_start() {
+        let observed = [ng("a", OLD), ng("b", OLD), ng("canary", TARGET)];
+        let mut done = entry(&ng("canary", TARGET), TARGET, NodeGroupState::Successful);
+        done.update_id = Some("u-1".into());
+        let finished = now().checked_sub(std::time::Duration::from_secs(10)).expect("time");
+        done.finished_at = Some(api_types::conditions::Time(finished));
+        let previous = [done];
+        let soak = std::time::Duration::from_secs(60);
+        let mut i = inputs(&observed, &previous);
+        i.canary = Some("canary");
+        i.canary_soak = Some(soak);
+        i.parallelism = 5;
+        let p = plan(i);
+        assert!(p.start.is_empty(), "{:?}", p.start);
+        let until = finished.checked_add(soak).expect("time");
+        assert_eq!(p.hold, Some(Hold::CanarySoak { until }));
+        assert_eq!(p.phase, AMIRefresherPhase::Waiting);
+        // Once the soak passed, the rest go.
+        i.now = until;
+        assert_eq!(plan(i).start, vec!["a", "b"]);
+        // Without a soak, at once; and a canary that was already on the target (no update of ours) needs none.
+        i.now = now();
+        i.canary_soak = None;
+        assert_eq!(plan(i).start, vec!["a", "b"]);
+        let mut i = inputs(&observed, &[]);
+        i.canary = Some("canary");
+        i.canary_soak = Some(soak);
         i.parallelism = 5;
         assert_eq!(plan(i).start, vec!["a", "b"]);
     }

@@ -135,6 +135,14 @@ pub fn summarize(plan: &Plan, facts: StepFacts<'_>) -> Summary {
                 };
                 ConditionText::new(false, reasons::CANARY_UNAVAILABLE, message)
             }
+            Some(Hold::CanarySoak { until }) => ConditionText::new(
+                false,
+                reasons::CANARY_SOAKING,
+                format!(
+                    "canary {} succeeded; {pending} node group(s) start at {until} (refreshConfig.canarySoak)",
+                    canary.unwrap_or_default()
+                ),
+            ),
             Some(Hold::OutsideWindow { opens_at }) => ConditionText::new(
                 false,
                 reasons::OUTSIDE_MAINTENANCE_WINDOW,
