@@ -68,6 +68,9 @@ enum Task {
     },
     /// Build (or find up to date) the real control plane the tests use; prints its directory.
     ControlPlane,
+    /// Set up what the tests need (idempotent) and print the environment that lets `cargo test -p <crate>` run one
+    /// end-to-end suite directly, as `export` lines.
+    TestEnv,
     /// Set up what the tests need, then run every test of the workspace.
     Test {
         /// Extra arguments for the test runner (e.g. a test name filter).
@@ -135,6 +138,12 @@ fn run_task(cli: Cli) -> Result<()> {
             run(&mut demo).context("the demo did not complete")
         }
         Task::Test { args } => test(&root, &args),
+        Task::TestEnv => {
+            for (name, value) in test_env(root.as_path())? {
+                println!("export {name}={}", value.display());
+            }
+            Ok(())
+        }
         Task::ControlPlane => {
             println!("{}", ensure_control_plane(&root)?.display());
             Ok(())
@@ -471,11 +480,24 @@ fn kubernetes_ldflags(go_mod: &str) -> Result<String> {
     Ok(flags)
 }
 
-fn test(root: &Path, extra: &[String]) -> Result<()> {
+/// Installs (or finds) the tools the tests run and returns the variables that point the tests at them.
+fn test_env(root: &Path) -> Result<Vec<(&'static str, PathBuf)>> {
     let tools = ensure_kube_tools(root)?;
     let python = ensure_moto(root)?;
     let packer = ensure_packer()?;
     let control_plane = ensure_control_plane(root)?;
+    Ok(vec![
+        ("KUBECTL", tools.join("kubectl")),
+        ("HELM", tools.join("helm")),
+        ("KUBERNETES_VALIDATE", python.with_file_name("kubernetes-validate")),
+        ("OPSY_AWS_EMULATOR_PYTHON", python),
+        ("OPSY_PACKER", packer),
+        ("OPSY_CONTROL_PLANE_BIN", control_plane),
+    ])
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let env = test_env(root)?;
     step("rustfmt check");
     run(Command::new(cargo())
         .current_dir(root)
@@ -491,12 +513,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     let mut runner = Command::new(cargo());
     runner
         .current_dir(root)
-        .env("KUBECTL", tools.join("kubectl"))
-        .env("HELM", tools.join("helm"))
-        .env("OPSY_AWS_EMULATOR_PYTHON", &python)
-        .env("OPSY_PACKER", &packer)
-        .env("OPSY_CONTROL_PLANE_BIN", &control_plane)
-        .env("KUBERNETES_VALIDATE", python.with_file_name("kubernetes-validate"));
+        .envs(env.iter().map(|(name, value)| (*name, value.as_os_str())));
     if has_nextest() {
         step("cargo nextest run --workspace");
         runner.args(["nextest", "run", "--workspace", "--all-targets", "--no-fail-fast"]);
@@ -514,11 +531,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
     step("end-to-end suites against the real control plane (OPSY_TEST_CLUSTER=real)");
     let mut real = Command::new(cargo());
     real.current_dir(root)
-        .env("KUBECTL", tools.join("kubectl"))
-        .env("HELM", tools.join("helm"))
-        .env("OPSY_AWS_EMULATOR_PYTHON", &python)
-        .env("OPSY_PACKER", &packer)
-        .env("OPSY_CONTROL_PLANE_BIN", &control_plane)
+        .envs(env.iter().map(|(name, value)| (*name, value.as_os_str())))
         .env("OPSY_TEST_CLUSTER", "real")
         .args([
             "test",

@@ -952,7 +952,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     if amr.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let now = Timestamp::now();
+    let now = controller_runtime::clock::now();
     let generation = amr.metadata.generation.unwrap_or(1);
     let retry = amr.annotations().get(RETRY_ANNOTATION).cloned();
     let old = amr.status.clone().unwrap_or_default();

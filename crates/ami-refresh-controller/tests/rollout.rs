@@ -868,6 +868,61 @@ async fn dry_run_pause_and_maintenance_windows_hold_the_rollout() {
     assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
 }
 
+/// The requeue at the next opening: the controller's clock (debug builds: `OPSY_TEST_CLOCK_START`) is put a few
+/// seconds before a window in America/New_York opens, and the resync interval is long, so only the wake-up
+/// computed from the window starts the rollout.
+#[tokio::test]
+async fn a_window_that_opens_seconds_later_starts_the_rollout_when_it_opens() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    // The next full minute at least 10 s away; the controller's clock starts 8 s before it.
+    let real = Timestamp::now();
+    let opening = (real + SignedDuration::from_secs(10 + 59))
+        .round(
+            jiff::TimestampRound::new()
+                .smallest(jiff::Unit::Minute)
+                .mode(jiff::RoundMode::Trunc),
+        )
+        .expect("round");
+    let clock_start = opening - SignedDuration::from_secs(8);
+    let wall = opening.to_zoned(jiff::tz::TimeZone::get("America/New_York").expect("zone"));
+    let schedule = format!("{} {} * * *", wall.minute(), wall.hour());
+    w.start_controller_with(&[
+        ("OPSY_TEST_CLOCK_START", &clock_start.to_string()),
+        ("RESYNC_INTERVAL", "10m"),
+    ]);
+    let started = std::time::Instant::now();
+    w.apply_seed(|doc| {
+        doc["spec"]["maintenanceWindows"] =
+            json!([{"schedule": schedule, "duration": "1h", "timeZone": "America/New_York"}]);
+    })
+    .await;
+    let waiting = w
+        .wait_for("Waiting (window)", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                get_condition(&s.conditions, "Ready").is_some_and(|c| c.reason == "OutsideMaintenanceWindow")
+            })
+        })
+        .await;
+    let message = get_condition(&waiting.status.as_ref().expect("status").conditions, "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains(&opening.to_string()), "{message}");
+    assert_eq!(
+        w.mutating_calls().await,
+        Vec::<String>::new(),
+        "before the window: no mutating AWS call"
+    );
+    let amr = w.wait_for("Ready", ready).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "rolled {:?} after the start, before the window opened",
+        started.elapsed()
+    );
+    assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(target));
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+}
+
 #[tokio::test]
 async fn a_restart_mid_update_resumes_the_same_update() {
     let mut w = World::start().await;

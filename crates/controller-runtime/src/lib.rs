@@ -8,6 +8,7 @@
 pub mod args;
 pub mod aws;
 pub mod backoff;
+pub mod clock;
 pub mod failpoint;
 pub mod leader;
 pub mod liveness;

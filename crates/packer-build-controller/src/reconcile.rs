@@ -183,7 +183,7 @@ async fn reconcile_inner(cached: Arc<PackerBuilder>, ctx: Arc<Context>) -> Resul
         return Ok(Action::await_change());
     };
     let pb = &pb;
-    let now = Timestamp::now();
+    let now = controller_runtime::clock::now();
     let generation = pb.metadata.generation.unwrap_or(1);
     let old = pb.status.clone().unwrap_or_default();
     let mut status = old.clone();

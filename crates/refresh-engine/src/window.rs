@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::{
     Timestamp, ToSpan,
     civil::{Date, DateTime},
-    tz::TimeZone,
+    tz::{AmbiguousOffset, TimeZone},
 };
 
 /// Why a window cannot be used.
@@ -219,28 +219,64 @@ impl Schedule {
         None
     }
 
+    /// The instant a wall-clock start happens, as cron runs it: a start that a fall-back repeats happens once, at
+    /// its first occurrence; a start that a spring-forward skips happens when the clock jumps over it. Later wall
+    /// times never map to earlier instants, so searching wall-clock starts in order finds instants in order.
     fn instant(&self, t: DateTime) -> Option<Timestamp> {
-        self.tz.to_ambiguous_zoned(t).compatible().ok().map(|z| z.timestamp())
+        let ambiguous = self.tz.to_ambiguous_timestamp(t);
+        match ambiguous.offset() {
+            AmbiguousOffset::Gap { after, .. } => {
+                // `t - after` lies before the transition that skipped `t`; the next transition is the jump.
+                let before_jump = after.to_timestamp(t).ok()?;
+                self.tz.following(before_jump).next().map(|change| change.timestamp())
+            }
+            AmbiguousOffset::Unambiguous { .. } | AmbiguousOffset::Fold { .. } => ambiguous.earlier().ok(),
+        }
     }
 
-    /// When the window containing `now` closes, if one is open.
+    /// When the window containing `now` closes, if one is open. Decided on absolute time: after a fall-back the
+    /// wall clock shows a start again that already happened an hour ago, and the window opened then.
     pub fn open_until(&self, now: Timestamp) -> Option<Timestamp> {
         let wall = now.to_zoned(self.tz.clone()).datetime();
         let horizon = i64::try_from(self.duration.as_secs() / 86_400).unwrap_or(i64::MAX / 2) + 2;
-        let start = self.instant(self.previous_start(wall, horizon)?)?;
+        // Begin a few hours ahead on the wall clock: a start later on today's wall clock than `now` may already
+        // have happened (the repeated hour of a fall-back). Take the latest start that happened at or before now.
+        let mut from = wall.checked_add(DST_SLACK_HOURS.hours()).ok()?;
+        let start = loop {
+            let candidate = self.previous_start(from, horizon)?;
+            let at = self.instant(candidate)?;
+            if at <= now {
+                break at;
+            }
+            from = candidate.checked_sub(1.minute()).ok()?;
+        };
         let end = start
             .checked_add(jiff::SignedDuration::try_from(self.duration).ok()?)
             .ok()?;
-        (start <= now && now < end).then_some(end)
+        (now < end).then_some(end)
     }
 
-    /// When the next window opens after `now` (within about four years, enough for `29 2 *`).
+    /// When the next window opens after `now` (within about four years, enough for `29 2 *`); always later than
+    /// `now`.
     pub fn next_open(&self, now: Timestamp) -> Option<Timestamp> {
-        let wall = now.to_zoned(self.tz.clone()).datetime().checked_add(1.minute()).ok()?;
-        let start = self.next_start(wall, 4 * 366 + 1)?;
-        self.instant(start)
+        let wall = now.to_zoned(self.tz.clone()).datetime();
+        // Wall-clock starts at or after `now`'s wall time, skipping those that already happened: in a fall-back's
+        // repeated hour the wall clock shows times whose first occurrence is past.
+        let mut from = wall;
+        loop {
+            let candidate = self.next_start(from, 4 * 366 + 1)?;
+            let at = self.instant(candidate)?;
+            if at > now {
+                return Some(at);
+            }
+            from = candidate.checked_add(1.minute()).ok()?;
+        }
     }
 }
+
+/// How far a zone's wall clock can move at one change (the largest daylight-saving shift in the tz database is
+/// two hours; one more for safety).
+const DST_SLACK_HOURS: i64 = 3;
 
 /// Whether a node group may start rolling now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -364,6 +400,119 @@ mod tests {
         assert!(w.open_until(ts("2026-07-01T01:30:00Z")).is_none());
         assert!(w.open_until(ts("2026-12-01T01:30:00Z")).is_some());
         assert!(w.open_until(ts("2026-12-01T00:30:00Z")).is_none());
+    }
+
+    // The 2026 change days: Europe/Berlin springs forward on 29 March at 01:00Z (02:00 CET -> 03:00 CEST) and
+    // falls back on 25 October at 01:00Z (03:00 CEST -> 02:00 CET); America/New_York springs forward on 8 March at
+    // 07:00Z (02:00 EST -> 03:00 EDT) and falls back on 1 November at 06:00Z (02:00 EDT -> 01:00 EST).
+
+    #[test]
+    fn a_start_skipped_by_spring_forward_opens_when_the_clock_jumps() {
+        let berlin = Schedule::parse("30 2 * * *", hours(1), "Europe/Berlin").expect("parse");
+        // 02:30 does not exist on 29 March: the window opens at the jump (03:00 CEST = 01:00Z) for an hour.
+        assert_eq!(
+            berlin.next_open(ts("2026-03-28T23:00:00Z")),
+            Some(ts("2026-03-29T01:00:00Z"))
+        );
+        assert_eq!(berlin.open_until(ts("2026-03-29T00:59:00Z")), None);
+        assert_eq!(
+            berlin.open_until(ts("2026-03-29T01:30:00Z")),
+            Some(ts("2026-03-29T02:00:00Z"))
+        );
+        assert_eq!(berlin.open_until(ts("2026-03-29T02:00:00Z")), None);
+        // The day after, 02:30 CEST again.
+        assert_eq!(
+            berlin.next_open(ts("2026-03-29T02:00:00Z")),
+            Some(ts("2026-03-30T00:30:00Z"))
+        );
+
+        let new_york = Schedule::parse("30 2 * * *", Duration::from_secs(1800), "America/New_York").expect("parse");
+        assert_eq!(
+            new_york.next_open(ts("2026-03-08T06:00:00Z")),
+            Some(ts("2026-03-08T07:00:00Z"))
+        );
+        assert_eq!(
+            new_york.open_until(ts("2026-03-08T07:10:00Z")),
+            Some(ts("2026-03-08T07:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn a_start_repeated_by_fall_back_opens_once_and_stays_open_through_the_repeat() {
+        let berlin = Schedule::parse("30 2 * * *", hours(1), "Europe/Berlin").expect("parse");
+        // 02:30 CEST = 00:30Z opens the window until 01:30Z. At 01:10Z the wall clock reads 02:10 CET, before the
+        // start on the wall clock, but the window opened 40 minutes ago and is open.
+        assert_eq!(
+            berlin.open_until(ts("2026-10-25T00:40:00Z")),
+            Some(ts("2026-10-25T01:30:00Z"))
+        );
+        assert_eq!(
+            berlin.open_until(ts("2026-10-25T01:10:00Z")),
+            Some(ts("2026-10-25T01:30:00Z"))
+        );
+        // The wall clock passes 02:30 a second time (01:30Z): it does not open again.
+        assert_eq!(berlin.open_until(ts("2026-10-25T01:40:00Z")), None);
+        // The next opening is tomorrow's 02:30 CET, never the past first 02:30 of today.
+        assert_eq!(
+            berlin.next_open(ts("2026-10-25T01:40:00Z")),
+            Some(ts("2026-10-26T01:30:00Z"))
+        );
+
+        let new_york = Schedule::parse("0 1 * * *", Duration::from_secs(1800), "America/New_York").expect("parse");
+        // 01:00 EDT = 05:00Z, open until 05:30Z; at 06:10Z the wall clock reads 01:10 EST: closed, next 06:00Z
+        // tomorrow (01:00 EST).
+        assert_eq!(
+            new_york.open_until(ts("2026-11-01T05:10:00Z")),
+            Some(ts("2026-11-01T05:30:00Z"))
+        );
+        assert_eq!(new_york.open_until(ts("2026-11-01T06:10:00Z")), None);
+        assert_eq!(
+            new_york.next_open(ts("2026-11-01T05:45:00Z")),
+            Some(ts("2026-11-02T06:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn around_every_2026_change_the_answers_are_consistent_minute_by_minute() {
+        // Invariants over four hours around each change, every minute, for starts inside, before and after the
+        // shifted hour: the next opening lies in the future; an open window closes in the future, at most one
+        // duration from now; when closed, the next opening is not earlier than the window that just closed.
+        let changes = [
+            ("Europe/Berlin", "2026-03-29T01:00:00Z"),
+            ("Europe/Berlin", "2026-10-25T01:00:00Z"),
+            ("America/New_York", "2026-03-08T07:00:00Z"),
+            ("America/New_York", "2026-11-01T06:00:00Z"),
+        ];
+        for (zone, change) in changes {
+            for schedule in [
+                "0 1 * * *",
+                "30 1 * * *",
+                "0 2 * * *",
+                "30 2 * * *",
+                "0 3 * * *",
+                "*/20 * * * *",
+            ] {
+                let w = Schedule::parse(schedule, Duration::from_secs(1800), zone).expect("parse");
+                let change = ts(change);
+                for minute in -120i64..=120 {
+                    let now = change
+                        .checked_add(jiff::SignedDuration::from_mins(minute))
+                        .expect("now");
+                    let next = w.next_open(now).expect("opens again");
+                    assert!(
+                        next > now,
+                        "{zone} {schedule} at {now}: next opening {next} is not in the future"
+                    );
+                    if let Some(end) = w.open_until(now) {
+                        assert!(end > now, "{zone} {schedule} at {now}: closes at {end}");
+                        assert!(
+                            end.duration_since(now) <= jiff::SignedDuration::from_mins(30),
+                            "{zone} {schedule} at {now}: open until {end}, longer than the duration"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
