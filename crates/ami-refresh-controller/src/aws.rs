@@ -465,20 +465,22 @@ impl Aws {
             .ok_or_else(|| Error::Aws(AwsError::malformed("CreateLaunchTemplateVersion", "version number")))
     }
 
-    /// Applies the update config (`maxUnavailable` or percentage, strategy) to a node group.
+    /// Starts applying the update config (`maxUnavailable` or percentage, strategy) to a node group; returns the
+    /// update ID (EKS applies it asynchronously: track it with DescribeUpdate like a version update).
     pub async fn update_nodegroup_config(
         &self,
         region: &str,
         cluster: &str,
         name: &str,
         config: UpdateConfig,
-    ) -> Result<()> {
+    ) -> Result<String> {
         let update = NodegroupUpdateConfig::builder()
             .set_max_unavailable(config.max_unavailable)
             .set_max_unavailable_percentage(config.max_unavailable_percentage)
             .set_update_strategy(config.strategy.map(NodegroupUpdateStrategies::from))
             .build();
-        self.clients(region)
+        let out = self
+            .clients(region)
             .eks
             .update_nodegroup_config()
             .cluster_name(cluster)
@@ -487,7 +489,10 @@ impl Aws {
             .send()
             .await
             .map_err(|e| aws_error("UpdateNodegroupConfig", &e))?;
-        Ok(())
+        out.update()
+            .and_then(|u| u.id())
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Aws(AwsError::malformed("UpdateNodegroupConfig", "update ID")))
     }
 
     /// Starts a node group update to a launch template version; returns the update ID.

@@ -62,10 +62,16 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default().await?;
     let metrics = Arc::new(controller_runtime::Metrics::new(
         "ami_refresh_controller",
-        &[(
-            "rollouts",
-            "Node-group rollouts by result: started, succeeded, failed, cancelled",
-        )],
+        &[
+            (
+                "rollouts",
+                "Node-group rollouts by result: started, succeeded, failed, cancelled",
+            ),
+            (
+                "config_updates",
+                "Node-group update config changes (UpdateNodegroupConfig) by result: started, succeeded, failed, cancelled",
+            ),
+        ],
     ));
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(controller_runtime::aws::timeouts())

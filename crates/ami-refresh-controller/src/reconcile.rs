@@ -19,7 +19,8 @@ use ami_tags::{EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, eval
 use api_types::{
     AMIRefresher, AMIRefresherStatus, PackerBuilder,
     ami_refresher::{
-        AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, RETRY_ANNOTATION, UpdateStrategy,
+        AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, NodeGroupUpdateType, RETRY_ANNOTATION,
+        UpdateStrategy,
     },
     conditions::{ConditionStatus, ConditionUpdate, Time, reasons, set_condition, types},
 };
@@ -574,13 +575,22 @@ async fn track(ctx: &Context, amr: &AMIRefresher, entry: &mut NodeGroupStatus, n
         Progress::Failed(_) => "failed",
         Progress::Cancelled(_) => "cancelled",
     };
-    ctx.metrics.count("rollouts", result);
+    let config = entry.update_type == Some(NodeGroupUpdateType::ConfigUpdate);
+    ctx.metrics
+        .count(if config { "config_updates" } else { "rollouts" }, result);
     let (state, message) = match progress {
         Progress::Running => return Ok(()),
+        // The update config is in place: the group goes back to Pending with the config update recorded
+        // (`refresh_engine::plan::config_applied`), and its version update starts next.
+        Progress::Successful if config => (
+            NodeGroupState::Pending,
+            format!("update config applied (update {id}); the version update follows"),
+        ),
         Progress::Successful => {
             entry.current_ami = entry.target_ami.clone();
             (NodeGroupState::Successful, "update finished".to_owned())
         }
+        Progress::Failed(why) if config => (NodeGroupState::Failed, format!("UpdateNodegroupConfig failed: {why}")),
         Progress::Failed(why) => (NodeGroupState::Failed, why),
         Progress::Cancelled(why) => (NodeGroupState::Cancelled, why),
     };
@@ -593,8 +603,9 @@ async fn track(ctx: &Context, amr: &AMIRefresher, entry: &mut NodeGroupStatus, n
 enum Started {
     /// The update runs: its ID and the launch template version.
     Update { id: String, version: String },
-    /// A prerequisite was changed first (the update config); the version update follows next reconcile.
-    Deferred(String),
+    /// The update config is applied first (UpdateNodegroupConfig): its update ID, tracked like a version update;
+    /// the version update starts once it succeeded.
+    Config { id: String },
 }
 
 fn update_config(amr: &AMIRefresher) -> UpdateConfig {
@@ -635,7 +646,16 @@ fn refresh_prefs(amr: &AMIRefresher) -> Result<RefreshPrefs> {
     })
 }
 
-async fn start(ctx: &Context, amr: &AMIRefresher, valid: &ValidSpec, group: &Group, target: &str) -> Result<Started> {
+/// Starts one node group: its update config first when the spec asks for a value the group does not have (once
+/// per target: `config_done` says it was applied already), else the version update or instance refresh.
+async fn start(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    valid: &ValidSpec,
+    group: &Group,
+    target: &str,
+    config_done: bool,
+) -> Result<Started> {
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
     let o = &group.observed;
     let (Some(template), Some(current)) = (&o.launch_template_id, &o.launch_template_version) else {
@@ -643,13 +663,12 @@ async fn start(ctx: &Context, amr: &AMIRefresher, valid: &ValidSpec, group: &Gro
     };
     if let Some(ng) = &group.nodegroup {
         let wanted = valid.update_config;
-        if wanted != UpdateConfig::default() && !wanted.satisfied_by(ng) {
-            ctx.aws
+        if !config_done && wanted != UpdateConfig::default() && !wanted.satisfied_by(ng) {
+            let id = ctx
+                .aws
                 .update_nodegroup_config(region, cluster, &o.name, wanted)
                 .await?;
-            return Ok(Started::Deferred(
-                "update config (maxUnavailable, strategy) applied; the version update follows".into(),
-            ));
+            return Ok(Started::Config { id });
         }
     }
     let version = match ctx.aws.version_with_image(region, template, current, target).await? {
@@ -730,6 +749,15 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
         }
         let target = n.target_ami.clone().unwrap_or_default();
         let (type_, reason, message) = match n.state {
+            NodeGroupState::InProgress if n.update_type == Some(NodeGroupUpdateType::ConfigUpdate) => (
+                EventType::Normal,
+                reasons::NODE_GROUP_CONFIG_UPDATE_STARTED,
+                format!(
+                    "{} applying the update config of refreshConfig before rolling to {target} (update {})",
+                    n.name,
+                    n.update_id.as_deref().unwrap_or_default()
+                ),
+            ),
             NodeGroupState::InProgress => (
                 EventType::Normal,
                 "NodeGroupUpdateStarted",
@@ -882,8 +910,6 @@ fn poll_delay(ctx: &Context, status: &AMIRefresherStatus, now: Timestamp) -> Dur
 
 /// What starting the planned node groups did.
 struct StartResult {
-    /// A prerequisite (the update config) was applied; the version update follows next reconcile.
-    deferred: bool,
     /// AWS refused a start for good: the group is `Failed` and the rollout halts.
     failed: bool,
     /// A retriable error stopped the starts; status is written first, then the reconcile retries with back-off.
@@ -902,7 +928,6 @@ async fn start_groups(
     now: Timestamp,
 ) -> StartResult {
     let mut result = StartResult {
-        deferred: false,
         failed: false,
         transient: None,
     };
@@ -913,19 +938,30 @@ async fn start_groups(
         let Some(entry) = p.node_groups.iter_mut().find(|n| n.name == name) else {
             continue;
         };
-        match start(ctx, amr, valid, group, target).await {
+        let config_done = refresh_engine::plan::config_applied(entry);
+        match start(ctx, amr, valid, group, target, config_done).await {
             Ok(Started::Update { id, version }) => {
                 ctx.metrics.count("rollouts", "started");
                 tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
                 entry.state = NodeGroupState::InProgress;
                 entry.update_id = Some(id);
+                entry.update_type =
+                    (group.observed.kind == NodeGroupKind::Managed).then_some(NodeGroupUpdateType::VersionUpdate);
                 entry.launch_template_version = Some(version);
                 entry.started_at = Some(Time(now));
+                entry.finished_at = None;
                 entry.message = Some("update started".into());
             }
-            Ok(Started::Deferred(why)) => {
-                result.deferred = true;
-                entry.message = Some(why);
+            Ok(Started::Config { id }) => {
+                ctx.metrics.count("config_updates", "started");
+                tracing::info!(node_group = %name, update = %id, "update config started");
+                entry.state = NodeGroupState::InProgress;
+                entry.update_id = Some(id);
+                entry.update_type = Some(NodeGroupUpdateType::ConfigUpdate);
+                entry.started_at = Some(Time(now));
+                entry.finished_at = None;
+                entry.message =
+                    Some("applying the update config (maxUnavailable, strategy) before the version update".into());
             }
             Err(e) if e.is_permanent_aws() => {
                 entry.state = NodeGroupState::Failed;
@@ -1072,13 +1108,12 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
 
     let started = start_groups(ctx, &amr, &valid, &groups, &mut p, &target, now).await;
     newly_failed |= started.failed;
-    let (deferred, transient) = (started.deferred, started.transient);
+    let transient = started.transient;
     let summary = refresh_engine::summary::summarize(
         &p,
         refresh_engine::summary::StepFacts {
             target: &target,
             halting: halt || newly_failed,
-            deferred,
             canary: rc.canary.as_deref(),
         },
     );
@@ -1118,7 +1153,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     if let Some(e) = transient {
         return Err(e);
     }
-    let delay = if summary.in_flight > 0 || deferred {
+    let delay = if summary.in_flight > 0 {
         poll_delay(ctx, &status, now)
     } else if let Some(refresh_engine::Hold::CanarySoak { until }) = p.hold {
         until.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)

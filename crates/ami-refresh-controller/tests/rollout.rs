@@ -6,7 +6,7 @@ use std::{path::Path, time::Duration};
 
 use api_types::{
     AMIRefresher, PackerBuilder,
-    ami_refresher::{AMIRefresherPhase, NodeGroupState, NodeGroupStatus},
+    ami_refresher::{AMIRefresherPhase, NodeGroupState, NodeGroupStatus, NodeGroupUpdateType},
     conditions::get_condition,
 };
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
@@ -921,6 +921,98 @@ async fn a_window_that_opens_seconds_later_starts_the_rollout_when_it_opens() {
     );
     assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(target));
     assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+}
+
+/// `refreshConfig.maxUnavailable` that a node group does not have yet: UpdateNodegroupConfig first, tracked with
+/// DescribeUpdate like any update (EKS applies it asynchronously and refuses a version update meanwhile), issued once,
+/// then the version update; a failed config update halts the rollout like a failed version update.
+#[tokio::test]
+async fn the_update_config_is_applied_once_and_tracked_before_the_version_update() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.start_controller();
+    w.apply_seed(|doc| doc["spec"]["refreshConfig"] = json!({"maxUnavailable": 2}))
+        .await;
+    let in_flight = |name: &'static str, type_: NodeGroupUpdateType| {
+        move |a: &AMIRefresher| {
+            a.status.as_ref().is_some_and(|s| {
+                s.node_groups
+                    .iter()
+                    .any(|n| n.name == name && n.state == NodeGroupState::InProgress && n.update_type == Some(type_))
+            })
+        }
+    };
+    w.wait_for(
+        "ng-a config update",
+        in_flight("ng-a", NodeGroupUpdateType::ConfigUpdate),
+    )
+    .await;
+    // Polled for a while: the config update is tracked, not issued again, and the version update waits for it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.count("UpdateNodegroupConfig").await, 1);
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 0);
+    assert!(w.count("DescribeUpdate").await >= 2, "the config update is polled");
+    assert_eq!(w.events("NodeGroupConfigUpdateStarted").await.len(), 1);
+
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Successful")
+        .await
+        .expect("finish config");
+    w.wait_for(
+        "ng-a version update",
+        in_flight("ng-a", NodeGroupUpdateType::VersionUpdate),
+    )
+    .await;
+    let ng_a = w
+        .eks
+        .describe_nodegroup()
+        .cluster_name(CLUSTER)
+        .nodegroup_name("ng-a")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        ng_a.nodegroup()
+            .and_then(|n| n.update_config())
+            .and_then(|u| u.max_unavailable()),
+        Some(2)
+    );
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Successful")
+        .await
+        .expect("finish version");
+
+    // ng-b's config update fails: the group is Failed, the rollout halts, no version update is issued for it.
+    w.wait_for(
+        "ng-b config update",
+        in_flight("ng-b", NodeGroupUpdateType::ConfigUpdate),
+    )
+    .await;
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-b", "Failed")
+        .await
+        .expect("fail config");
+    let amr = w
+        .wait_for("Degraded", |a| phase(a) == Some(AMIRefresherPhase::Degraded))
+        .await;
+    let b = group(&amr, "ng-b");
+    assert_eq!(b.state, NodeGroupState::Failed);
+    assert!(
+        b.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("UpdateNodegroupConfig failed"),
+        "{b:?}"
+    );
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Successful);
+    assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(target));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(w.count("UpdateNodegroupConfig").await, 2);
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 1);
+    let failed = w.events("NodeGroupUpdateFailed").await;
+    assert_eq!(failed.len(), 1, "{failed:?}");
 }
 
 #[tokio::test]

@@ -325,6 +325,11 @@ pub struct NodeGroupStatus {
     /// EKS update ID or Auto Scaling instance refresh ID being tracked.
     #[serde(default, rename = "updateID", skip_serializing_if = "Option::is_none")]
     pub update_id: Option<String>,
+    /// What `updateID` is for a managed node group: `ConfigUpdate` (the update config of `refreshConfig`, applied
+    /// before the version update; a `Pending` group keeps it once it succeeded, so it is not issued again for this
+    /// target) or `VersionUpdate`. Unset for instance refreshes and for updates recorded by earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_type: Option<NodeGroupUpdateType>,
     /// Where this node group stands.
     pub state: NodeGroupState,
     /// Why, in words (e.g. why it was skipped or failed).
@@ -336,6 +341,15 @@ pub struct NodeGroupStatus {
     /// When its update ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+}
+
+/// The kind of EKS update being tracked, named as EKS names it (`Update.type`).
+#[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeGroupUpdateType {
+    /// `UpdateNodegroupConfig` (maxUnavailable, strategy).
+    ConfigUpdate,
+    /// `UpdateNodegroupVersion` (the launch template version with the target AMI).
+    VersionUpdate,
 }
 
 /// Kind of node group.

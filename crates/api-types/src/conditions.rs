@@ -60,6 +60,9 @@ pub mod reasons {
     pub const NODE_GROUP_CLAIMED: &str = "NodeGroupClaimed";
     /// The canary's update succeeded; the other node groups wait for `refreshConfig.canarySoak`.
     pub const CANARY_SOAKING: &str = "CanarySoaking";
+    /// A node group's update config (refreshConfig maxUnavailable, strategy) is being applied before its version
+    /// update (Event).
+    pub const NODE_GROUP_CONFIG_UPDATE_STARTED: &str = "NodeGroupConfigUpdateStarted";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -11,7 +11,9 @@
 //!   target that changed during the update never turns the failure into a fresh start;
 //! - `paused`, dry-run and a closed maintenance window start nothing; updates already in flight are still tracked.
 
-use api_types::ami_refresher::{AMIRefresherPhase, AMIRefresherStatus, NodeGroupKind, NodeGroupState, NodeGroupStatus};
+use api_types::ami_refresher::{
+    AMIRefresherPhase, AMIRefresherStatus, NodeGroupKind, NodeGroupState, NodeGroupStatus, NodeGroupUpdateType,
+};
 use jiff::Timestamp;
 
 use crate::window::WindowState;
@@ -163,11 +165,20 @@ fn entry(o: &Observed, target: &str, state: NodeGroupState) -> NodeGroupStatus {
         launch_template_id: o.launch_template_id.clone(),
         launch_template_version: o.launch_template_version.clone(),
         update_id: None,
+        update_type: None,
         state,
         message: None,
         started_at: None,
         finished_at: None,
     }
+}
+
+/// Whether a status entry records that the update config was applied for its target and the version update has not
+/// started yet.
+pub fn config_applied(entry: &NodeGroupStatus) -> bool {
+    entry.state == NodeGroupState::Pending
+        && entry.update_type == Some(NodeGroupUpdateType::ConfigUpdate)
+        && entry.update_id.is_some()
 }
 
 fn on_target(state: NodeGroupState) -> bool {
@@ -267,6 +278,14 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
                 return e;
             }
             let mut e = entry(o, target, NodeGroupState::Pending);
+            // The update config was applied for this target (a finished ConfigUpdate): remember it, so the version
+            // update follows and the config is never issued again, even if AWS reports it differently.
+            if let Some(p) = prev.filter(|p| config_applied(p)) {
+                e.update_id.clone_from(&p.update_id);
+                e.update_type = p.update_type;
+                e.message.clone_from(&p.message);
+                e.finished_at.clone_from(&p.finished_at);
+            }
             if o.busy {
                 busy_untracked = true;
                 e.message = Some("the node group is being updated by someone else; waiting".into());
@@ -344,7 +363,8 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
             };
             start = pending
                 .iter()
-                .filter(|n| n.message.is_none())
+                // A group busy with somebody else's update waits.
+                .filter(|n| !observed.iter().any(|o| o.busy && o.name == n.name && o.kind == n.kind))
                 .take(capacity)
                 .map(|n| n.name.clone())
                 .collect();
@@ -432,6 +452,33 @@ mod tests {
 
     fn states(p: &Plan) -> Vec<(&str, NodeGroupState)> {
         p.node_groups.iter().map(|n| (n.name.as_str(), n.state)).collect()
+    }
+
+    #[test]
+    fn an_applied_update_config_is_remembered_for_its_target_only() {
+        let observed = [ng("a", OLD)];
+        // The config update is in flight: tracked like any update, counted against parallelism, nothing starts.
+        let mut config = in_progress("a", "cfg-1");
+        config.update_type = Some(NodeGroupUpdateType::ConfigUpdate);
+        let p = plan(inputs(&observed, std::slice::from_ref(&config)));
+        assert_eq!(states(&p), vec![("a", NodeGroupState::InProgress)]);
+        assert!(p.start.is_empty());
+        assert_eq!(p.in_flight(), 1);
+        // It succeeded (tracking turned it back to Pending): the group starts and the entry says the config is done.
+        config.state = NodeGroupState::Pending;
+        let p = plan(inputs(&observed, std::slice::from_ref(&config)));
+        assert_eq!(p.start, vec!["a"]);
+        assert!(config_applied(&p.node_groups[0]), "{:?}", p.node_groups[0]);
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("cfg-1"));
+        // For another target the memory does not carry over: that target's start checks the config again.
+        let mut other = inputs(&observed, std::slice::from_ref(&config));
+        other.target = "ami-other";
+        let p = plan(other);
+        assert!(!config_applied(&p.node_groups[0]));
+        // A finished version update is not a config memory.
+        let mut version = config.clone();
+        version.update_type = Some(NodeGroupUpdateType::VersionUpdate);
+        assert!(!config_applied(&version));
     }
 
     #[test]

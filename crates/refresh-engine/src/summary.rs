@@ -61,8 +61,6 @@ pub struct StepFacts<'a> {
     pub target: &'a str,
     /// A failure halts the rollout (an earlier halt holds, or an update failed in this step).
     pub halting: bool,
-    /// A prerequisite (the update config) was applied in this step; the version update follows.
-    pub deferred: bool,
     /// `refreshConfig.canary`.
     pub canary: Option<&'a str>,
 }
@@ -72,7 +70,6 @@ pub fn summarize(plan: &Plan, facts: StepFacts<'_>) -> Summary {
     let StepFacts {
         target,
         halting,
-        deferred,
         canary,
     } = facts;
     let count = |pred: &dyn Fn(NodeGroupState) -> bool| plan.node_groups.iter().filter(|n| pred(n.state)).count();
@@ -86,7 +83,7 @@ pub fn summarize(plan: &Plan, facts: StepFacts<'_>) -> Summary {
     let halted = halting && failed.is_some();
     let phase = if halted {
         AMIRefresherPhase::Degraded
-    } else if in_flight > 0 || deferred {
+    } else if in_flight > 0 {
         AMIRefresherPhase::Progressing
     } else {
         plan.phase
@@ -213,6 +210,7 @@ mod tests {
             launch_template_id: None,
             launch_template_version: None,
             update_id: None,
+            update_type: None,
             state,
             message: None,
             started_at: None,
@@ -240,7 +238,6 @@ mod tests {
         StepFacts {
             target: TARGET,
             halting: false,
-            deferred: false,
             canary: None,
         }
     }
@@ -306,21 +303,6 @@ mod tests {
         assert!(s.progressing.status);
         assert_eq!(s.ready.reason, reasons::ROLLING_OUT);
         assert_eq!(s.ready.message, format!("0/2 node group(s) on {TARGET}, 1 updating"));
-        // A deferred start (update config applied first) is progress too, with nothing in flight yet.
-        let p = plan_of(
-            vec![group("a", NodeGroupState::Pending)],
-            AMIRefresherPhase::Waiting,
-            None,
-        );
-        let s = summarize(
-            &p,
-            StepFacts {
-                deferred: true,
-                ..facts()
-            },
-        );
-        assert_eq!(s.phase, AMIRefresherPhase::Progressing);
-        assert!(!s.progressing.status);
     }
 
     #[test]

@@ -4,7 +4,8 @@ Test infrastructure, not a product component. Started by the Rust helper in test
 "READY <port>" on stdout once it serves on 127.0.0.1.
 
 Added to moto:
-- EKS UpdateNodegroupVersion, DescribeUpdate, ListUpdates; node groups with a launch template are backed by a real
+- EKS UpdateNodegroupVersion, UpdateNodegroupConfig (asynchronous, tracked like a version update), DescribeUpdate
+  (node group updates found only with their node group's name), ListUpdates; node groups with a launch template are backed by a real
   moto Auto Scaling group using that template (listed in the node group's resources).
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
 - EC2 CreateLaunchTemplateVersion honouring SourceVersion.
@@ -198,7 +199,18 @@ def _finish_update(account, region, update, status, code=None, message=None):
     update["status"] = status
     nodegroup = _nodegroup(account, region, update["_cluster"], update["_nodegroup"])
     nodegroup.status = "ACTIVE"
-    if status == "Successful":
+    if status == "Successful" and update["type"] == "ConfigUpdate":
+        # Assumption (the API reference documents the update, not when DescribeNodegroup shows the new values):
+        # the node group reports the new updateConfig once the update succeeded, and never after a failure.
+        # maxUnavailable and maxUnavailablePercentage are alternatives: setting one replaces the other.
+        config = dict(nodegroup.update_config or {})
+        wanted = update["_config"]
+        if "maxUnavailable" in wanted or "maxUnavailablePercentage" in wanted:
+            config.pop("maxUnavailable", None)
+            config.pop("maxUnavailablePercentage", None)
+        config.update(wanted)
+        nodegroup.update_config = config
+    elif status == "Successful":
         new_version = update["_version"]
         nodegroup.launch_template = dict(nodegroup.launch_template, version=new_version)
         for asg in (nodegroup.resources or {}).get("autoScalingGroups", []):
@@ -277,12 +289,65 @@ def update_nodegroup_version(self):
         return ActionResult({"update": _public(update)})
 
 
+def update_nodegroup_config(self):
+    """UpdateNodegroupConfig as EKS does it: asynchronous. moto applies the config at once and returns a
+    `Successful` update that DescribeUpdate cannot find; EKS returns an `InProgress` update to track with DescribeUpdate
+    and refuses a second update while one runs (ResourceInUseException, as for UpdateNodegroupVersion).
+    Only `updateConfig` is emulated this way (what the operator sends); requests with labels, taints, scaling or
+    repair config go to moto unchanged."""
+    if any(self._get_param(key) for key in ("labels", "taints", "scalingConfig", "nodeRepairConfig")):
+        return _original_update_nodegroup_config(self)
+    cluster_name = self._get_param("name")
+    nodegroup_name = self._get_param("nodegroupName")
+    wanted = self._get_param("updateConfig") or {}
+    account, region = self.current_account, self.region
+    with LOCK:
+        nodegroup = _nodegroup(account, region, cluster_name, nodegroup_name)
+        updates = STATE.updates.setdefault((account, region, cluster_name), {})
+        if any(u["_nodegroup"] == nodegroup_name and u["status"] == "InProgress" for u in updates.values()):
+            raise ResourceInUseException(
+                clusterName=cluster_name,
+                nodegroupName=nodegroup_name,
+                message=f"Nodegroup {nodegroup_name} is currently in use by another update",
+            )
+        if not wanted:
+            raise InvalidParameterException(message="No changes needed")
+        names = {"maxUnavailable": "MaxUnavailable", "maxUnavailablePercentage": "MaxUnavailablePercentage", "updateStrategy": "UpdateStrategy"}
+        update = {
+            "id": str(uuid.uuid4()),
+            "status": "InProgress",
+            "type": "ConfigUpdate",
+            "params": [{"type": names.get(k, k), "value": str(v)} for k, v in wanted.items()],
+            "createdAt": utcnow(),
+            "errors": [],
+            "_cluster": cluster_name,
+            "_nodegroup": nodegroup_name,
+            "_config": dict(wanted),
+            "_version": None,
+            "_polls": 0,
+        }
+        updates[update["id"]] = update
+        nodegroup.status = "UPDATING"
+        outcome = STATE.outcomes.pop(("eks", account, region, nodegroup_name), None)
+        if outcome is not None:
+            update["_scripted"] = outcome
+        return ActionResult({"update": _public(update)})
+
+
+_original_update_nodegroup_config = EKSResponse.update_nodegroup_config
+
+
 def describe_update(self):
     cluster_name = self._get_param("name")
     update_id = self._get_param("updateId")
+    nodegroup_name = self._get_param("nodegroupName")
     account, region = self.current_account, self.region
     with LOCK:
         update = STATE.updates.get((account, region, cluster_name), {}).get(update_id)
+        # The API reference: nodegroupName "is required if the update is a node group update". Assumption: EKS
+        # looks node group updates up under the node group, so a missing or different name finds nothing.
+        if update is not None and update.get("_nodegroup") and update["_nodegroup"] != nodegroup_name:
+            update = None
         if update is None:
             raise ResourceNotFoundException(clusterName=cluster_name, message=f"No update found for ID: {update_id}")
         if update["status"] == "InProgress":
@@ -307,6 +372,7 @@ def list_updates(self):
 
 
 EKSResponse.update_nodegroup_version = update_nodegroup_version
+EKSResponse.update_nodegroup_config = update_nodegroup_config
 EKSResponse.describe_update = describe_update
 EKSResponse.list_updates = list_updates
 eks_urls.url_paths.update(

@@ -207,6 +207,96 @@ async fn launch_template_version_from_source_version_keeps_other_fields() {
 }
 
 #[tokio::test]
+async fn update_nodegroup_config_is_asynchronous_found_only_under_its_node_group_and_blocks_a_version_update() {
+    let w = world().await;
+    let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    let update = w
+        .eks
+        .update_nodegroup_config()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .update_config(
+            aws_sdk_eks::types::NodegroupUpdateConfig::builder()
+                .max_unavailable(3)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("config")
+        .update
+        .expect("update body");
+    assert_eq!(update.status(), Some(&UpdateStatus::InProgress));
+    assert_eq!(update.r#type().map(|t| t.as_str()), Some("ConfigUpdate"));
+    let id = update.id().expect("id").to_owned();
+    let max_unavailable = || async {
+        w.eks
+            .describe_nodegroup()
+            .cluster_name("opsy-gitops")
+            .nodegroup_name("workers")
+            .send()
+            .await
+            .expect("ng")
+            .nodegroup()
+            .and_then(|n| n.update_config())
+            .and_then(|u| u.max_unavailable())
+    };
+    assert_ne!(
+        max_unavailable().await,
+        Some(3),
+        "not applied before the update succeeds"
+    );
+    // A version update while the config update runs is refused, as EKS does.
+    let busy = w
+        .eks
+        .update_nodegroup_version()
+        .cluster_name("opsy-gitops")
+        .nodegroup_name("workers")
+        .launch_template(EksLaunchTemplate::builder().id(&lt_id).version("1").build())
+        .send()
+        .await
+        .expect_err("busy");
+    assert_eq!(
+        busy.as_service_error()
+            .and_then(|e| aws_sdk_eks::error::ProvideErrorMetadata::code(e)),
+        Some("ResourceInUseException")
+    );
+    // A node group update is found only with its node group's name.
+    for wrong in [None, Some("other")] {
+        let missing = w
+            .eks
+            .describe_update()
+            .name("opsy-gitops")
+            .update_id(&id)
+            .set_nodegroup_name(wrong.map(str::to_owned))
+            .send()
+            .await
+            .expect_err("not found without the node group");
+        assert_eq!(
+            missing
+                .as_service_error()
+                .and_then(|e| aws_sdk_eks::error::ProvideErrorMetadata::code(e)),
+            Some("ResourceNotFoundException"),
+            "{wrong:?}"
+        );
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let described = w
+            .eks
+            .describe_update()
+            .name("opsy-gitops")
+            .update_id(&id)
+            .nodegroup_name("workers")
+            .send()
+            .await
+            .expect("describe");
+        statuses.push(described.update().and_then(|u| u.status()).cloned().expect("status"));
+    }
+    assert_eq!(statuses, [UpdateStatus::InProgress, UpdateStatus::Successful]);
+    assert_eq!(max_unavailable().await, Some(3));
+}
+
+#[tokio::test]
 async fn update_nodegroup_version_is_tracked_by_describe_update_and_moves_the_node_group_and_its_asg() {
     let w = world().await;
     let (lt_id, asg) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
