@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use ami_tags::Image;
-use api_types::AmiFilter;
+use api_types::{AmiFilter, ami_refresher::NodeGroupKind};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
 use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
@@ -12,6 +12,7 @@ use aws_sdk_eks::types::{
     LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies,
 };
 use controller_runtime::aws::{AwsError, SdkFailure, to_image};
+use jiff::Timestamp;
 
 use crate::error::{Error, Result};
 
@@ -40,6 +41,7 @@ type Architectures = Option<Vec<String>>;
 struct VersionData {
     image: Option<String>,
     instance_type: Option<String>,
+    description: Option<String>,
 }
 
 /// Numbered launch template versions remembered at most (then forgotten all at once; they are re-read on demand).
@@ -78,6 +80,38 @@ pub struct NodegroupInfo {
     pub arn: Option<String>,
     /// The node group's tags.
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// An EKS node group update or an Auto Scaling instance refresh, as far as the controller reads it.
+#[derive(Clone, Debug)]
+struct UpdateRecord {
+    id: String,
+    /// `InProgress`, `Successful`, `Failed`, ... (EKS) or the instance refresh status.
+    status: String,
+    /// An EKS `VersionUpdate` (always true for instance refreshes).
+    version_update: bool,
+    /// The launch template version it rolls onto (EKS parameter `LaunchTemplateVersion`; the refresh's desired
+    /// configuration).
+    version: Option<String>,
+    started: Option<Timestamp>,
+    /// The errors (EKS) or status reason (Auto Scaling).
+    message: String,
+}
+
+/// An EKS update's errors as one line.
+fn update_errors(update: &aws_sdk_eks::types::Update) -> String {
+    update
+        .errors()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e.error_code().map(|c| c.as_str()).unwrap_or("Error"),
+                e.error_message().unwrap_or_default()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// How a node group's update config should look.
@@ -322,6 +356,7 @@ impl Aws {
             .launch_template_data()
             .and_then(|d| d.instance_type())
             .map(|t| t.as_str().to_owned());
+        let description = found.version_description().map(str::to_owned);
         let Some(n) = found.version_number() else {
             return Ok(Some((0.to_string(), image)));
         };
@@ -334,9 +369,25 @@ impl Aws {
             VersionData {
                 image: image.clone(),
                 instance_type,
+                description,
             },
         );
         Ok(Some((n.to_string(), image)))
+    }
+
+    /// A launch template version's description (`None` when it has none or does not exist); numbered versions are
+    /// read once.
+    pub async fn version_description(&self, region: &str, template_id: &str, version: &str) -> Result<Option<String>> {
+        let Some((number, _)) = self.template_version(region, template_id, version).await? else {
+            return Ok(None);
+        };
+        let Ok(n) = number.parse::<i64>() else {
+            return Ok(None);
+        };
+        Ok(self
+            .lock_versions()
+            .get(&(region.to_owned(), template_id.to_owned(), n))
+            .and_then(|d| d.description.clone()))
     }
 
     /// The instance type a launch template version sets, for a version [`Aws::template_version`] has read.
@@ -408,8 +459,9 @@ impl Aws {
         self.versions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A version newer than `current` that already carries `image` (one this controller made before), so a
-    /// repeated attempt reuses it instead of piling up versions.
+    /// A version this controller made before from `current` with only the image set to `image`
+    /// ([`refresh_engine::marker::reusable`]), so a repeated attempt reuses it instead of piling up versions; a
+    /// version somebody else made, even with the same image, is never reused.
     pub async fn version_with_image(
         &self,
         region: &str,
@@ -433,7 +485,12 @@ impl Aws {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeLaunchTemplateVersions", &e))?;
             for v in page.launch_template_versions() {
-                let carries = v.launch_template_data().and_then(|d| d.image_id()) == Some(image);
+                let carries = refresh_engine::marker::reusable(
+                    v.version_description(),
+                    v.launch_template_data().and_then(|d| d.image_id()),
+                    &current.to_string(),
+                    image,
+                );
                 if let Some(n) = v.version_number().filter(|n| *n > current && carries) {
                     best = Some(best.map_or(n, |b| b.max(n)));
                 }
@@ -450,7 +507,7 @@ impl Aws {
             .create_launch_template_version()
             .launch_template_id(template_id)
             .source_version(source)
-            .version_description(format!("opsy-ami-operator: image {image}"))
+            .version_description(refresh_engine::marker::version_description(source, image))
             .launch_template_data(
                 aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
                     .image_id(image)
@@ -535,21 +592,7 @@ impl Aws {
             .await
             .map_err(|e| aws_error("DescribeUpdate", &e))?;
         let update = out.update();
-        let errors = update
-            .map(|u| {
-                u.errors()
-                    .iter()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e.error_code().map(|c| c.as_str()).unwrap_or("Error"),
-                            e.error_message().unwrap_or_default()
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
+        let errors = update.map(update_errors).unwrap_or_default();
         Ok(match update.and_then(|u| u.status()).map(|s| s.as_str()) {
             Some("Successful") => Progress::Successful,
             Some("Failed") => Progress::Failed(if errors.is_empty() {
@@ -562,8 +605,8 @@ impl Aws {
         })
     }
 
-    /// The ID of a version update running on a node group (found after a restart that lost its status write).
-    pub async fn running_version_update(&self, region: &str, cluster: &str, name: &str) -> Result<Option<String>> {
+    /// The node group's updates, running and ended (ListUpdates lists both), newest first.
+    async fn nodegroup_updates(&self, region: &str, cluster: &str, name: &str) -> Result<Vec<UpdateRecord>> {
         let eks = self.clients(region).eks;
         let mut pages = eks
             .list_updates()
@@ -576,23 +619,79 @@ impl Aws {
             let page = page.map_err(|e| aws_error("ListUpdates", &e))?;
             ids.extend(page.update_ids().iter().cloned());
         }
-        for id in ids.iter().rev() {
-            let out = eks
+        let mut out = Vec::new();
+        for id in ids {
+            let described = eks
                 .describe_update()
                 .name(cluster)
                 .nodegroup_name(name)
-                .update_id(id)
+                .update_id(&id)
                 .send()
                 .await
                 .map_err(|e| aws_error("DescribeUpdate", &e))?;
-            if let Some(u) = out.update()
-                && u.status().map(|s| s.as_str()) == Some("InProgress")
-                && u.r#type().map(|t| t.as_str()) == Some("VersionUpdate")
-            {
-                return Ok(Some(id.clone()));
-            }
+            let Some(u) = described.update() else { continue };
+            out.push(UpdateRecord {
+                id,
+                status: u.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                version_update: u.r#type().map(|t| t.as_str()) == Some("VersionUpdate"),
+                version: u
+                    .params()
+                    .iter()
+                    .find(|p| p.r#type().map(|t| t.as_str()) == Some("LaunchTemplateVersion"))
+                    .and_then(|p| p.value())
+                    .map(str::to_owned),
+                started: u.created_at().and_then(|t| Timestamp::from_second(t.secs()).ok()),
+                message: update_errors(u),
+            });
         }
-        Ok(None)
+        // ListUpdates documents no order.
+        out.sort_by_key(|u| std::cmp::Reverse(u.started));
+        Ok(out)
+    }
+
+    /// A version update running on a node group: its ID and the launch template version it rolls onto (so the
+    /// caller can tell ours from somebody else's). Found after a restart that lost the status write.
+    pub async fn running_version_update(
+        &self,
+        region: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Option<(String, Option<String>)>> {
+        Ok(self
+            .nodegroup_updates(region, cluster, name)
+            .await?
+            .into_iter()
+            .find(|u| u.status == "InProgress" && u.version_update)
+            .map(|u| (u.id, u.version)))
+    }
+
+    /// The newest update or instance refresh onto launch template `version` that ended `Failed` or `Cancelled`
+    /// (rolled back) after `since`: (ID, what AWS said). Used before re-issuing an update onto a version made
+    /// earlier, so an update that failed while the controller was down halts instead of being issued again.
+    pub async fn ended_failure_onto(
+        &self,
+        kind: NodeGroupKind,
+        region: &str,
+        cluster: &str,
+        name: &str,
+        version: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Option<(String, String)>> {
+        let records = match kind {
+            NodeGroupKind::Managed => self.nodegroup_updates(region, cluster, name).await?,
+            NodeGroupKind::SelfManaged => self.refreshes(region, name, None).await?,
+        };
+        Ok(records
+            .into_iter()
+            .filter(|r| r.version.as_deref() == Some(version))
+            .filter(|r| since.is_none_or(|since| r.started.is_some_and(|t| t > since)))
+            .find(|r| {
+                matches!(
+                    r.status.as_str(),
+                    "Failed" | "Cancelled" | "RollbackSuccessful" | "RollbackFailed"
+                )
+            })
+            .map(|r| (r.id, r.message)))
     }
 
     /// A self-managed Auto Scaling group's launch template; `None` when the group does not exist.
@@ -707,8 +806,8 @@ impl Aws {
             .ok_or_else(|| Error::Aws(AwsError::malformed("StartInstanceRefresh", "refresh ID")))
     }
 
-    /// Instance refreshes of a group, newest first: (ID, status, reason).
-    async fn refreshes(&self, region: &str, asg: &str, id: Option<&str>) -> Result<Vec<(String, String, String)>> {
+    /// Instance refreshes of a group, newest first.
+    async fn refreshes(&self, region: &str, asg: &str, id: Option<&str>) -> Result<Vec<UpdateRecord>> {
         let out = self
             .clients(region)
             .autoscaling
@@ -721,12 +820,17 @@ impl Aws {
         Ok(out
             .instance_refreshes()
             .iter()
-            .map(|r| {
-                (
-                    r.instance_refresh_id().unwrap_or_default().to_owned(),
-                    r.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                    r.status_reason().unwrap_or_default().to_owned(),
-                )
+            .map(|r| UpdateRecord {
+                id: r.instance_refresh_id().unwrap_or_default().to_owned(),
+                status: r.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                version_update: true,
+                version: r
+                    .desired_configuration()
+                    .and_then(|d| d.launch_template())
+                    .and_then(|t| t.version())
+                    .map(str::to_owned),
+                started: r.start_time().and_then(|t| Timestamp::from_second(t.secs()).ok()),
+                message: r.status_reason().unwrap_or_default().to_owned(),
             })
             .collect())
     }
@@ -734,7 +838,12 @@ impl Aws {
     /// Where an instance refresh stands.
     pub async fn describe_refresh(&self, region: &str, asg: &str, id: &str) -> Result<Progress> {
         let refreshes = self.refreshes(region, asg, Some(id)).await?;
-        let Some((_, status, reason)) = refreshes.into_iter().find(|(i, _, _)| i == id) else {
+        let Some(UpdateRecord {
+            status,
+            message: reason,
+            ..
+        }) = refreshes.into_iter().find(|r| r.id == id)
+        else {
             return Ok(Progress::Failed(format!(
                 "instance refresh {id} is not known to Auto Scaling"
             )));
@@ -747,13 +856,14 @@ impl Aws {
         })
     }
 
-    /// The ID of an instance refresh running on a group, if any.
-    pub async fn active_refresh(&self, region: &str, asg: &str) -> Result<Option<String>> {
+    /// An instance refresh running on a group, if any: its ID and the launch template version of its desired
+    /// configuration (none when it has no desired configuration: not ours).
+    pub async fn active_refresh(&self, region: &str, asg: &str) -> Result<Option<(String, Option<String>)>> {
         Ok(self
             .refreshes(region, asg, None)
             .await?
             .into_iter()
-            .find(|(_, status, _)| ACTIVE_REFRESH.contains(&status.as_str()))
-            .map(|(id, _, _)| id))
+            .find(|r| ACTIVE_REFRESH.contains(&r.status.as_str()))
+            .map(|r| (r.id, r.version)))
     }
 }

@@ -385,8 +385,12 @@ async fn observe_managed(
         }
         "UPDATING" => {
             o.busy = true;
-            if o.skip.is_none() && !tracked(previous, &name, NodeGroupKind::Managed) {
-                o.running_update = ctx.aws.running_version_update(region, cluster, &name).await?;
+            if o.skip.is_none()
+                && !tracked(previous, &name, NodeGroupKind::Managed)
+                && let Some((id, version)) = ctx.aws.running_version_update(region, cluster, &name).await?
+                && rolls_onto_ours(ctx, region, o.launch_template_id.as_deref(), version.as_deref()).await?
+            {
+                o.running_update = Some(id);
             }
         }
         _ => {}
@@ -403,6 +407,17 @@ async fn observe_managed(
         nodegroup: Some(ng),
         instance_types,
     }))
+}
+
+/// Whether an update found running (not in status) rolls onto a launch template version this controller made
+/// ([`refresh_engine::marker`]): then it is ours, started before a restart lost the status write, and adopted.
+/// Anything else is somebody else's: the group waits until it ends.
+async fn rolls_onto_ours(ctx: &Context, region: &str, template: Option<&str>, version: Option<&str>) -> Result<bool> {
+    let (Some(template), Some(version)) = (template, version) else {
+        return Ok(false);
+    };
+    let description = ctx.aws.version_description(region, template, version).await?;
+    Ok(refresh_engine::marker::ours(description.as_deref()))
 }
 
 async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus], name: &str) -> Result<Group> {
@@ -436,9 +451,11 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
                             }
                         }
                     }
-                    if let Some(active) = ctx.aws.active_refresh(region, name).await? {
+                    if let Some((active, version)) = ctx.aws.active_refresh(region, name).await? {
                         o.busy = true;
-                        if !tracked(previous, name, NodeGroupKind::SelfManaged) {
+                        if !tracked(previous, name, NodeGroupKind::SelfManaged)
+                            && rolls_onto_ours(ctx, region, Some(id.as_str()), version.as_deref()).await?
+                        {
                             o.running_update = Some(active);
                         }
                     }
@@ -606,6 +623,13 @@ enum Started {
     /// The update config is applied first (UpdateNodegroupConfig): its update ID, tracked like a version update;
     /// the version update starts once it succeeded.
     Config { id: String },
+    /// An update of ours onto the same version already ended in failure (while the controller was down, or its
+    /// record was lost): it is reported and halts, never issued again.
+    FailedBefore {
+        id: String,
+        version: String,
+        message: String,
+    },
 }
 
 fn update_config(amr: &AMIRefresher) -> UpdateConfig {
@@ -655,6 +679,7 @@ async fn start(
     group: &Group,
     target: &str,
     config_done: bool,
+    since: Option<Timestamp>,
 ) -> Result<Started> {
     let (region, cluster) = (&amr.spec.region, &amr.spec.cluster_name);
     let o = &group.observed;
@@ -672,7 +697,21 @@ async fn start(
         }
     }
     let version = match ctx.aws.version_with_image(region, template, current, target).await? {
-        Some(existing) => existing,
+        Some(existing) => {
+            // Made by an earlier attempt: did an update onto it fail while nobody watched?
+            if let Some((id, message)) = ctx
+                .aws
+                .ended_failure_onto(o.kind, region, cluster, &o.name, &existing, since)
+                .await?
+            {
+                return Ok(Started::FailedBefore {
+                    id,
+                    version: existing,
+                    message,
+                });
+            }
+            existing
+        }
         None => ctx.aws.create_version(region, template, current, target).await?,
     };
     let id = match o.kind {
@@ -916,6 +955,15 @@ struct StartResult {
     transient: Option<Error>,
 }
 
+/// The target and the times a start depends on.
+#[derive(Clone, Copy)]
+struct When<'a> {
+    target: &'a str,
+    /// Failures of updates that ended before this (the last retry) are not a reason to halt again.
+    since: Option<Timestamp>,
+    now: Timestamp,
+}
+
 /// Starts the node groups the plan names, in order, recording each in its status entry; stops at the first
 /// failure.
 async fn start_groups(
@@ -924,9 +972,9 @@ async fn start_groups(
     valid: &ValidSpec,
     groups: &[Group],
     p: &mut refresh_engine::Plan,
-    target: &str,
-    now: Timestamp,
+    at: When<'_>,
 ) -> StartResult {
+    let When { target, since, now } = at;
     let mut result = StartResult {
         failed: false,
         transient: None,
@@ -939,7 +987,7 @@ async fn start_groups(
             continue;
         };
         let config_done = refresh_engine::plan::config_applied(entry);
-        match start(ctx, amr, valid, group, target, config_done).await {
+        match start(ctx, amr, valid, group, target, config_done, since).await {
             Ok(Started::Update { id, version }) => {
                 ctx.metrics.count("rollouts", "started");
                 tracing::info!(node_group = %name, update = %id, version = %version, target = %target, "update started");
@@ -951,6 +999,21 @@ async fn start_groups(
                 entry.started_at = Some(Time(now));
                 entry.finished_at = None;
                 entry.message = Some("update started".into());
+            }
+            Ok(Started::FailedBefore { id, version, message }) => {
+                tracing::warn!(node_group = %name, update = %id, version = %version, "an earlier update onto this version failed; halting");
+                entry.state = NodeGroupState::Failed;
+                entry.update_id = Some(id.clone());
+                entry.update_type =
+                    (group.observed.kind == NodeGroupKind::Managed).then_some(NodeGroupUpdateType::VersionUpdate);
+                entry.launch_template_version = Some(version);
+                entry.finished_at = Some(Time(now));
+                entry.message = Some(format!(
+                    "update {id} onto the same launch template version ended while the controller was not tracking it: {}",
+                    if message.is_empty() { "failed" } else { message.as_str() }
+                ));
+                result.failed = true;
+                break;
             }
             Ok(Started::Config { id }) => {
                 ctx.metrics.count("config_updates", "started");
@@ -1087,6 +1150,9 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         &target,
         retry.as_deref(),
     );
+    if retry.is_some() && retry != old.observed_retry {
+        status.retried_at = Some(Time(now));
+    }
     status.observed_retry = retry.clone();
     status.failed_generation = None;
     let observed: Vec<Observed> = groups.iter().map(|g| g.observed.clone()).collect();
@@ -1106,7 +1172,13 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         now,
     });
 
-    let started = start_groups(ctx, &amr, &valid, &groups, &mut p, &target, now).await;
+    let since = status.retried_at.as_ref().map(|t| t.0);
+    let at = When {
+        target: &target,
+        since,
+        now,
+    };
+    let started = start_groups(ctx, &amr, &valid, &groups, &mut p, at).await;
     newly_failed |= started.failed;
     let transient = started.transient;
     let summary = refresh_engine::summary::summarize(

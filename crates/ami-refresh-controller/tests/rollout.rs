@@ -316,6 +316,49 @@ impl World {
             .expect("annotate");
     }
 
+    /// What a crashed controller (`ours`: a launch template version with this controller's mark) or somebody else
+    /// (`!ours`: a version without it) leaves behind: a version of `group`'s template with `image`, and an update
+    /// onto it started outside the controller. Returns the update ID.
+    async fn update_outside_the_controller(&self, group: &str, image: &str, ours: bool) -> String {
+        let (lt, version, _) = self.nodegroup_image(group).await;
+        let description = if ours {
+            refresh_engine::marker::version_description(&version, image)
+        } else {
+            "hand-made: new image and a bigger disk".to_owned()
+        };
+        let created = self
+            .ec2
+            .create_launch_template_version()
+            .launch_template_id(&lt)
+            .source_version(&version)
+            .version_description(description)
+            .launch_template_data(RequestLaunchTemplateData::builder().image_id(image).build())
+            .send()
+            .await
+            .expect("version");
+        let new_version = created
+            .launch_template_version()
+            .and_then(|v| v.version_number())
+            .expect("n");
+        self.eks
+            .update_nodegroup_version()
+            .cluster_name(CLUSTER)
+            .nodegroup_name(group)
+            .launch_template(
+                EksLaunchTemplate::builder()
+                    .id(&lt)
+                    .version(new_version.to_string())
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("update")
+            .update()
+            .and_then(|u| u.id())
+            .expect("id")
+            .to_owned()
+    }
+
     async fn patch_spec(&self, spec: serde_json::Value) {
         self.api()
             .patch(NAME, &PatchParams::default(), &Patch::Merge(json!({ "spec": spec })))
@@ -1078,39 +1121,9 @@ async fn an_update_started_before_a_lost_status_write_is_adopted_not_repeated() 
     let mut w = World::start().await;
     let (_, target) = seed_world(&mut w).await;
     w.aws.set_progress(true, 0).await.expect("manual progress");
-    // What a controller that crashed right after UpdateNodegroupVersion left behind: a running update, no status.
-    let (lt, version, _) = w.nodegroup_image("ng-a").await;
-    let created = w
-        .ec2
-        .create_launch_template_version()
-        .launch_template_id(&lt)
-        .source_version(&version)
-        .launch_template_data(RequestLaunchTemplateData::builder().image_id(&target).build())
-        .send()
-        .await
-        .expect("version");
-    let new_version = created
-        .launch_template_version()
-        .and_then(|v| v.version_number())
-        .expect("n");
-    let lost = w
-        .eks
-        .update_nodegroup_version()
-        .cluster_name(CLUSTER)
-        .nodegroup_name("ng-a")
-        .launch_template(
-            EksLaunchTemplate::builder()
-                .id(&lt)
-                .version(new_version.to_string())
-                .build(),
-        )
-        .send()
-        .await
-        .expect("update")
-        .update()
-        .and_then(|u| u.id())
-        .expect("id")
-        .to_owned();
+    // What a controller that crashed right after UpdateNodegroupVersion left behind: a running update onto a version
+    // it made (its mark), no status.
+    let lost = w.update_outside_the_controller("ng-a", &target, true).await;
     w.start_controller();
     w.apply_seed(|_| {}).await;
     let amr = w
@@ -1124,6 +1137,140 @@ async fn an_update_started_before_a_lost_status_write_is_adopted_not_repeated() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(w.count("UpdateNodegroupVersion").await, 1);
     assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1);
+}
+
+/// A newer launch template version somebody else made with the target image (and possibly other changes) is never
+/// reused: the controller makes its own from the group's current version.
+#[tokio::test]
+async fn a_version_somebody_else_made_with_the_target_image_is_not_reused() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    let (lt, version, _) = w.nodegroup_image("ng-a").await;
+    let foreign = w
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt)
+        .source_version(&version)
+        .version_description("hand-made: new image and a bigger disk")
+        .launch_template_data(RequestLaunchTemplateData::builder().image_id(&target).build())
+        .send()
+        .await
+        .expect("version")
+        .launch_template_version()
+        .and_then(|v| v.version_number())
+        .expect("n")
+        .to_string();
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w.wait_for("Ready", ready).await;
+    let a = group(&amr, "ng-a");
+    assert_ne!(a.launch_template_version.as_deref(), Some(foreign.as_str()), "{a:?}");
+    let (_, now_on, image) = w.nodegroup_image("ng-a").await;
+    assert_eq!(
+        (now_on.as_str(), image.as_str()),
+        (
+            a.launch_template_version.as_deref().unwrap_or_default(),
+            target.as_str()
+        )
+    );
+    // The foreign one, then one per rolled group.
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 3);
+}
+
+/// Somebody else's update (onto a version this controller did not make) is never adopted nor reported as ours:
+/// the group waits with a message while the others roll, and afterwards counts as up to date, not as our success.
+#[tokio::test]
+async fn an_update_somebody_else_started_is_not_adopted_and_the_group_waits_for_it() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    let foreign = w.update_outside_the_controller("ng-a", &target, false).await;
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("ng-b rolling", |a| {
+            a.status.as_ref().is_some_and(|s| {
+                s.node_groups
+                    .iter()
+                    .any(|n| n.name == "ng-b" && n.state == NodeGroupState::InProgress)
+            })
+        })
+        .await;
+    let a = group(&amr, "ng-a");
+    assert_eq!(
+        (a.state, a.update_id.as_deref()),
+        (NodeGroupState::Pending, None),
+        "{a:?}"
+    );
+    assert!(
+        a.message.as_deref().unwrap_or_default().contains("someone else"),
+        "{a:?}"
+    );
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Successful")
+        .await
+        .expect("finish foreign");
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-b", "Successful")
+        .await
+        .expect("finish ng-b");
+    let amr = w.wait_for("Ready", ready).await;
+    let a = group(&amr, "ng-a");
+    assert_eq!(a.state, NodeGroupState::UpToDate, "{a:?}");
+    assert_ne!(a.update_id.as_deref(), Some(foreign.as_str()));
+    // One update by somebody else, one by the controller (ng-b); ng-a's success is not announced as ours.
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+    let updated = w.events("NodeGroupUpdated").await;
+    assert!(
+        updated
+            .iter()
+            .all(|e| !e.note.as_deref().unwrap_or_default().contains("ng-a")),
+        "{updated:?}"
+    );
+}
+
+/// An update of ours that failed while its record was lost (crash before the status write, controller down) is
+/// found with ListUpdates (which lists ended updates) when the group would be started again: the rollout halts
+/// and says so, the update is not issued a second time; a retry then issues it.
+#[tokio::test]
+async fn an_update_that_failed_while_nobody_tracked_it_halts_instead_of_being_issued_again() {
+    let mut w = World::start().await;
+    let (_, target) = seed_world(&mut w).await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    let lost = w.update_outside_the_controller("ng-a", &target, true).await;
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_update(&account, REGION, CLUSTER, "ng-a", "Failed")
+        .await
+        .expect("fail");
+    w.start_controller();
+    w.apply_seed(|_| {}).await;
+    let amr = w
+        .wait_for("Degraded", |a| phase(a) == Some(AMIRefresherPhase::Degraded))
+        .await;
+    let a = group(&amr, "ng-a");
+    assert_eq!(a.state, NodeGroupState::Failed, "{a:?}");
+    assert_eq!(a.update_id.as_deref(), Some(lost.as_str()));
+    assert_eq!(group(&amr, "ng-b").state, NodeGroupState::Pending);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 1, "not issued again");
+    assert_eq!(w.events("NodeGroupUpdateFailed").await.len(), 1);
+
+    // A retry issues it again (onto the same version), and the old failure does not halt it a second time.
+    w.ask_retry("1").await;
+    w.wait_for("ng-a retried", |a| {
+        a.status.as_ref().is_some_and(|s| {
+            s.node_groups.iter().any(|n| {
+                n.name == "ng-a"
+                    && n.state == NodeGroupState::InProgress
+                    && n.update_id.as_deref() != Some(lost.as_str())
+            })
+        })
+    })
+    .await;
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1, "the version is reused");
 }
 
 #[tokio::test]

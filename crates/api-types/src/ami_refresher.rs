@@ -270,6 +270,10 @@ pub struct AMIRefresherStatus {
     /// The value of the `ami.refresh.ops/retry` annotation the controller last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_retry: Option<String>,
+    /// When the controller first saw the current value of the retry annotation: updates that failed before it are
+    /// not found again as a reason to halt (see `updateID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_at: Option<crate::conditions::Time>,
     /// Set while a rollout is halted by a failed or cancelled node-group update: the target AMI in effect when the
     /// failure was seen (whatever AMI the failed update was rolling to). The halt holds until the target becomes
     /// another AMI or the `ami.refresh.ops/retry` annotation gets a new value; other spec edits (pause, windows)
