@@ -734,6 +734,45 @@ impl Aws {
         }))
     }
 
+    /// Auto Scaling groups of the region that launch from `template_id` at `$Latest` (a new version reaches them at
+    /// their next scale-out).
+    pub async fn asgs_on_latest(&self, region: &str, template_id: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .clients(region)
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
+            for g in page.auto_scaling_groups() {
+                let lt = g.launch_template().or_else(|| {
+                    g.mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .and_then(|t| t.launch_template_specification())
+                });
+                if let Some(lt) = lt
+                    && lt.launch_template_id() == Some(template_id)
+                    && lt.version().is_some_and(|v| v.eq_ignore_ascii_case("$Latest"))
+                    && let Some(name) = g.auto_scaling_group_name()
+                {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether an instance refresh of `asg` onto launch template `version` succeeded (its instances run it).
+    pub async fn refreshed_onto(&self, region: &str, asg: &str, version: &str) -> Result<bool> {
+        Ok(self
+            .refreshes(region, asg, None)
+            .await?
+            .iter()
+            .any(|r| r.status == "Successful" && r.version.as_deref() == Some(version)))
+    }
+
     /// Writes one tag on a managed node group (TagResource on its ARN).
     pub async fn tag_nodegroup(&self, region: &str, arn: &str, key: &str, value: &str) -> Result<()> {
         self.clients(region)

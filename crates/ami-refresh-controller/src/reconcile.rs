@@ -409,6 +409,59 @@ async fn observe_managed(
     }))
 }
 
+/// The tag EKS puts on the Auto Scaling group of a managed node group.
+const EKS_NODEGROUP_TAG: &str = "eks:nodegroup-name";
+
+/// A self-managed group on `$Latest`/`$Default`: the version and image its instances really run
+/// ([`refresh_engine::marker::launched_from`]: a version this controller made counts only once a refresh onto it
+/// succeeded), and, on `$Latest`, a skip when the template is shared with an Auto Scaling group outside this rollout
+/// (the new version would reach it at its next scale-out, unrolled and unwatched). The controller never changes a
+/// template's default version, so `$Default` groups sharing a template are not affected by it.
+#[allow(clippy::too_many_arguments)]
+async fn symbolic_state(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    name: &str,
+    template: &str,
+    version: &str,
+    number: String,
+    image: Option<String>,
+    o: &mut Observed,
+) -> Result<Option<(String, Option<String>)>> {
+    let region = &amr.spec.region;
+    if version.eq_ignore_ascii_case("$Latest") {
+        let rollout: Vec<&String> = amr
+            .spec
+            .auto_scaling_groups
+            .iter()
+            .filter(|n| !amr.spec.exclude.contains(n))
+            .collect();
+        let outside: Vec<String> = ctx
+            .aws
+            .asgs_on_latest(region, template)
+            .await?
+            .into_iter()
+            .filter(|n| !rollout.contains(&n))
+            .collect();
+        if !outside.is_empty() {
+            o.skip = Some(format!(
+                "launch template {template} at $Latest is shared with Auto Scaling group(s) outside this rollout \
+                 ({}): a new version would reach them at their next scale-out; pin a version or list them",
+                outside.join(", ")
+            ));
+        }
+    }
+    let description = ctx.aws.version_description(region, template, &number).await?;
+    let refreshed = match refresh_engine::marker::parse(description.as_deref().unwrap_or_default()) {
+        Some(_) => ctx.aws.refreshed_onto(region, name, &number).await?,
+        None => false,
+    };
+    match refresh_engine::marker::launched_from(description.as_deref(), refreshed) {
+        Some(source) => ctx.aws.template_version(region, template, &source).await,
+        None => Ok(Some((number, image))),
+    }
+}
+
 /// Whether an update found running (not in status) rolls onto a launch template version this controller made
 /// ([`refresh_engine::marker`]): then it is ours, started before a restart lost the status write, and adopted.
 /// Anything else is somebody else's: the group waits until it ends.
@@ -427,13 +480,26 @@ async fn observe_asg(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupSta
     let mut claim = None;
     match ctx.aws.describe_asg(region, name).await? {
         None => o.skip = Some("Auto Scaling group does not exist".into()),
+        Some(asg) if asg.tags.contains_key(EKS_NODEGROUP_TAG) => {
+            o.skip = Some(format!(
+                "belongs to the EKS managed node group {}: it is rolled through its node group, not as a \
+                 self-managed Auto Scaling group",
+                asg.tags[EKS_NODEGROUP_TAG]
+            ));
+        }
         Some(asg) => {
             claim = asg.tags.get(refresh_engine::claim::CLAIM_TAG).cloned();
             match (asg.launch_template_id, asg.launch_template_version) {
                 (Some(id), version) => {
                     let version = version.unwrap_or_else(|| "$Default".into());
                     o.launch_template_id = Some(id.clone());
-                    match ctx.aws.template_version(region, &id, &version).await? {
+                    let resolved = match ctx.aws.template_version(region, &id, &version).await? {
+                        Some((number, image)) if version.starts_with('$') => {
+                            symbolic_state(ctx, amr, name, &id, &version, number, image, &mut o).await?
+                        }
+                        other => other,
+                    };
+                    match resolved {
                         None => o.skip = Some(format!("launch template {id} version {version} does not exist")),
                         Some((number, image)) => {
                             instance_types = if asg.override_types.is_empty() {
@@ -712,7 +778,11 @@ async fn start(
             }
             existing
         }
-        None => ctx.aws.create_version(region, template, current, target).await?,
+        None => {
+            let created = ctx.aws.create_version(region, template, current, target).await?;
+            controller_runtime::failpoint::failpoint("version-created");
+            created
+        }
     };
     let id = match o.kind {
         NodeGroupKind::Managed => {

@@ -1375,6 +1375,148 @@ async fn a_self_managed_group_is_rolled_with_an_instance_refresh() {
     assert!(w.count("DescribeInstanceRefreshes").await >= 2, "tracked by polling");
 }
 
+impl World {
+    /// A self-managed Auto Scaling group launching from `template` at `version` (`"1"`, `"$Latest"`, ...).
+    async fn self_managed(&self, name: &str, template: &str, version: &str) {
+        self.asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                    .launch_template_id(template)
+                    .version(version)
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(2)
+            .desired_capacity(1)
+            .availability_zones("us-west-2a")
+            .send()
+            .await
+            .expect("asg");
+    }
+
+    fn in_state(name: &'static str, state: NodeGroupState) -> impl Fn(&AMIRefresher) -> bool {
+        move |a: &AMIRefresher| {
+            a.status
+                .as_ref()
+                .is_some_and(|s| s.node_groups.iter().any(|n| n.name == name && n.state == state))
+        }
+    }
+}
+
+/// A self-managed group on `$Latest`: the new version moves `$Latest` at once, but only a successful instance refresh
+/// moves the instances. A template shared at `$Latest` with a group outside the rollout is refused, and so is the
+/// Auto Scaling group of an EKS managed node group; a failed refresh keeps the group outdated and halts.
+#[tokio::test]
+async fn a_self_managed_group_on_latest_is_up_to_date_only_after_a_successful_refresh() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    w.nodegroup("ng-current", &target).await;
+    let eks_asg = w
+        .eks
+        .describe_nodegroup()
+        .cluster_name(CLUSTER)
+        .nodegroup_name("ng-current")
+        .send()
+        .await
+        .expect("ng")
+        .nodegroup()
+        .and_then(|n| n.resources())
+        .and_then(|r| r.auto_scaling_groups().first())
+        .and_then(|g| g.name())
+        .expect("asg of the node group")
+        .to_owned();
+    let lt = w.template("self-managed", &old).await;
+    w.self_managed("workers-latest", &lt, "$Latest").await;
+    w.self_managed("batch-latest", &lt, "$Latest").await;
+    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.start_controller();
+    w.apply_seed(|doc| doc["spec"]["autoScalingGroups"] = json!(["workers-latest", eks_asg.clone()]))
+        .await;
+    let amr = w
+        .wait_for(
+            "workers-latest skipped",
+            World::in_state("workers-latest", NodeGroupState::Skipped),
+        )
+        .await;
+    let message = group(&amr, "workers-latest").message.clone().unwrap_or_default();
+    assert!(
+        message.contains("batch-latest") && message.contains("$Latest"),
+        "{message}"
+    );
+    let eks = group(&amr, &eks_asg);
+    assert_eq!(eks.state, NodeGroupState::Skipped, "{eks:?}");
+    assert!(
+        eks.message.as_deref().unwrap_or_default().contains("ng-current"),
+        "{eks:?}"
+    );
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 0);
+
+    // The other group goes away: the rollout proceeds, and the refresh fails.
+    w.asg
+        .delete_auto_scaling_group()
+        .auto_scaling_group_name("batch-latest")
+        .force_delete(true)
+        .send()
+        .await
+        .expect("delete");
+    w.wait_for(
+        "refreshing",
+        World::in_state("workers-latest", NodeGroupState::InProgress),
+    )
+    .await;
+    assert_eq!(w.template_image(&lt, "$Latest").await, target, "$Latest moved at once");
+    let account = Account(DEFAULT_ACCOUNT.into());
+    w.aws
+        .finish_refresh(&account, REGION, "workers-latest", "Failed")
+        .await
+        .expect("fail");
+    w.wait_for("Degraded", |a| phase(a) == Some(AMIRefresherPhase::Degraded))
+        .await;
+    // Polled again and again: $Latest names the target, but the instances never got it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let amr = w.api().get(NAME).await.expect("get");
+    assert_eq!(phase(&amr), Some(AMIRefresherPhase::Degraded));
+    let g = group(&amr, "workers-latest");
+    assert_eq!(g.state, NodeGroupState::Failed, "{g:?}");
+    assert_eq!(g.current_ami.as_deref(), Some(old.as_str()), "{g:?}");
+    assert_eq!(w.count("StartInstanceRefresh").await, 1);
+}
+
+/// A crash between CreateLaunchTemplateVersion and StartInstanceRefresh on a `$Latest` group: `$Latest` already
+/// names the target, yet the group is not up to date; after the restart the refresh is started onto the same
+/// version.
+#[tokio::test]
+async fn a_refresh_never_started_before_a_crash_is_started_after_the_restart() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    w.nodegroup("ng-current", &target).await;
+    let lt = w.template("self-managed", &old).await;
+    w.self_managed("workers-latest", &lt, "$Latest").await;
+    w.start_controller_with(&[("OPSY_FAILPOINT", "version-created")]);
+    w.apply_seed(|doc| doc["spec"]["autoScalingGroups"] = json!(["workers-latest"]))
+        .await;
+    let crashed = w.controllers.pop().expect("controller");
+    let mut crashed = crashed;
+    tokio::time::timeout(WAIT, crashed.wait())
+        .await
+        .expect("the controller reaches the failpoint")
+        .expect("exit status");
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1);
+    assert_eq!(w.count("StartInstanceRefresh").await, 0);
+    assert_eq!(w.template_image(&lt, "$Latest").await, target);
+
+    w.start_controller();
+    let amr = w.wait_for("Ready", ready).await;
+    let g = group(&amr, "workers-latest");
+    assert_eq!(g.state, NodeGroupState::Successful, "{g:?}");
+    assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1, "the version is reused");
+    assert_eq!(w.count("StartInstanceRefresh").await, 1);
+}
+
 /// Bodies received by a local webhook.
 type Inbox = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
 

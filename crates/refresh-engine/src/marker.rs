@@ -58,6 +58,18 @@ pub fn ours(description: Option<&str>) -> bool {
     description.and_then(parse).is_some()
 }
 
+/// For an Auto Scaling group on `$Latest` or `$Default`: the version its instances were really launched from, when
+/// that is not the version the symbol resolves to. Creating a version moves `$Latest` at once, but the instances
+/// change only when an instance refresh onto it succeeds; so when the resolved version is one this controller made
+/// (its `description`) and no refresh onto it succeeded (`refreshed`), the group is still on the version it was made
+/// from (a refresh failed, or was never started before a crash). `None`: the resolved version is the group's state.
+pub fn launched_from(description: Option<&str>, refreshed: bool) -> Option<String> {
+    if refreshed {
+        return None;
+    }
+    description.and_then(parse).map(|m| m.source)
+}
+
 /// Which versions made by this controller to delete: all but the newest `keep` of `marked`, never one in `in_use`
 /// (the template's default and latest, versions groups use, versions of updates in flight). Sorted.
 pub fn versions_to_delete(marked: &[i64], keep: usize, in_use: &[i64]) -> Vec<i64> {
@@ -112,6 +124,27 @@ mod tests {
         // Somebody else's newer version with the target image (maybe with other changes too): never reused.
         assert!(!reusable(Some("bump instance type"), Some("ami-new"), "7", "ami-new"));
         assert!(!reusable(None, Some("ami-new"), "7", "ami-new"));
+    }
+
+    #[test]
+    fn a_symbolic_version_we_moved_counts_only_after_a_successful_refresh() {
+        let ours = version_description("3", "ami-new");
+        assert_eq!(
+            launched_from(Some(&ours), false),
+            Some("3".into()),
+            "refresh failed or never started"
+        );
+        assert_eq!(
+            launched_from(Some(&ours), true),
+            None,
+            "refreshed: the instances run it"
+        );
+        assert_eq!(
+            launched_from(Some("somebody's change"), false),
+            None,
+            "not ours: taken as it is"
+        );
+        assert_eq!(launched_from(None, false), None);
     }
 
     #[test]
