@@ -258,10 +258,32 @@ impl Aws {
     }
 
     /// One image by ID; `None` when EC2 does not know it (or it is not visible to this account).
-    pub async fn image(&self, region: &str, id: &str) -> Result<Option<Image>> {
-        let out = self.clients(region).ec2.describe_images().image_ids(id).send().await;
+    pub async fn image(&self, region: &str, id: &str, owners: &[String]) -> Result<Option<Image>> {
+        let out = self
+            .clients(region)
+            .ec2
+            .describe_images()
+            .image_ids(id)
+            .set_owners((!owners.is_empty()).then(|| owners.to_vec()))
+            .send()
+            .await;
         match out {
             Ok(out) => Ok(out.images().iter().map(to_image).find(|i| i.id == id)),
+            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
+            Err(e) => Err(aws_error("DescribeImages", &e)),
+        }
+    }
+
+    /// The owner account of an AMI visible to this account, whoever owns it (`None`: no such AMI).
+    pub async fn image_owner(&self, region: &str, id: &str) -> Result<Option<String>> {
+        let out = self.clients(region).ec2.describe_images().image_ids(id).send().await;
+        match out {
+            Ok(out) => Ok(out
+                .images()
+                .iter()
+                .find(|i| i.image_id() == Some(id))
+                .and_then(|i| i.owner_id())
+                .map(str::to_owned)),
             Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
             Err(e) => Err(aws_error("DescribeImages", &e)),
         }

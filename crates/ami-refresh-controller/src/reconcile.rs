@@ -216,11 +216,19 @@ async fn verify(
     id: &str,
     now: Timestamp,
 ) -> Result<std::result::Result<Option<String>, String>> {
-    let Some(image) = ctx.aws.image(&amr.spec.region, id).await? else {
-        return Ok(Err(format!(
-            "{id} does not exist in {} or is not visible to this account",
-            amr.spec.region
-        )));
+    // Only from a trusted owner, whatever named the AMI (spec.ami, a PackerBuilder's status, filters).
+    let owners = trusted_owners(amr);
+    let Some(image) = ctx.aws.image(&amr.spec.region, id, &owners).await? else {
+        return Ok(Err(match ctx.aws.image_owner(&amr.spec.region, id).await? {
+            Some(owner) => format!(
+                "{id} is owned by account {owner}, which is not a trusted owner ({}); name it in spec.amiOwners",
+                owners.join(",")
+            ),
+            None => format!(
+                "{id} does not exist in {} or is not visible to this account",
+                amr.spec.region
+            ),
+        }));
     };
     if !image.is_available() {
         return Ok(Err(format!(

@@ -1589,6 +1589,7 @@ async fn an_explicit_ami_is_verified_and_each_transition_is_notified_once() {
         let spec = doc["spec"].as_object_mut().expect("spec");
         spec.remove("amiFilters");
         spec.insert("ami".into(), json!("ami-0123456789abcdef0"));
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
         spec.insert("notifier".into(), json!({"webhook": {"secret": "hook"}}));
     })
     .await;
@@ -1658,6 +1659,8 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
         let spec = doc["spec"].as_object_mut().expect("spec");
         spec.remove("amiFilters");
         spec.insert("packerBuilderRef".into(), json!({"name": "packer-builder-local"}));
+        // The builder's AMIs come from the image account (in this world, the EKS owner's).
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
     })
     .await;
     let amr = w.wait_for("Ready", ready).await;
@@ -1679,6 +1682,74 @@ async fn the_ami_of_a_referenced_packer_builder_is_rolled_and_followed() {
     assert_eq!(amr.status.as_ref().and_then(|s| s.progress.as_deref()), Some("3/3"));
     let (_, _, image) = w.nodegroup_image("ng-current").await;
     assert_eq!(image, newer);
+}
+
+/// An AMI from an owner that is not trusted (`amiOwners`, else the `owner-id` filter, else this account) is never
+/// rolled, whatever names it: `spec.ami`, a PackerBuilder's status or filters. Naming the owner in `amiOwners`
+/// makes it usable.
+#[tokio::test]
+async fn an_ami_from_an_untrusted_owner_is_never_rolled_whatever_names_it() {
+    const STRANGER: &str = "999988887777";
+    let mut w = World::start().await;
+    seed_world(&mut w).await;
+    let strangers = w
+        .seed_ami(
+            "amazon-eks-node-al2023-x86_64-standard-1.30-stranger",
+            STRANGER,
+            ago(1),
+            managed_tags(ago(1), "active"),
+        )
+        .await;
+    w.start_controller();
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("ami".into(), json!(strangers.clone()));
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
+    })
+    .await;
+    let untrusted = |a: &AMIRefresher| {
+        phase(a) == Some(AMIRefresherPhase::NoEligibleAMI)
+            && a.status.as_ref().is_some_and(|s| {
+                get_condition(&s.conditions, "Ready").is_some_and(|c| c.message.contains("not a trusted owner"))
+            })
+    };
+    w.wait_for("spec.ami refused", untrusted).await;
+
+    // The same AMI through a PackerBuilder's status.
+    let builders: Api<PackerBuilder> = Api::default_namespaced(w.client.clone());
+    let text = std::fs::read_to_string(workspace().join("examples/seed/packerbuilder-000.yaml")).expect("seed");
+    let pb: PackerBuilder = serde_norway::from_str(&text).expect("pb");
+    builders.create(&PostParams::default(), &pb).await.expect("pb");
+    builders
+        .patch_status(
+            "packer-builder-local",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastRunBuiltImageID": strangers}})),
+        )
+        .await
+        .expect("status");
+    w.api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ami": null, "packerBuilderRef": {"name": "packer-builder-local"}}})),
+        )
+        .await
+        .expect("patch");
+    let amr = w
+        .wait_for("packerBuilderRef refused", |a| {
+            untrusted(a) && a.metadata.generation == a.status.as_ref().and_then(|s| s.observed_generation)
+        })
+        .await;
+    assert!(amr.spec.packer_builder_ref.is_some());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(w.mutating_calls().await, Vec::<String>::new(), "nothing rolled");
+
+    // Trusted explicitly: rolled.
+    w.patch_spec(json!({"amiOwners": [EKS_OWNER, STRANGER]})).await;
+    let amr = w.wait_for("Ready", ready).await;
+    assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(strangers));
 }
 
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:opsy-system:opsy-ami-refresh-controller";
@@ -2070,6 +2141,7 @@ async fn a_second_refresher_for_the_same_node_groups_is_refused_naming_the_first
         let spec = doc["spec"].as_object_mut().expect("spec");
         spec.remove("amiFilters");
         spec.insert("ami".into(), json!(old));
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
     })
     .await;
     let second: Api<AMIRefresher> = w.api();

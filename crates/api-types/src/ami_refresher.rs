@@ -64,7 +64,9 @@ pub struct AMIRefresherSpec {
     #[schemars(length(max = 50))]
     pub ami_filters: Vec<AmiFilter>,
 
-    /// AMI owners passed to DescribeImages with `amiFilters` (account IDs or `self`).
+    /// The AMI owners trusted (account IDs or `self`): DescribeImages with `amiFilters` is restricted to them, and an
+    /// AMI named by `ami` or a PackerBuilder's status is used only when one of them owns it. Default: the values of
+    /// an `owner-id` filter, else `self`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = OWNER_PATTERN)))]
     pub ami_owners: Vec<String>,

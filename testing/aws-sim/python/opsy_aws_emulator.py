@@ -8,7 +8,7 @@ Added to moto:
   (node group updates found only with their node group's name), ListUpdates; node groups with a launch template are backed by a real
   moto Auto Scaling group using that template (listed in the node group's resources).
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
-- EC2 CreateLaunchTemplateVersion honouring SourceVersion.
+- EC2 CreateLaunchTemplateVersion honouring SourceVersion; DescribeImages applying Owners together with ImageIds.
 - Progress of updates and refreshes: automatic (finished after N describe calls) or driven by the test.
 - Fault injection per service/action (HTTP status, error code, delay, count) and a log of calls per action.
 - Seeding of public AMIs (owner, creation date, tags) and public SSM parameters.
@@ -731,6 +731,24 @@ def _json(start_response, status, payload):
 
 def _parse_time(text):
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")) if text else utcnow()
+
+
+# DescribeImages with ImageIds and Owners: moto ignores Owners when ImageIds are given; EC2 applies both (an AMI
+# named by ID but owned by an account not listed is not returned). `self` is the caller's account.
+from moto.ec2.models import EC2Backend  # noqa: E402
+
+_original_describe_images = EC2Backend.describe_images
+
+
+def _describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
+    images = _original_describe_images(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+    if ami_ids and owners:
+        wanted = {self.account_id if o == "self" else o for o in owners}
+        images = [i for i in images if i.owner_id in wanted]
+    return images
+
+
+EC2Backend.describe_images = _describe_images
 
 
 def seed_images(payload):
