@@ -79,7 +79,9 @@ fn managed_tags(created: Timestamp, status: &str) -> std::collections::BTreeMap<
 impl World {
     async fn start() -> Self {
         let aws = AwsEmulator::start().await.expect("emulator");
-        aws.set_progress(false, 3).await.expect("progress");
+        aws.set_progress(false, Duration::from_millis(600))
+            .await
+            .expect("progress");
         let sdk = aws.sdk_config(REGION).await;
         let account = Account(DEFAULT_ACCOUNT.into());
         let cluster = TestCluster::start(ClusterOptions::default()).await.expect("api server");
@@ -442,7 +444,7 @@ impl World {
 
 /// Manual update progress, the controller and the seed AMIRefresher started; returns once ng-a's update runs.
 async fn start_with_ng_a_updating(w: &mut World) {
-    w.aws.set_progress(true, 1).await.expect("progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("progress");
     w.start_controller();
     w.apply_seed(|_| {}).await;
     w.wait_for("ng-a updating", |a| in_state(a, "ng-a", NodeGroupState::InProgress))
@@ -973,7 +975,7 @@ async fn a_window_that_opens_seconds_later_starts_the_rollout_when_it_opens() {
 async fn the_update_config_is_applied_once_and_tracked_before_the_version_update() {
     let mut w = World::start().await;
     let (_, target) = seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     w.start_controller();
     w.apply_seed(|doc| doc["spec"]["refreshConfig"] = json!({"maxUnavailable": 2}))
         .await;
@@ -1062,7 +1064,7 @@ async fn the_update_config_is_applied_once_and_tracked_before_the_version_update
 async fn a_restart_mid_update_resumes_the_same_update() {
     let mut w = World::start().await;
     seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     w.start_controller();
     w.apply_seed(|_| {}).await;
     let amr = w
@@ -1120,7 +1122,7 @@ async fn a_restart_mid_update_resumes_the_same_update() {
 async fn an_update_started_before_a_lost_status_write_is_adopted_not_repeated() {
     let mut w = World::start().await;
     let (_, target) = seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     // What a controller that crashed right after UpdateNodegroupVersion left behind: a running update onto a version
     // it made (its mark), no status.
     let lost = w.update_outside_the_controller("ng-a", &target, true).await;
@@ -1183,7 +1185,7 @@ async fn a_version_somebody_else_made_with_the_target_image_is_not_reused() {
 async fn an_update_somebody_else_started_is_not_adopted_and_the_group_waits_for_it() {
     let mut w = World::start().await;
     let (_, target) = seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     let foreign = w.update_outside_the_controller("ng-a", &target, false).await;
     w.start_controller();
     w.apply_seed(|_| {}).await;
@@ -1237,7 +1239,7 @@ async fn an_update_somebody_else_started_is_not_adopted_and_the_group_waits_for_
 async fn an_update_that_failed_while_nobody_tracked_it_halts_instead_of_being_issued_again() {
     let mut w = World::start().await;
     let (_, target) = seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     let lost = w.update_outside_the_controller("ng-a", &target, true).await;
     let account = Account(DEFAULT_ACCOUNT.into());
     w.aws
@@ -1280,8 +1282,8 @@ async fn more_than_a_hundred_node_groups_and_throttling() {
     let target = w.managed_ami("v2", 1).await;
     let names: Vec<String> = (0..105).map(|i| format!("ng-{i:03}")).collect();
     for (i, name) in names.iter().enumerate() {
-        // The first and the last (on the second ListNodegroups page) are outdated.
-        let image = if i == 0 || i == 104 { &old } else { &target };
+        // Every tenth, the first and the last (on the second ListNodegroups page) are outdated.
+        let image = if i % 10 == 0 || i == 104 { &old } else { &target };
         w.nodegroup(name, image).await;
     }
     w.aws
@@ -1294,13 +1296,17 @@ async fn more_than_a_hundred_node_groups_and_throttling() {
     let amr = w.wait_for("Ready", ready).await;
     let status = amr.status.as_ref().expect("status");
     assert_eq!(status.progress.as_deref(), Some("105/105"));
+    // From the emulator's own timeline: never more than `parallelism` updates ran at once, and it used both slots.
+    let spans = w.aws.timeline().await.expect("timeline");
+    assert_eq!(spans.len(), 12, "{spans:#?}");
+    assert_eq!(aws_sim::max_concurrent(&spans), 2, "{spans:#?}");
     assert_eq!(status.node_groups.len(), 105);
     assert_eq!(group(&amr, "ng-104").state, NodeGroupState::Successful);
     assert_eq!(group(&amr, "ng-000").state, NodeGroupState::Successful);
     let (_, _, image) = w.nodegroup_image("ng-104").await;
     assert_eq!(image, target);
     assert!(w.count("ListNodegroups").await >= 2, "paginated");
-    assert_eq!(w.count("UpdateNodegroupVersion").await, 2);
+    assert_eq!(w.count("UpdateNodegroupVersion").await, 12);
 }
 
 #[tokio::test]
@@ -1431,7 +1437,7 @@ async fn a_self_managed_group_on_latest_is_up_to_date_only_after_a_successful_re
     let lt = w.template("self-managed", &old).await;
     w.self_managed("workers-latest", &lt, "$Latest").await;
     w.self_managed("batch-latest", &lt, "$Latest").await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     w.start_controller();
     w.apply_seed(|doc| doc["spec"]["autoScalingGroups"] = json!(["workers-latest", eks_asg.clone()]))
         .await;
@@ -1889,7 +1895,7 @@ fn free_port() -> u16 {
 async fn two_replicas_one_leader_hand_over_and_metrics() {
     let mut w = World::start().await;
     seed_world(&mut w).await;
-    w.aws.set_progress(true, 0).await.expect("manual progress");
+    w.aws.set_progress(true, Duration::ZERO).await.expect("manual progress");
     let (p0, p1) = (free_port(), free_port());
     let _k0 = start_as_service_account(&mut w, "amr-0", &format!("127.0.0.1:{p0}"), &[], &[]).await;
     // Give the first replica the Lease, then start the standby.

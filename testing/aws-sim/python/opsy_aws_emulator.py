@@ -9,7 +9,10 @@ Added to moto:
   moto Auto Scaling group using that template (listed in the node group's resources).
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
 - EC2 CreateLaunchTemplateVersion honouring SourceVersion; DescribeImages applying Owners together with ImageIds.
-- Progress of updates and refreshes: automatic (finished after N describe calls) or driven by the test.
+- Progress of updates and refreshes with time: in "auto" mode each ends `durationSeconds` after it started (a ticker
+  thread ends it; reads never change state; an instance refresh is Pending for the first tenth, then InProgress);
+  in "manual" mode the test ends each (/_ext/eks/outcome, /_ext/autoscaling/outcome). Every update and refresh is
+  recorded in a timeline (start and end times) so tests can check how many ran at once.
 - Fault injection per service/action (HTTP status, error code, delay, count) and a log of calls per action.
 - Seeding of public AMIs (owner, creation date, tags) and public SSM parameters.
 - A resource's EC2 tags looked up in O(its tags) instead of O(all tags in the region) (same answer; switchable).
@@ -79,7 +82,8 @@ class State:
         self.faults = []
         self.calls = []
         self.mode = "auto"
-        self.steps = 2
+        self.duration = 0.5  # seconds an update or instance refresh runs in "auto" mode
+        self.timeline = []  # every update and refresh: {"kind", "account", "region", "name", "id", "start", "end"}
         self.updates = {}  # (account, region, cluster) -> {update_id: dict}
         self.refreshes = {}  # (account, region, asg) -> [dict], newest last
         self.outcomes = {}  # ("eks"|"asg", account, region, name) -> (status, code, message)
@@ -195,8 +199,58 @@ def _nodegroup(account, region, cluster_name, nodegroup_name):
     return nodegroup
 
 
+def _begin(record, kind, account, region, name):
+    """Starts the clock of an update or refresh: in "auto" mode it ends `STATE.duration` seconds later (the ticker
+    thread ends it; reads never change state). Recorded in the timeline."""
+    record["_due"] = time.monotonic() + STATE.duration
+    entry = {"kind": kind, "account": account, "region": region, "name": name, "start": time.time(), "end": None}
+    entry["id"] = record.get("id") or record.get("InstanceRefreshId")
+    record["_timeline"] = entry
+    STATE.timeline.append(entry)
+
+
+def _ended(record):
+    if record.get("_timeline") is not None and record["_timeline"]["end"] is None:
+        record["_timeline"]["end"] = time.time()
+
+
+def _tick():
+    """Ends every update and refresh whose time is up ("auto" mode), as time passes in AWS."""
+    while True:
+        time.sleep(0.05)
+        with LOCK:
+            if STATE.mode != "auto":
+                continue
+            now = time.monotonic()
+            for (account, region, _cluster), updates in list(STATE.updates.items()):
+                for update in list(updates.values()):
+                    if update["status"] == "InProgress" and update.get("_due", now + 1) <= now:
+                        try:
+                            _finish_update(account, region, update, *(update.get("_scripted") or ("Successful",)))
+                        except ResourceNotFoundException:
+                            # Assumption: an update of a node group deleted meanwhile ends Cancelled.
+                            update["status"] = "Cancelled"
+                            _ended(update)
+            for (account, region, _name), history in list(STATE.refreshes.items()):
+                for refresh in history:
+                    if refresh["Status"] in ACTIVE_REFRESH and refresh.get("_due", now + 1) <= now:
+                        status, _code, message = refresh.get("_scripted") or ("Successful", None, None)
+                        try:
+                            _finish_refresh(account, region, refresh, status, message)
+                        except AutoscalingClientError:
+                            refresh["Status"] = "Cancelled"
+                            _ended(refresh)
+                    elif refresh["Status"] in ("Pending", "InProgress"):
+                        # Auto Scaling reports Pending first, then InProgress with a growing percentage.
+                        started = refresh["_due"] - STATE.duration
+                        part = (now - started) / max(STATE.duration, 0.001)
+                        refresh["Status"] = "Pending" if part < 0.1 else "InProgress"
+                        refresh["PercentageComplete"] = min(90, int(part * 100))
+
+
 def _finish_update(account, region, update, status, code=None, message=None):
     update["status"] = status
+    _ended(update)
     nodegroup = _nodegroup(account, region, update["_cluster"], update["_nodegroup"])
     nodegroup.status = "ACTIVE"
     if status == "Successful" and update["type"] == "ConfigUpdate":
@@ -228,6 +282,24 @@ def _finish_update(account, region, update, status, code=None, message=None):
         ]
 
 
+def _refuse_while_busy(updates, cluster_name, nodegroup):
+    """EKS refuses a node group update while another runs, and while the node group is being created or deleted
+    (ResourceInUseException). Assumption: a DEGRADED node group accepts updates (an update is how it is repaired)."""
+    name = nodegroup.nodegroup_name
+    if any(u["_nodegroup"] == name and u["status"] == "InProgress" for u in updates.values()):
+        raise ResourceInUseException(
+            clusterName=cluster_name,
+            nodegroupName=name,
+            message=f"Nodegroup {name} is currently in use by another update",
+        )
+    if nodegroup.status in ("CREATING", "DELETING", "CREATE_FAILED", "DELETE_FAILED"):
+        raise ResourceInUseException(
+            clusterName=cluster_name,
+            nodegroupName=name,
+            message=f"Nodegroup {name} is in status {nodegroup.status} and cannot be updated",
+        )
+
+
 def _public(update):
     return {k: v for k, v in update.items() if not k.startswith("_")}
 
@@ -240,12 +312,7 @@ def update_nodegroup_version(self):
     with LOCK:
         nodegroup = _nodegroup(account, region, cluster_name, nodegroup_name)
         updates = STATE.updates.setdefault((account, region, cluster_name), {})
-        if any(u["_nodegroup"] == nodegroup_name and u["status"] == "InProgress" for u in updates.values()):
-            raise ResourceInUseException(
-                clusterName=cluster_name,
-                nodegroupName=nodegroup_name,
-                message=f"Nodegroup {nodegroup_name} is currently in use by another update",
-            )
+        _refuse_while_busy(updates, cluster_name, nodegroup)
         current = nodegroup.launch_template
         if launch_template and not current:
             raise InvalidParameterException(message="The node group was not created with a launch template")
@@ -279,8 +346,8 @@ def update_nodegroup_version(self):
             "_cluster": cluster_name,
             "_nodegroup": nodegroup_name,
             "_version": new_version or current.get("version") if current else None,
-            "_polls": 0,
         }
+        _begin(update, "eks", account, region, nodegroup_name)
         updates[update["id"]] = update
         nodegroup.status = "UPDATING"
         outcome = STATE.outcomes.pop(("eks", account, region, nodegroup_name), None)
@@ -304,12 +371,7 @@ def update_nodegroup_config(self):
     with LOCK:
         nodegroup = _nodegroup(account, region, cluster_name, nodegroup_name)
         updates = STATE.updates.setdefault((account, region, cluster_name), {})
-        if any(u["_nodegroup"] == nodegroup_name and u["status"] == "InProgress" for u in updates.values()):
-            raise ResourceInUseException(
-                clusterName=cluster_name,
-                nodegroupName=nodegroup_name,
-                message=f"Nodegroup {nodegroup_name} is currently in use by another update",
-            )
+        _refuse_while_busy(updates, cluster_name, nodegroup)
         if not wanted:
             raise InvalidParameterException(message="No changes needed")
         names = {"maxUnavailable": "MaxUnavailable", "maxUnavailablePercentage": "MaxUnavailablePercentage", "updateStrategy": "UpdateStrategy"}
@@ -324,8 +386,8 @@ def update_nodegroup_config(self):
             "_nodegroup": nodegroup_name,
             "_config": dict(wanted),
             "_version": None,
-            "_polls": 0,
         }
+        _begin(update, "eks", account, region, nodegroup_name)
         updates[update["id"]] = update
         nodegroup.status = "UPDATING"
         outcome = STATE.outcomes.pop(("eks", account, region, nodegroup_name), None)
@@ -350,14 +412,6 @@ def describe_update(self):
             update = None
         if update is None:
             raise ResourceNotFoundException(clusterName=cluster_name, message=f"No update found for ID: {update_id}")
-        if update["status"] == "InProgress":
-            update["_polls"] += 1
-            scripted = update.get("_scripted")
-            if STATE.mode == "auto" and update["_polls"] >= STATE.steps:
-                if scripted is not None:
-                    _finish_update(account, region, update, *scripted)
-                else:
-                    _finish_update(account, region, update, "Successful")
         return ActionResult({"update": _public(update)})
 
 
@@ -400,6 +454,7 @@ def _asg(account, region, name):
 
 def _finish_refresh(account, region, refresh, status, reason=None):
     refresh["Status"] = status
+    _ended(refresh)
     refresh["EndTime"] = utcnow()
     refresh["StatusReason"] = reason or status
     if status == "Successful":
@@ -431,8 +486,9 @@ def start_instance_refresh(self):
             "Preferences": self._get_param("Preferences") or {},
             "DesiredConfiguration": self._get_param("DesiredConfiguration") or {},
             "Strategy": self._get_param("Strategy") or "Rolling",
-            "_polls": 0,
         }
+        _begin(refresh, "asg", account, region, name)
+        refresh["Status"] = "Pending"
         scripted = STATE.outcomes.pop(("asg", account, region, name), None)
         if scripted is not None:
             refresh["_scripted"] = scripted
@@ -451,13 +507,6 @@ def describe_instance_refreshes(self):
         for refresh in reversed(history):
             if ids and refresh["InstanceRefreshId"] not in ids:
                 continue
-            if refresh["Status"] in ACTIVE_REFRESH:
-                refresh["_polls"] += 1
-                if STATE.mode == "auto" and refresh["_polls"] >= STATE.steps:
-                    status, _code, message = refresh.get("_scripted") or ("Successful", None, None)
-                    _finish_refresh(account, region, refresh, status, message)
-                else:
-                    refresh["PercentageComplete"] = min(90, refresh["PercentageComplete"] + 45)
             out.append({k: v for k, v in refresh.items() if not k.startswith("_")})
     return ActionResult({"InstanceRefreshes": out})
 
@@ -880,8 +929,19 @@ def control(environ, body, start_response):
         if path == "/_ext/progress" and method == "POST":
             with LOCK:
                 STATE.mode = payload.get("mode", "auto")
-                STATE.steps = int(payload.get("steps", STATE.steps))
-            return _json(start_response, "200 OK", {"mode": STATE.mode, "steps": STATE.steps})
+                STATE.duration = float(payload.get("durationSeconds", STATE.duration))
+                # Whatever runs now runs its full duration from now.
+                due = time.monotonic() + STATE.duration
+                for updates in STATE.updates.values():
+                    for update in updates.values():
+                        update["_due"] = due
+                for history in STATE.refreshes.values():
+                    for refresh in history:
+                        refresh["_due"] = due
+            return _json(start_response, "200 OK", {"mode": STATE.mode, "durationSeconds": STATE.duration})
+        if path == "/_ext/timeline" and method == "GET":
+            with LOCK:
+                return _json(start_response, "200 OK", {"timeline": list(STATE.timeline)})
         if path == "/_ext/fast-tags" and method == "POST":
             FAST_TAGS["on"] = bool(payload.get("on", True))
             return _json(start_response, "200 OK", {"on": FAST_TAGS["on"]})
@@ -919,6 +979,7 @@ def main():
         MotoRequestHandler.log_request = lambda *_args, **_kwargs: None
     app = Extension(DomainDispatcherApplication(create_backend_app))
     server = make_server("127.0.0.1", args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=_tick, name="progress", daemon=True).start()
     print(f"READY {server.server_address[1]}", flush=True)
     server.serve_forever()
 

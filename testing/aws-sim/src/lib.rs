@@ -68,6 +68,37 @@ pub enum EmulatorError {
     },
 }
 
+/// One node group update (`kind` `eks`) or instance refresh (`asg`) as the emulator ran it.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct Span {
+    /// `eks` or `asg`.
+    pub kind: String,
+    /// Node group or Auto Scaling group name.
+    pub name: String,
+    /// Update or instance refresh ID.
+    pub id: String,
+    /// Start (seconds since the epoch).
+    pub start: f64,
+    /// End, if it ended.
+    pub end: Option<f64>,
+}
+
+/// The most spans that ran at the same moment.
+pub fn max_concurrent(spans: &[Span]) -> usize {
+    let mut edges: Vec<(f64, i32)> = spans
+        .iter()
+        .flat_map(|s| [(s.start, 1), (s.end.unwrap_or(f64::INFINITY), -1)])
+        .collect();
+    // At equal times an end comes before a start: back to back is not at once.
+    edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, delta) in edges {
+        now += delta;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
 /// An emulated AWS account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Account(pub String);
@@ -447,17 +478,26 @@ impl AwsEmulator {
         Ok(self.calls(account).await?.iter().filter(|c| c.action == action).count())
     }
 
-    /// `auto`: updates and refreshes finish after `steps` describe calls; `manual`: only [`Self::finish_update`]
-    /// and [`Self::finish_refresh`] finish them.
-    pub async fn set_progress(&self, manual: bool, steps: u32) -> Result<(), EmulatorError> {
+    /// `auto`: each update and refresh ends `duration` after it started (time passes; reads change nothing);
+    /// `manual`: only [`Self::finish_update`] and [`Self::finish_refresh`] end them.
+    pub async fn set_progress(&self, manual: bool, duration: std::time::Duration) -> Result<(), EmulatorError> {
         let mode = if manual { "manual" } else { "auto" };
         self.control(
             reqwest::Method::POST,
             "/_ext/progress",
-            Some(json!({"mode": mode, "steps": steps})),
+            Some(json!({"mode": mode, "durationSeconds": duration.as_secs_f64()})),
         )
         .await
         .map(|_| ())
+    }
+
+    /// Every node group update and instance refresh so far, with when it started and ended.
+    pub async fn timeline(&self) -> Result<Vec<Span>, EmulatorError> {
+        let body = self.control(reqwest::Method::GET, "/_ext/timeline", None).await?;
+        serde_json::from_value(body["timeline"].clone()).map_err(|e| EmulatorError::Control {
+            path: "/_ext/timeline".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Turns the emulator's per-resource EC2 tag lookup on (the default) or off (moto's own, which scans every
@@ -569,4 +609,31 @@ pub fn sample_packer_repo(repo: &std::path::Path, project_dir: &str) -> std::io:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    fn span(start: f64, end: Option<f64>) -> Span {
+        Span {
+            kind: "eks".into(),
+            name: "ng".into(),
+            id: "u".into(),
+            start,
+            end,
+        }
+    }
+
+    #[test]
+    fn concurrency_counts_overlaps_not_back_to_back_spans() {
+        assert_eq!(max_concurrent(&[]), 0);
+        assert_eq!(max_concurrent(&[span(0.0, Some(1.0)), span(1.0, Some(2.0))]), 1);
+        assert_eq!(max_concurrent(&[span(0.0, Some(2.0)), span(1.0, Some(3.0))]), 2);
+        assert_eq!(
+            max_concurrent(&[span(0.0, None), span(5.0, Some(6.0)), span(5.5, Some(7.0))]),
+            3,
+            "an open span runs on"
+        );
+    }
 }

@@ -279,8 +279,10 @@ async fn update_nodegroup_config_is_asynchronous_found_only_under_its_node_group
             "{wrong:?}"
         );
     }
+    // Reads change nothing: it ends with time (the default 0.5 s), not with the number of DescribeUpdate calls.
     let mut statuses = Vec::new();
-    for _ in 0..2 {
+    for wait in [0, 0, 0, 900] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         let described = w
             .eks
             .describe_update()
@@ -292,7 +294,15 @@ async fn update_nodegroup_config_is_asynchronous_found_only_under_its_node_group
             .expect("describe");
         statuses.push(described.update().and_then(|u| u.status()).cloned().expect("status"));
     }
-    assert_eq!(statuses, [UpdateStatus::InProgress, UpdateStatus::Successful]);
+    assert_eq!(
+        statuses,
+        [
+            UpdateStatus::InProgress,
+            UpdateStatus::InProgress,
+            UpdateStatus::InProgress,
+            UpdateStatus::Successful
+        ]
+    );
     assert_eq!(max_unavailable().await, Some(3));
 }
 
@@ -343,7 +353,8 @@ async fn update_nodegroup_version_is_tracked_by_describe_update_and_moves_the_no
     );
 
     let mut statuses = Vec::new();
-    for _ in 0..3 {
+    for wait in [0, 900, 0] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         let described = w
             .eks
             .describe_update()
@@ -398,7 +409,10 @@ async fn update_nodegroup_version_is_tracked_by_describe_update_and_moves_the_no
 async fn a_scripted_failure_fails_the_update_with_errors() {
     let w = world().await;
     let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
-    w.emulator.set_progress(true, 1).await.expect("manual");
+    w.emulator
+        .set_progress(true, std::time::Duration::ZERO)
+        .await
+        .expect("manual");
     let update = w
         .eks
         .update_nodegroup_version()
@@ -487,8 +501,10 @@ async fn instance_refresh_start_describe_cancel_and_rollback() {
             .and_then(|e| aws_sdk_autoscaling::error::ProvideErrorMetadata::code(e)),
         Some("InstanceRefreshInProgress")
     );
+    // Pending first, then InProgress, then (after the default 0.5 s) Successful.
     let mut seen = Vec::new();
-    for _ in 0..2 {
+    for wait in [0, 250, 600] {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         let out = w
             .asg
             .describe_instance_refreshes()
@@ -500,10 +516,13 @@ async fn instance_refresh_start_describe_cancel_and_rollback() {
         assert_eq!(refresh.instance_refresh_id(), Some(id.as_str()));
         seen.push(refresh.status().map(|s| s.as_str().to_owned()).unwrap_or_default());
     }
-    assert_eq!(seen, ["InProgress", "Successful"]);
+    assert_eq!(seen, ["Pending", "InProgress", "Successful"]);
 
     // Cancel and rollback act on the running refresh.
-    w.emulator.set_progress(true, 1).await.expect("manual");
+    w.emulator
+        .set_progress(true, std::time::Duration::ZERO)
+        .await
+        .expect("manual");
     w.asg
         .start_instance_refresh()
         .auto_scaling_group_name(&asg)
