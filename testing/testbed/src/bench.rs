@@ -62,7 +62,7 @@ struct World {
 impl World {
     async fn start(work: &Path) -> Result<Self> {
         let aws = AwsEmulator::start().await?;
-        aws.set_progress(false, 2).await?;
+        aws.set_progress(false, std::time::Duration::from_secs(1)).await?;
         let sdk = aws.sdk_config(REGION).await;
         let account = Account(ACCOUNT.into());
         let server = ApiServer::start(ServerOptions::default()).await?;

@@ -140,7 +140,7 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     let aws = AwsEmulator::start()
         .await
         .map_err(|e| step_failed("start the AWS emulator", e))?;
-    aws.set_progress(false, 3)
+    aws.set_progress(false, std::time::Duration::from_secs(3))
         .await
         .map_err(|e| step_failed("configure the emulator", e))?;
     let sdk = aws.sdk_config(REGION).await;
