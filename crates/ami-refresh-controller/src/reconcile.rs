@@ -629,12 +629,27 @@ async fn skip_misfits(
 async fn observe(ctx: &Context, amr: &AMIRefresher, previous: &[NodeGroupStatus]) -> Result<Vec<Group>> {
     let spec = &amr.spec;
     let names = ctx.aws.list_nodegroups(&spec.region, &spec.cluster_name).await?;
-    let managed: Vec<Option<Group>> = futures::stream::iter(names.into_iter().filter(|n| !spec.exclude.contains(n)))
+    let (excluded, included): (Vec<String>, Vec<String>) = names.into_iter().partition(|n| spec.exclude.contains(n));
+    let managed: Vec<Option<Group>> = futures::stream::iter(included)
         .map(|name| observe_managed(ctx, amr, previous, name))
         .buffered(ctx.concurrency.max(1))
         .try_collect()
         .await?;
     let mut groups: Vec<Group> = managed.into_iter().flatten().collect();
+    // An excluded group is left alone, except for an update of ours running on it that status does not know (a
+    // restart lost the write, then the group was excluded): it still counts against parallelism and is tracked to
+    // its end.
+    for name in excluded {
+        if tracked(previous, &name, NodeGroupKind::Managed) {
+            continue;
+        }
+        if let Some(mut g) = observe_managed(ctx, amr, previous, name).await?
+            && g.observed.running_update.is_some()
+        {
+            g.observed.skip = Some("excluded (spec.exclude)".into());
+            groups.push(g);
+        }
+    }
     for name in spec.auto_scaling_groups.iter().filter(|n| !spec.exclude.contains(n)) {
         groups.push(observe_asg(ctx, amr, previous, name).await?);
     }

@@ -566,10 +566,13 @@ async fn the_seed_refresher_rolls_exactly_the_two_outdated_groups_one_after_the_
             .collect();
         assert!(touched.is_empty(), "{untouched} touched: {touched:#?}");
     }
-    assert!(
-        !calls.iter().any(|c| c.names_in_path("ingress-dev")),
-        "the excluded group is not even described"
-    );
+    // The excluded group is only read (DescribeNodegroup: an update of ours still running on it, after a restart that
+    // lost its record, would be tracked and counted against parallelism).
+    let excluded: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.names_in_path("ingress-dev") && c.action != "DescribeNodegroup")
+        .collect();
+    assert!(excluded.is_empty(), "the excluded group is only described: {excluded:#?}");
     let _ = old;
     // Every DescribeImages call is filtered and restricted to trusted owners.
     for c in calls.iter().filter(|c| c.action == "DescribeImages") {

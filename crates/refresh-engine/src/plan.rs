@@ -242,17 +242,18 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
                 e.current_ami = o.current_ami.clone();
                 return e;
             }
-            if let Some(reason) = &o.skip {
-                let mut e = entry(o, target, NodeGroupState::Skipped);
-                e.message = Some(reason.clone());
-                return e;
-            }
             if let Some(update) = &o.running_update {
-                // Started by us before a restart lost the status write: adopt it instead of starting another.
+                // Started by us before a restart lost the status write: adopt it instead of starting another, even
+                // when the group is skipped now (excluded, ineligible): it runs, so it is tracked to its end.
                 let mut e = entry(o, target, NodeGroupState::InProgress);
                 e.update_id = Some(update.clone());
                 e.message = Some("update found running in AWS; tracking it".into());
                 e.started_at = Some(api_types::conditions::Time(now));
+                return e;
+            }
+            if let Some(reason) = &o.skip {
+                let mut e = entry(o, target, NodeGroupState::Skipped);
+                e.message = Some(reason.clone());
                 return e;
             }
             if o.current_ami.as_deref() == Some(target) {
@@ -452,6 +453,24 @@ mod tests {
 
     fn states(p: &Plan) -> Vec<(&str, NodeGroupState)> {
         p.node_groups.iter().map(|n| (n.name.as_str(), n.state)).collect()
+    }
+
+    #[test]
+    fn an_update_of_ours_found_running_on_a_skipped_group_is_tracked_and_counts() {
+        // A restart lost the record, then the group was excluded: its update still runs, so it is tracked and holds
+        // the only slot.
+        let mut excluded = ng("a", OLD);
+        excluded.skip = Some("excluded".into());
+        excluded.busy = true;
+        excluded.running_update = Some("u-1".into());
+        let observed = [excluded, ng("b", OLD)];
+        let p = plan(inputs(&observed, &[]));
+        assert_eq!(
+            states(&p),
+            vec![("a", NodeGroupState::InProgress), ("b", NodeGroupState::Pending)]
+        );
+        assert_eq!(p.node_groups[0].update_id.as_deref(), Some("u-1"));
+        assert!(p.start.is_empty(), "parallelism 1 is taken by the adopted update");
     }
 
     #[test]
