@@ -98,6 +98,17 @@ struct UpdateRecord {
     message: String,
 }
 
+/// One launch template version, as far as clean-up needs it.
+#[derive(Clone, Debug)]
+pub struct VersionInfo {
+    /// Its number.
+    pub number: i64,
+    /// Its description.
+    pub description: Option<String>,
+    /// It is the template's default version.
+    pub default: bool,
+}
+
 /// An EKS update's errors as one line.
 fn update_errors(update: &aws_sdk_eks::types::Update) -> String {
     update
@@ -754,6 +765,105 @@ impl Aws {
                     .collect(),
             }
         }))
+    }
+
+    /// Every version of a launch template, every page.
+    pub async fn template_versions(&self, region: &str, template_id: &str) -> Result<Vec<VersionInfo>> {
+        let mut pages = self
+            .clients(region)
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_id(template_id)
+            .max_results(200)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeLaunchTemplateVersions", &e))?;
+            out.extend(page.launch_template_versions().iter().filter_map(|v| {
+                Some(VersionInfo {
+                    number: v.version_number()?,
+                    description: v.version_description().map(str::to_owned),
+                    default: v.default_version().unwrap_or(false),
+                })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Numbered versions of `template_id` that something in the region launches from: Auto Scaling groups (their
+    /// launch template or mixed-instances policy) and the EKS managed node groups of every cluster.
+    pub async fn template_versions_in_use(&self, region: &str, template_id: &str) -> Result<Vec<i64>> {
+        let clients = self.clients(region);
+        let mut used = Vec::new();
+        let mut pages = clients
+            .autoscaling
+            .describe_auto_scaling_groups()
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
+            for g in page.auto_scaling_groups() {
+                let lt = g.launch_template().or_else(|| {
+                    g.mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .and_then(|t| t.launch_template_specification())
+                });
+                if let Some(lt) = lt
+                    && lt.launch_template_id() == Some(template_id)
+                    && let Some(n) = lt.version().and_then(|v| v.parse().ok())
+                {
+                    used.push(n);
+                }
+            }
+        }
+        let mut clusters = clients.eks.list_clusters().into_paginator().send();
+        let mut names = Vec::new();
+        while let Some(page) = clusters.next().await {
+            let page = page.map_err(|e| aws_error("ListClusters", &e))?;
+            names.extend(page.clusters().iter().cloned());
+        }
+        for cluster in names {
+            for nodegroup in self.list_nodegroups(region, &cluster).await? {
+                let ng = match self.describe_nodegroup(region, &cluster, &nodegroup).await {
+                    Ok(ng) => ng,
+                    Err(Error::Aws(e)) if e.kind == controller_runtime::aws::AwsErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                };
+                if ng.launch_template_id.as_deref() == Some(template_id)
+                    && let Some(n) = ng.launch_template_version.as_deref().and_then(|v| v.parse().ok())
+                {
+                    used.push(n);
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// Deletes launch template versions (200 per call); returns how many were deleted.
+    pub async fn delete_versions(&self, region: &str, template_id: &str, versions: &[i64]) -> Result<usize> {
+        let mut deleted = 0;
+        for chunk in versions.chunks(200) {
+            let out = self
+                .clients(region)
+                .ec2
+                .delete_launch_template_versions()
+                .launch_template_id(template_id)
+                .set_versions(Some(chunk.iter().map(ToString::to_string).collect()))
+                .send()
+                .await
+                .map_err(|e| aws_error("DeleteLaunchTemplateVersions", &e))?;
+            deleted += out.successfully_deleted_launch_template_versions().len();
+            for failed in out.unsuccessfully_deleted_launch_template_versions() {
+                tracing::warn!(
+                    template = %template_id,
+                    version = failed.version_number().unwrap_or_default(),
+                    error = failed.response_error().and_then(|e| e.message()).unwrap_or_default(),
+                    "a launch template version was not deleted"
+                );
+            }
+        }
+        Ok(deleted)
     }
 
     /// Auto Scaling groups of the region that launch from `template_id` at `$Latest` (a new version reaches them at

@@ -40,6 +40,10 @@ struct Args {
     /// Watch PackerBuilders so a new AMI of a referenced builder is rolled at once (needs list/watch on them).
     #[arg(long, env = "WATCH_PACKER_BUILDERS", default_value_t = true, action = clap::ArgAction::Set)]
     watch_packer_builders: bool,
+    /// Launch template versions made by this controller kept per template: after a successful update, older ones
+    /// that no node group or Auto Scaling group uses are deleted. 0 keeps them all.
+    #[arg(long, env = "LAUNCH_TEMPLATE_VERSIONS_KEPT", default_value_t = 10)]
+    launch_template_versions_kept: usize,
     /// Name of the leader-election Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "ami-refresh-controller")]
     lease_name: String,
@@ -107,6 +111,7 @@ async fn main() -> anyhow::Result<()> {
     let election = args.runtime.election(&args.lease_name, "ami-refresh-controller")?;
     context.poll = args.poll_interval;
     context.resync = args.resync_interval;
+    context.versions_kept = args.launch_template_versions_kept;
     let context = Arc::new(context);
 
     let readiness = controller_runtime::Readiness::default();

@@ -62,6 +62,8 @@ pub struct Context {
     pub errors: controller_runtime::backoff::ErrorBackoff,
     /// Running reconciles and watch errors, for `/healthz`.
     pub liveness: controller_runtime::Liveness,
+    /// Launch template versions made by this controller kept per template (0: all).
+    pub versions_kept: usize,
 }
 
 impl Context {
@@ -84,6 +86,7 @@ impl Context {
             concurrency: 8,
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), MAX_ERROR_BACKOFF),
             liveness: controller_runtime::Liveness::new(Duration::from_secs(600)),
+            versions_kept: 10,
         }
     }
 
@@ -467,6 +470,55 @@ async fn symbolic_state(
     match refresh_engine::marker::launched_from(description.as_deref(), refreshed) {
         Some(source) => ctx.aws.template_version(region, template, &source).await,
         None => Ok(Some((number, image))),
+    }
+}
+
+/// Deletes versions of `template` this controller made beyond the newest `versions_kept`
+/// ([`refresh_engine::marker::versions_to_delete`]), never one in use: the default and latest versions, a version an
+/// Auto Scaling group or an EKS node group of any cluster in the region uses, or one an update in status rolls onto.
+/// Failures are logged and retried after the next successful update; they never fail the rollout.
+async fn clean_up_versions(ctx: &Context, amr: &AMIRefresher, template: &str, entries: &[NodeGroupStatus]) {
+    if ctx.versions_kept == 0 {
+        return;
+    }
+    let region = &amr.spec.region;
+    let result = async {
+        let versions = ctx.aws.template_versions(region, template).await?;
+        let marked: Vec<i64> = versions
+            .iter()
+            .filter(|v| refresh_engine::marker::ours(v.description.as_deref()))
+            .map(|v| v.number)
+            .collect();
+        let mut in_use: Vec<i64> = versions
+            .iter()
+            .filter(|v| v.default)
+            .map(|v| v.number)
+            .chain(versions.iter().map(|v| v.number).max())
+            .chain(
+                entries
+                    .iter()
+                    .filter(|e| e.launch_template_id.as_deref() == Some(template))
+                    .filter_map(|e| e.launch_template_version.as_deref()?.parse().ok()),
+            )
+            .collect();
+        // Only look around the region when something could go.
+        if refresh_engine::marker::versions_to_delete(&marked, ctx.versions_kept, &in_use).is_empty() {
+            return Ok(0);
+        }
+        in_use.extend(ctx.aws.template_versions_in_use(region, template).await?);
+        let doomed = refresh_engine::marker::versions_to_delete(&marked, ctx.versions_kept, &in_use);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        ctx.aws.delete_versions(region, template, &doomed).await
+    }
+    .await;
+    match result {
+        Ok(0) => {}
+        Ok(deleted) => {
+            tracing::info!(%template, deleted, kept = ctx.versions_kept, "old launch template versions deleted")
+        }
+        Err(error) => tracing::warn!(%template, %error, "could not clean up old launch template versions"),
     }
 }
 
@@ -1164,6 +1216,15 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
             newly_failed = true;
         }
+    }
+    // A successful update makes older versions of its template candidates for clean-up.
+    let succeeded: std::collections::BTreeSet<String> = previous
+        .iter()
+        .filter(|e| e.state == NodeGroupState::Successful && e.finished_at.as_ref().is_some_and(|t| t.0 == now))
+        .filter_map(|e| e.launch_template_id.clone())
+        .collect();
+    for template in &succeeded {
+        clean_up_versions(ctx, &amr, template, &previous).await;
     }
     // Used when no rollout step follows (invalid spec, no eligible AMI): the tracked entries, and a halt against
     // the last target when one of them failed.

@@ -29,9 +29,10 @@ const NAME: &str = "node-group-ami-refresh";
 const WAIT: Duration = Duration::from_secs(90);
 /// Calls that change what a node group runs. The ownership claim (TagResource / CreateOrUpdateTags of
 /// `ami.refresh.ops/owner`) is not among them: it is written once per group, also while paused.
-const MUTATING: [&str; 5] = [
+const MUTATING: [&str; 6] = [
     "UpdateNodegroupVersion",
     "CreateLaunchTemplateVersion",
+    "DeleteLaunchTemplateVersions",
     "UpdateNodegroupConfig",
     "StartInstanceRefresh",
     "CreateTags",
@@ -572,7 +573,10 @@ async fn the_seed_refresher_rolls_exactly_the_two_outdated_groups_one_after_the_
         .iter()
         .filter(|c| c.names_in_path("ingress-dev") && c.action != "DescribeNodegroup")
         .collect();
-    assert!(excluded.is_empty(), "the excluded group is only described: {excluded:#?}");
+    assert!(
+        excluded.is_empty(),
+        "the excluded group is only described: {excluded:#?}"
+    );
     let _ = old;
     // Every DescribeImages call is filtered and restricted to trusted owners.
     for c in calls.iter().filter(|c| c.action == "DescribeImages") {
@@ -1524,6 +1528,60 @@ async fn a_refresh_never_started_before_a_crash_is_started_after_the_restart() {
     assert_eq!(g.state, NodeGroupState::Successful, "{g:?}");
     assert_eq!(w.count("CreateLaunchTemplateVersion").await, 1, "the version is reused");
     assert_eq!(w.count("StartInstanceRefresh").await, 1);
+}
+
+/// Launch template versions made by the controller are kept up to `LAUNCH_TEMPLATE_VERSIONS_KEPT` per template;
+/// older ones go after a successful update, except those something uses (here an Auto Scaling group pinned to one)
+/// and the template's default.
+#[tokio::test]
+async fn old_launch_template_versions_are_deleted_unless_something_uses_them() {
+    let mut w = World::start().await;
+    let images = [
+        w.managed_ami("v1", 50).await,
+        w.managed_ami("v2", 40).await,
+        w.managed_ami("v3", 30).await,
+        w.managed_ami("v4", 20).await,
+        w.managed_ami("v5", 10).await,
+    ];
+    w.nodegroup("ng-a", &images[0]).await;
+    let (lt, _, _) = w.nodegroup_image("ng-a").await;
+    w.start_controller_with(&[("LAUNCH_TEMPLATE_VERSIONS_KEPT", "2")]);
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("ami".into(), json!(images[1]));
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
+        spec.insert("expiresIn".into(), json!("1d"));
+    })
+    .await;
+    w.wait_for("Ready on v2", ready).await;
+    // Something else launches from version 2 (the first one the controller made).
+    w.self_managed("pinned", &lt, "2").await;
+    for image in &images[2..] {
+        w.patch_spec(json!({"ami": image})).await;
+        w.wait_for("Ready on the next image", |a| {
+            ready(a) && a.status.as_ref().and_then(|s| s.target_ami.as_deref()) == Some(image.as_str())
+        })
+        .await;
+    }
+    // Ours: 2, 3, 4, 5. Kept: the newest two (5, 4), 2 (in use by `pinned`) and the default 1; 3 goes.
+    let listed = w
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt)
+        .send()
+        .await
+        .expect("versions");
+    let mut numbers: Vec<i64> = listed
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 2, 4, 5], "{}", w.controller_log());
+    assert!(w.count("DeleteLaunchTemplateVersions").await >= 1);
+    let (_, now_on, image) = w.nodegroup_image("ng-a").await;
+    assert_eq!((now_on.as_str(), image.as_str()), ("5", images[4].as_str()));
 }
 
 /// Bodies received by a local webhook.

@@ -179,6 +179,99 @@ async fn seeded_public_amis_are_found_with_filters_and_owners_only_in_their_acco
 }
 
 #[tokio::test]
+async fn deleted_launch_template_versions_are_gone_numbers_are_not_reused_and_the_default_stays() {
+    let w = world().await;
+    let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    for _ in 0..3 {
+        w.ec2
+            .create_launch_template_version()
+            .launch_template_id(&lt_id)
+            .source_version("1")
+            .launch_template_data(
+                RequestLaunchTemplateData::builder()
+                    .image_id("ami-0bbbbbbbbbbbbbbbb")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("version");
+    }
+    let out = w
+        .ec2
+        .delete_launch_template_versions()
+        .launch_template_id(&lt_id)
+        .versions("2")
+        .versions("1")
+        .versions("9")
+        .send()
+        .await
+        .expect("delete");
+    let deleted: Vec<i64> = out
+        .successfully_deleted_launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .collect();
+    assert_eq!(deleted, vec![2]);
+    let refused: Vec<(i64, String)> = out
+        .unsuccessfully_deleted_launch_template_versions()
+        .iter()
+        .map(|v| {
+            (
+                v.version_number().unwrap_or_default(),
+                v.response_error()
+                    .and_then(|e| e.code())
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (1, "unexpectedError".to_owned()),
+            (9, "launchTemplateVersionDoesNotExist".to_owned())
+        ],
+        "the default version cannot be deleted; an unknown one is reported"
+    );
+    let listed: Vec<i64> = w
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt_id)
+        .send()
+        .await
+        .expect("list")
+        .launch_template_versions()
+        .iter()
+        .filter_map(|v| v.version_number())
+        .collect();
+    assert_eq!(listed, vec![1, 3, 4]);
+    let gone = w
+        .ec2
+        .describe_launch_template_versions()
+        .launch_template_id(&lt_id)
+        .versions("2")
+        .send()
+        .await;
+    assert!(gone.is_err(), "a deleted version cannot be described: {gone:?}");
+    let next = w
+        .ec2
+        .create_launch_template_version()
+        .launch_template_id(&lt_id)
+        .source_version("1")
+        .launch_template_data(
+            RequestLaunchTemplateData::builder()
+                .image_id("ami-0cccccccccccccccc")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("version")
+        .launch_template_version()
+        .and_then(|v| v.version_number());
+    assert_eq!(next, Some(5), "numbers are never reused");
+}
+
+#[tokio::test]
 async fn launch_template_version_from_source_version_keeps_other_fields() {
     let w = world().await;
     let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;

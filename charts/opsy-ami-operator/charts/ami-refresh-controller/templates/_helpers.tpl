@@ -105,4 +105,6 @@ app.kubernetes.io/part-of: opsy-ami-operator
   value: {{ .Values.settings.resyncInterval | quote }}
 - name: WATCH_PACKER_BUILDERS
   value: {{ .Values.settings.watchPackerBuilders | quote }}
+- name: LAUNCH_TEMPLATE_VERSIONS_KEPT
+  value: {{ .Values.settings.launchTemplateVersionsKept | quote }}
 {{- end }}
