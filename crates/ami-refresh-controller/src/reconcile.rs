@@ -15,7 +15,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ami_tags::{EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, evaluate, keys, newest_eligible};
+use ami_tags::{
+    EligibilityPolicy, Ineligible, OPERATOR_SIGNATURE, Selector, evaluate, evaluate_shared, keys, newest_eligible,
+};
 use api_types::{
     AMIRefresher, AMIRefresherStatus, PackerBuilder,
     ami_refresher::{
@@ -244,6 +246,10 @@ async fn verify(
     {
         return Ok(Err(why_not(id, &why)));
     }
+    // Deprecated in EC2 (also what an AMI shared from an image account, whose tags are invisible here, can say).
+    if image.deprecation_time.is_some_and(|t| t <= now) {
+        return Ok(Err(why_not(id, &Ineligible::NotActive)));
+    }
     Ok(Ok(image.architecture))
 }
 
@@ -292,21 +298,51 @@ async fn choose_target(
     namespaces.extend(spec.trusted_namespaces.iter().cloned());
     let selector = Selector::for_cluster_in(&spec.cluster_name, &namespaces);
     let owners = trusted_owners(amr);
-    let images = ctx
+    let mut images = ctx
         .aws
         .images(&spec.region, &spec.ami_filters, &selector.ec2_tag_filters(), &owners)
         .await?;
-    Ok(match newest_eligible(&images, &selector, policy, now) {
-        Some((image, _)) => Choice::Chosen {
-            ami: image.id.clone(),
-            source: format!("amiFilters: newest eligible of {} candidate(s)", images.len()),
-            architecture: image.architecture.clone(),
+    // AMIs shared from an image account named in `amiOwners`: EC2 shows their tags only to that account, so they are
+    // found by the filters alone and judged by EC2's own fields (ami_tags::evaluate_shared).
+    let image_accounts: Vec<String> = spec.ami_owners.iter().filter(|o| *o != "self").cloned().collect();
+    let shared: Vec<ami_tags::Image> = if image_accounts.is_empty() {
+        Vec::new()
+    } else {
+        ctx.aws
+            .images(&spec.region, &spec.ami_filters, &[], &image_accounts)
+            .await?
+            .into_iter()
+            .filter(|i| i.tags.is_empty())
+            .collect()
+    };
+    let newest_shared = shared
+        .iter()
+        .filter_map(|i| evaluate_shared(i, policy, now).ok().map(|created| (i, created)))
+        .max_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.id.cmp(&b.id)));
+    let candidates = images.len() + shared.len();
+    let newest = match (newest_eligible(&images, &selector, policy, now), newest_shared) {
+        (Some(tagged), Some(shared)) => Some(if shared.1 > tagged.1 { shared } else { tagged }),
+        (tagged, shared) => tagged.or(shared),
+    }
+    .map(|(image, _)| (image.id.clone(), image.architecture.clone()));
+    let rejected_shared: Vec<String> = shared
+        .iter()
+        .filter_map(|i| evaluate_shared(i, policy, now).err().map(|w| why_not(&i.id, &w)))
+        .collect();
+    images.extend(shared.iter().cloned());
+    Ok(match newest {
+        Some((ami, architecture)) => Choice::Chosen {
+            ami,
+            source: format!("amiFilters: newest eligible of {candidates} candidate(s)"),
+            architecture,
         },
         None => {
             let reasons: Vec<String> = images
                 .iter()
-                .take(5)
+                .filter(|i| !i.tags.is_empty())
                 .filter_map(|i| evaluate(i, &selector, policy, now).err().map(|w| why_not(&i.id, &w)))
+                .chain(rejected_shared)
+                .take(5)
                 .collect();
             Choice::NoEligible(if images.is_empty() {
                 format!(

@@ -24,7 +24,9 @@ use serde_json::json;
 const REGION: &str = "us-west-2";
 const CLUSTER: &str = "ibeify-gitops";
 const EKS_OWNER: &str = "602401143452";
-const DEFAULT_ACCOUNT: &str = "123456789012";
+/// The account the test world and the controller work in. It owns the managed AMIs, so their tags are visible to it
+/// (EC2 shows an AMI's tags only to its owner), and it is the owner the seed's `owner-id` filter names.
+const DEFAULT_ACCOUNT: &str = EKS_OWNER;
 const NAME: &str = "node-group-ami-refresh";
 const WAIT: Duration = Duration::from_secs(90);
 /// Calls that change what a node group runs. The ownership claim (TagResource / CreateOrUpdateTags of
@@ -265,7 +267,7 @@ impl World {
                 "RUST_LOG",
                 "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
             )
-            .envs(self.aws.child_env(REGION))
+            .envs(self.aws.child_env_in(REGION, &Account(DEFAULT_ACCOUNT.into())))
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("LOG_FORMAT", "text")
             .env("LEADER_ELECT", "false")
@@ -1817,6 +1819,56 @@ async fn an_ami_from_an_untrusted_owner_is_never_rolled_whatever_names_it() {
     w.patch_spec(json!({"amiOwners": [EKS_OWNER, STRANGER]})).await;
     let amr = w.wait_for("Ready", ready).await;
     assert_eq!(amr.status.as_ref().and_then(|s| s.target_ami.clone()), Some(strangers));
+}
+
+/// AMIs shared from an image account carry no visible tags in the cluster account (EC2 shows tags to the owner
+/// only). With `amiOwners` naming that account they are found by the filters and judged by EC2's own fields; an
+/// AMI of an owner that is not named is never used, however new.
+#[tokio::test]
+async fn an_ami_shared_from_a_trusted_image_account_is_found_without_tags_and_rolled() {
+    const IMAGE_ACCOUNT: &str = "210987654321";
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 60 * 24 * 3).await;
+    w.nodegroup("ng-a", &old).await;
+    let shared = |suffix: &str, minutes: i64, owner: &'static str| {
+        let name = format!("amazon-eks-node-al2023-x86_64-standard-1.30-{suffix}");
+        let w = &w;
+        async move {
+            w.seed_ami(&name, owner, ago(minutes), managed_tags(ago(minutes), "active"))
+                .await
+        }
+    };
+    let older = shared("shared-old", 180, IMAGE_ACCOUNT).await;
+    let newer = shared("shared-new", 60, IMAGE_ACCOUNT).await;
+    let stranger = shared("stranger", 10, "999988887777").await;
+    // As in EC2: the image account's tags are invisible here.
+    let described = w
+        .ec2
+        .describe_images()
+        .image_ids(&newer)
+        .send()
+        .await
+        .expect("describe");
+    assert!(described.images()[0].tags().is_empty(), "{described:?}");
+
+    w.start_controller();
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.insert(
+            "amiFilters".into(),
+            json!([{"name": "name", "values": ["amazon-eks-node-al2023-x86_64-standard-1.30*"]}]),
+        );
+        spec.insert("amiOwners".into(), json!([IMAGE_ACCOUNT]));
+        spec.insert("expiresIn".into(), json!("1d"));
+    })
+    .await;
+    let amr = w.wait_for("Ready", ready).await;
+    let target = amr.status.as_ref().and_then(|s| s.target_ami.clone()).expect("target");
+    assert_eq!(target, newer);
+    assert_ne!(target, older);
+    assert_ne!(target, stranger);
+    let (_, _, image) = w.nodegroup_image("ng-a").await;
+    assert_eq!(image, newer);
 }
 
 const SERVICE_ACCOUNT_USER: &str = "system:serviceaccount:opsy-system:opsy-ami-refresh-controller";

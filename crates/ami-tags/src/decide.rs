@@ -106,6 +106,28 @@ pub fn newest_eligible<'a>(
         .max_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.id.cmp(&b.id)))
 }
 
+/// Checks an AMI shared from a trusted image account. EC2 shows no tags to the accounts an AMI is shared with, so
+/// only EC2's own fields decide: `available`, no `DeprecationTime` at or before `now`, `CreationDate` within
+/// `expires_in` and older than `min_age`. `Ok` carries the creation date.
+pub fn evaluate_shared(image: &Image, policy: &EligibilityPolicy, now: Timestamp) -> Result<Timestamp, Ineligible> {
+    if !image.is_available() {
+        return Err(Ineligible::NotAvailable);
+    }
+    if image.deprecation_time.is_some_and(|t| t <= now) {
+        return Err(Ineligible::NotActive);
+    }
+    let created = image.creation_date.ok_or(Ineligible::NoTimestamp)?;
+    let expired_at = add(created, policy.expires_in);
+    if now >= expired_at {
+        return Err(Ineligible::Expired { expired_at });
+    }
+    let usable_from = add(created, policy.min_age);
+    if now < usable_from {
+        return Err(Ineligible::TooYoung { usable_from });
+    }
+    Ok(created)
+}
+
 /// The newest available base AMI by EC2 `CreationDate`, then ID. Images without a date are ignored.
 pub fn newest_base_image(images: &[Image]) -> Option<&Image> {
     images
@@ -243,6 +265,48 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
+    #[test]
+    fn a_shared_ami_is_judged_by_ec2_fields_only() {
+        let now = ts("2026-12-01T12:00:00Z");
+        let policy = EligibilityPolicy {
+            expires_in: 24 * HOUR,
+            min_age: HOUR,
+        };
+        let shared = |created: &str| Image {
+            id: "ami-shared".into(),
+            state: Some("available".into()),
+            creation_date: Some(ts(created)),
+            ..Image::default()
+        };
+        assert_eq!(
+            evaluate_shared(&shared("2026-12-01T06:00:00Z"), &policy, now),
+            Ok(ts("2026-12-01T06:00:00Z")),
+            "no tags needed"
+        );
+        assert!(matches!(
+            evaluate_shared(&shared("2026-11-29T06:00:00Z"), &policy, now),
+            Err(Ineligible::Expired { .. })
+        ));
+        assert!(matches!(
+            evaluate_shared(&shared("2026-12-01T11:30:00Z"), &policy, now),
+            Err(Ineligible::TooYoung { .. })
+        ));
+        let mut deprecated = shared("2026-12-01T06:00:00Z");
+        deprecated.deprecation_time = Some(ts("2026-12-01T11:00:00Z"));
+        assert_eq!(evaluate_shared(&deprecated, &policy, now), Err(Ineligible::NotActive));
+        deprecated.deprecation_time = Some(ts("2026-12-02T00:00:00Z"));
+        assert!(
+            evaluate_shared(&deprecated, &policy, now).is_ok(),
+            "deprecation in the future"
+        );
+        let mut pending = shared("2026-12-01T06:00:00Z");
+        pending.state = Some("pending".into());
+        assert_eq!(evaluate_shared(&pending, &policy, now), Err(Ineligible::NotAvailable));
+        let mut undated = shared("2026-12-01T06:00:00Z");
+        undated.creation_date = None;
+        assert_eq!(evaluate_shared(&undated, &policy, now), Err(Ineligible::NoTimestamp));
+    }
+
     fn ts(s: &str) -> Timestamp {
         s.parse().expect("test timestamp")
     }
@@ -272,6 +336,7 @@ mod tests {
             creation_date: Some(ts(created)),
             state: Some("available".into()),
             tags: build_tags(&identity(), &record),
+            deprecation_time: None,
         }
     }
 

@@ -9,7 +9,7 @@ pub mod decide;
 pub mod scheme;
 
 pub use decide::{
-    BuildDecision, BuildReason, EligibilityPolicy, Ineligible, RebuildInputs, decide_build, evaluate,
+    BuildDecision, BuildReason, EligibilityPolicy, Ineligible, RebuildInputs, decide_build, evaluate, evaluate_shared,
     newest_base_image, newest_eligible,
 };
 pub use scheme::{

@@ -92,8 +92,10 @@ pub struct Image {
     pub state: Option<String>,
     /// EC2 `Architecture` (`x86_64`, `arm64`, `i386`, `x86_64_mac`, `arm64_mac`), when known.
     pub architecture: Option<String>,
-    /// Tags, key to value.
+    /// Tags, key to value (EC2 shows them only to the AMI's owner: an AMI shared from another account has none).
     pub tags: BTreeMap<String, String>,
+    /// EC2 `DeprecationTime`, when one is set.
+    pub deprecation_time: Option<Timestamp>,
 }
 
 impl Image {

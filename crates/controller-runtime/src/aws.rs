@@ -230,6 +230,7 @@ pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
         creation_date: i.creation_date().and_then(|d| d.parse().ok()),
         state: i.state().map(|s| s.as_str().to_owned()),
         architecture: i.architecture().map(|a| a.as_str().to_owned()),
+        deprecation_time: i.deprecation_time().and_then(|d| d.parse().ok()),
         tags: i
             .tags()
             .iter()

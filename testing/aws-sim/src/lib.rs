@@ -282,6 +282,18 @@ impl AwsEmulator {
         &self.endpoint
     }
 
+    /// [`Self::child_env`] for a process that works in `account` (signs with the access key `opsy<account>`, which
+    /// the emulator maps to that account).
+    pub fn child_env_in(&self, region: &str, account: &Account) -> Vec<(String, String)> {
+        let mut env = self.child_env(region);
+        for (key, value) in &mut env {
+            if key == "AWS_ACCESS_KEY_ID" {
+                *value = format!("opsy{}", account.0);
+            }
+        }
+        env
+    }
+
     /// Environment for a child process (Packer, a controller binary) so its AWS calls reach the emulator in the
     /// default account.
     pub fn child_env(&self, region: &str) -> Vec<(String, String)> {

@@ -554,6 +554,61 @@ async fn a_scripted_failure_fails_the_update_with_errors() {
 }
 
 #[tokio::test]
+async fn instance_refresh_validates_the_desired_template_and_skips_a_group_that_already_matches() {
+    let w = world().await;
+    let (lt_id, asg) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
+    let onto = |version: &str| {
+        DesiredConfiguration::builder()
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_id(&lt_id)
+                    .version(version)
+                    .build(),
+            )
+            .build()
+    };
+    // A version that does not exist: refused, as Auto Scaling validates the desired configuration.
+    let missing = w
+        .asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .desired_configuration(onto("7"))
+        .send()
+        .await
+        .expect_err("no version 7");
+    assert_eq!(
+        missing
+            .as_service_error()
+            .and_then(|e| aws_sdk_autoscaling::error::ProvideErrorMetadata::code(e)),
+        Some("ValidationError")
+    );
+    // SkipMatching onto the version the group already uses: nothing to replace, it ends at once.
+    let id = w
+        .asg
+        .start_instance_refresh()
+        .auto_scaling_group_name(&asg)
+        .desired_configuration(onto("1"))
+        .preferences(RefreshPreferences::builder().skip_matching(true).build())
+        .send()
+        .await
+        .expect("start")
+        .instance_refresh_id
+        .expect("id");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let out = w
+        .asg
+        .describe_instance_refreshes()
+        .auto_scaling_group_name(&asg)
+        .send()
+        .await
+        .expect("describe");
+    let refresh = &out.instance_refreshes()[0];
+    assert_eq!(refresh.instance_refresh_id(), Some(id.as_str()));
+    assert_eq!(refresh.status().map(|s| s.as_str()), Some("Successful"));
+    assert_eq!(refresh.instances_to_update(), Some(0));
+}
+
+#[tokio::test]
 async fn instance_refresh_start_describe_cancel_and_rollback() {
     let w = world().await;
     let (lt_id, asg) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
@@ -565,9 +620,10 @@ async fn instance_refresh_start_describe_cancel_and_rollback() {
                 .build(),
         )
         .build();
+    // Without SkipMatching: the group's own version is refreshed (every instance replaced) and takes its time.
     let prefs = RefreshPreferences::builder()
         .min_healthy_percentage(90)
-        .skip_matching(true)
+        .skip_matching(false)
         .auto_rollback(false)
         .build();
     let id = w
