@@ -109,6 +109,17 @@ pub struct VersionInfo {
     pub default: bool,
 }
 
+/// The launch template an Auto Scaling group launches from: its own, or its mixed-instances policy's.
+fn asg_template(
+    g: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> Option<&aws_sdk_autoscaling::types::LaunchTemplateSpecification> {
+    g.launch_template().or_else(|| {
+        g.mixed_instances_policy()
+            .and_then(|m| m.launch_template())
+            .and_then(|t| t.launch_template_specification())
+    })
+}
+
 /// An EKS update's errors as one line.
 fn update_errors(update: &aws_sdk_eks::types::Update) -> String {
     update
@@ -738,11 +749,7 @@ impl Aws {
             .await
             .map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
         Ok(out.auto_scaling_groups().first().map(|g| {
-            let lt = g.launch_template().or_else(|| {
-                g.mixed_instances_policy()
-                    .and_then(|m| m.launch_template())
-                    .and_then(|t| t.launch_template_specification())
-            });
+            let lt = asg_template(g);
             let override_types = g
                 .mixed_instances_policy()
                 .and_then(|m| m.launch_template())
@@ -804,11 +811,7 @@ impl Aws {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
             for g in page.auto_scaling_groups() {
-                let lt = g.launch_template().or_else(|| {
-                    g.mixed_instances_policy()
-                        .and_then(|m| m.launch_template())
-                        .and_then(|t| t.launch_template_specification())
-                });
+                let lt = asg_template(g);
                 if let Some(lt) = lt
                     && lt.launch_template_id() == Some(template_id)
                     && let Some(n) = lt.version().and_then(|v| v.parse().ok())
@@ -879,11 +882,7 @@ impl Aws {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
             for g in page.auto_scaling_groups() {
-                let lt = g.launch_template().or_else(|| {
-                    g.mixed_instances_policy()
-                        .and_then(|m| m.launch_template())
-                        .and_then(|t| t.launch_template_specification())
-                });
+                let lt = asg_template(g);
                 if let Some(lt) = lt
                     && lt.launch_template_id() == Some(template_id)
                     && lt.version().is_some_and(|v| v.eq_ignore_ascii_case("$Latest"))

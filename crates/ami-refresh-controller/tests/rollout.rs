@@ -1326,22 +1326,7 @@ async fn a_self_managed_group_is_rolled_with_an_instance_refresh() {
     // A cluster with one managed group on target, plus a self-managed ASG on the old image.
     w.nodegroup("ng-current", &target).await;
     let lt = w.template("self-managed", &old).await;
-    w.asg
-        .create_auto_scaling_group()
-        .auto_scaling_group_name("workers-self")
-        .launch_template(
-            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
-                .launch_template_id(&lt)
-                .version("1")
-                .build(),
-        )
-        .min_size(0)
-        .max_size(2)
-        .desired_capacity(1)
-        .availability_zones("us-west-2a")
-        .send()
-        .await
-        .expect("asg");
+    w.self_managed("workers-self", &lt, "1").await;
     w.start_controller();
     w.apply_seed(|doc| {
         doc["spec"]["autoScalingGroups"] = json!(["workers-self"]);

@@ -78,6 +78,11 @@ pub fn evaluate(
         return Err(Ineligible::NotActive);
     }
     let (created, _) = created_at(image, now).ok_or(Ineligible::NoTimestamp)?;
+    within_lifetime(created, policy, now)
+}
+
+/// `Ok(created)` when an AMI created then is past its soak time and not expired at `now`.
+fn within_lifetime(created: Timestamp, policy: &EligibilityPolicy, now: Timestamp) -> Result<Timestamp, Ineligible> {
     let expired_at = add(created, policy.expires_in);
     if now >= expired_at {
         return Err(Ineligible::Expired { expired_at });
@@ -117,15 +122,7 @@ pub fn evaluate_shared(image: &Image, policy: &EligibilityPolicy, now: Timestamp
         return Err(Ineligible::NotActive);
     }
     let created = image.creation_date.ok_or(Ineligible::NoTimestamp)?;
-    let expired_at = add(created, policy.expires_in);
-    if now >= expired_at {
-        return Err(Ineligible::Expired { expired_at });
-    }
-    let usable_from = add(created, policy.min_age);
-    if now < usable_from {
-        return Err(Ineligible::TooYoung { usable_from });
-    }
-    Ok(created)
+    within_lifetime(created, policy, now)
 }
 
 /// The newest available base AMI by EC2 `CreationDate`, then ID. Images without a date are ignored.

@@ -65,8 +65,10 @@ pub struct AMIRefresherSpec {
     pub ami_filters: Vec<AmiFilter>,
 
     /// The AMI owners trusted (account IDs or `self`): DescribeImages with `amiFilters` is restricted to them, and an
-    /// AMI named by `ami` or a PackerBuilder's status is used only when one of them owns it. Default: the values of
-    /// an `owner-id` filter, else `self`.
+    /// AMI named by `ami` or a PackerBuilder's status is used only when one of them owns it. AMIs shared from an
+    /// account named here show no tags (EC2 shows tags to the owner only): `amiFilters` find them by the filters
+    /// alone and EC2's state, DeprecationTime and CreationDate decide. Default: the values of an `owner-id` filter,
+    /// else `self`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20), inner(regex(pattern = OWNER_PATTERN)))]
     pub ami_owners: Vec<String>,
