@@ -83,6 +83,11 @@ impl Aws {
             .unwrap_or(0)
     }
 
+    /// Makes the cached answers of a region stale, as a write of this process does.
+    pub fn forget_cached(&self, region: &str) {
+        self.wrote(region);
+    }
+
     fn wrote(&self, region: &str) {
         *self
             .writes
@@ -268,6 +273,36 @@ impl Aws {
     }
 
     /// Adds or overwrites tags.
+    /// Sets EC2's own deprecation time of an AMI this account owns (EnableImageDeprecation), so DescribeImages, the
+    /// console and other tools see it.
+    /// The shared answer stays valid: only the AMI's deprecation time changes, and it is updated in place (a full
+    /// invalidation would make every PackerBuilder of the cluster describe the images again).
+    pub async fn deprecate_at(&self, region: &str, id: &str, at: jiff::Timestamp) -> Result<()> {
+        self.ec2(region)
+            .enable_image_deprecation()
+            .image_id(id)
+            .deprecate_at(aws_sdk_ec2::primitives::DateTime::from_secs(at.as_second()))
+            .send()
+            .await
+            .map_err(|e| aws_error("EnableImageDeprecation", &e))?;
+        let entries: Vec<ManagedEntry> = self
+            .managed_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|((r, _), _)| r == region)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        for entry in entries {
+            if let Some((_, _, images)) = entry.lock().await.as_mut() {
+                for image in images.iter_mut().filter(|i| i.id == id) {
+                    image.deprecation_time = Some(at);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn tag(&self, region: &str, ids: &[String], tags: &BTreeMap<String, String>) -> Result<()> {
         if ids.is_empty() || tags.is_empty() {
             return Ok(());

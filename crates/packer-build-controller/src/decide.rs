@@ -220,6 +220,29 @@ pub fn recheck_after(expires_at: Timestamp, controller_timer: Duration, now: Tim
     controller_timer.min(until_expiry + Duration::from_secs(1))
 }
 
+/// When EC2 should say an AMI is deprecated, for a wish of `wanted`: on a whole minute (EC2 rounds seconds to the
+/// nearest minute; rounding up here makes a repeated call ask for exactly what EC2 recorded), and never in the past
+/// (EC2 refuses that: at the earliest the minute after `now`).
+pub fn ec2_deprecation_time(wanted: Timestamp, now: Timestamp) -> Timestamp {
+    let ceil = |t: Timestamp| {
+        let s = t.as_second();
+        let up = if s % 60 == 0 && t.subsec_nanosecond() == 0 {
+            s
+        } else {
+            (s.div_euclid(60) + 1) * 60
+        };
+        Timestamp::from_second(up).unwrap_or(t)
+    };
+    let earliest = ceil(now.checked_add(jiff::SignedDuration::from_secs(1)).unwrap_or(now));
+    ceil(wanted).max(earliest)
+}
+
+/// Whether an AMI whose EC2 deprecation time is `current` needs EnableImageDeprecation for `wanted`: when it has
+/// none, or a later one. An earlier deprecation (by hand, or already passed) is never pushed later.
+pub fn needs_ec2_deprecation(current: Option<Timestamp>, wanted: Timestamp) -> bool {
+    current.is_none_or(|c| c > wanted)
+}
+
 /// Decides what to do when no build is running: keep/adopt the newest eligible AMI of exactly this PackerBuilder,
 /// or build because none exists, it expired or its base AMI changed, unless failed builds say wait or stop.
 pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp) -> Decision<'a> {
@@ -276,6 +299,52 @@ pub fn decide<'a>(observed: Observed<'a>, durations: &Durations, now: Timestamp)
                 observed.failed_job_count, observed.max_failed_jobs
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod ec2_deprecation_tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().expect("ts")
+    }
+
+    #[test]
+    fn the_deprecation_time_is_a_future_whole_minute_and_never_pushed_later() {
+        let now = ts("2026-12-01T12:00:20Z");
+        assert_eq!(
+            ec2_deprecation_time(ts("2026-12-03T12:00:20Z"), now),
+            ts("2026-12-03T12:01:00Z"),
+            "rounded up"
+        );
+        assert_eq!(
+            ec2_deprecation_time(ts("2026-12-03T12:00:00Z"), now),
+            ts("2026-12-03T12:00:00Z")
+        );
+        assert_eq!(
+            ec2_deprecation_time(now, now),
+            ts("2026-12-01T12:01:00Z"),
+            "now: the next minute"
+        );
+        assert_eq!(
+            ec2_deprecation_time(ts("2026-11-01T00:00:00Z"), now),
+            ts("2026-12-01T12:01:00Z"),
+            "never in the past"
+        );
+        let at_minute = ts("2026-12-01T12:00:00Z");
+        assert_eq!(ec2_deprecation_time(at_minute, at_minute), ts("2026-12-01T12:01:00Z"));
+        let wanted = ts("2026-12-03T12:01:00Z");
+        assert!(needs_ec2_deprecation(None, wanted));
+        assert!(
+            needs_ec2_deprecation(Some(ts("2026-12-04T00:00:00Z")), wanted),
+            "later: brought forward"
+        );
+        assert!(!needs_ec2_deprecation(Some(wanted), wanted), "a retry asks nothing");
+        assert!(
+            !needs_ec2_deprecation(Some(ts("2026-12-02T00:00:00Z")), wanted),
+            "earlier: kept"
+        );
     }
 }
 

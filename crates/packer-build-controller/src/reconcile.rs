@@ -454,10 +454,22 @@ async fn observe_and_act(
     let spec = &pb.spec;
     let base = current_base(pb, ctx).await?;
     let identity = identity(pb);
-    let managed = ctx
+    let mut managed = ctx
         .aws
         .managed_images(&spec.region, &spec.cluster_name, &Selector::for_builder(&identity))
         .await?;
+    // The shared answer may predate a build recorded since (by another controller process, whose writes this
+    // process's cache does not see): an AMI the status names but the answer lacks means the answer is older than
+    // the status. Ask EC2 again before deciding, never build from it.
+    if let Some(built) = status.last_run_built_image_id.as_deref()
+        && !managed.iter().any(|i| i.id == built)
+    {
+        ctx.aws.forget_cached(&spec.region);
+        managed = ctx
+            .aws
+            .managed_images(&spec.region, &spec.cluster_name, &Selector::for_builder(&identity))
+            .await?;
+    }
     let last_failure = get_condition(&status.conditions, types::BUILDING)
         .filter(|_| status.failed_job_count > 0)
         .map(|c| c.last_transition_time.0);
@@ -487,6 +499,10 @@ async fn observe_and_act(
             ctx.aws
                 .tag(&spec.region, std::slice::from_ref(&image.id), &add_tags)
                 .await?;
+            // AMIs kept from before this release (or adopted) get EC2's deprecation time at their expiry too.
+            if let Some((created, _)) = ami_tags::created_at(image, now) {
+                deprecate_in_ec2_at_expiry(ctx, &spec.region, image, created, durations, now).await?;
+            }
             status.phase = Some(PackerBuilderPhase::Ready);
             status.failed_job_count = 0;
             condition(
@@ -943,6 +959,24 @@ async fn recover_by_build_id(
     finish_build(pb, ctx, status, amis, durations, now).await.map(Some)
 }
 
+/// Sets EC2's own deprecation time of an active AMI to its expiry (`expiresIn` after its creation), unless EC2 already
+/// has that time or an earlier one.
+async fn deprecate_in_ec2_at_expiry(
+    ctx: &Context,
+    region: &str,
+    image: &ami_tags::Image,
+    created: Timestamp,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let expires_at = created.checked_add(durations.expires_in).unwrap_or(Timestamp::MAX);
+    let at = crate::decide::ec2_deprecation_time(expires_at, now);
+    if crate::decide::needs_ec2_deprecation(image.deprecation_time, at) {
+        ctx.aws.deprecate_at(region, &image.id, at).await?;
+    }
+    Ok(())
+}
+
 /// Verifies a finished build's AMIs, tags them as this build's, retires the builder's older AMIs and records the
 /// success.
 async fn finish_build(
@@ -992,6 +1026,7 @@ async fn finish_build(
                 &build_tags(&identity, &record),
             )
             .await?;
+        deprecate_in_ec2_at_expiry(ctx, &spec.region, image, record.created_at, durations, now).await?;
     }
     // EC2 filters by the identity tags it can match exactly; `superseded` applies the full identity (namespace
     // included), so a same-named PackerBuilder in another namespace never loses its AMI.
@@ -1004,6 +1039,14 @@ async fn finish_build(
         .map(str::to_owned)
         .collect();
     ctx.aws.tag(&spec.region, &older, &deprecation_tags()).await?;
+    // Deprecated in EC2 too, from the next minute (EC2 refuses a time in the past), unless it already is earlier.
+    let at = crate::decide::ec2_deprecation_time(now, now);
+    for id in &older {
+        let current = candidates.iter().find(|c| &c.id == id).and_then(|c| c.deprecation_time);
+        if crate::decide::needs_ec2_deprecation(current, at) {
+            ctx.aws.deprecate_at(&spec.region, id, at).await?;
+        }
+    }
     failpoint("build-tagged");
     let ami = amis[0].clone();
     status.last_run_built_image_ids = if amis.len() > 1 { amis.clone() } else { Vec::new() };

@@ -346,6 +346,20 @@ impl Harness {
             .items
     }
 
+    /// EC2's `DeprecationTime` of an AMI.
+    async fn image_deprecation(&self, ami: &str) -> Option<jiff::Timestamp> {
+        let sdk = self.aws.sdk_config(REGION).await;
+        let out = self
+            .aws
+            .ec2(&sdk, &Account(DEFAULT_ACCOUNT.into()))
+            .describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .expect("describe");
+        out.images()[0].deprecation_time().and_then(|t| t.parse().ok())
+    }
+
     async fn image_tags(&self, ami: &str) -> BTreeMap<String, String> {
         let sdk = self.aws.sdk_config(REGION).await;
         let out = self
@@ -832,6 +846,20 @@ async fn a_change_of_what_shapes_the_image_builds_once_and_a_cosmetic_change_doe
     assert_ne!(old_tags["build-config"], new_tags["build-config"]);
     assert_eq!(old_tags["status"], "deprecated");
     assert_eq!(new_tags["status"], "active");
+    // EC2's own deprecation: the new AMI at its expiry (create-timestamp + expiresIn 48h, on a whole minute), the
+    // superseded one from the next minute.
+    let created: jiff::Timestamp = new_tags["create-timestamp"].parse().expect("create-timestamp");
+    let new_at = h.image_deprecation(&second_ami).await.expect("new AMI DeprecationTime");
+    let expiry = created + jiff::SignedDuration::from_hours(48);
+    assert!(
+        new_at >= expiry && new_at < expiry + jiff::SignedDuration::from_secs(60),
+        "{new_at} vs {expiry}"
+    );
+    let old_at = h.image_deprecation(&first_ami).await.expect("old AMI DeprecationTime");
+    assert!(
+        old_at <= jiff::Timestamp::now() + jiff::SignedDuration::from_secs(61),
+        "superseded: deprecated now, not at its expiry: {old_at}"
+    );
     h.stop_controller().await;
 }
 

@@ -8,7 +8,8 @@ Added to moto:
   (node group updates found only with their node group's name), ListUpdates; node groups with a launch template are backed by a real
   moto Auto Scaling group using that template (listed in the node group's resources).
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
-- EC2 CreateLaunchTemplateVersion honouring SourceVersion; DeleteLaunchTemplateVersions; DescribeImages applying Owners together with ImageIds.
+- EC2 CreateLaunchTemplateVersion honouring SourceVersion; DeleteLaunchTemplateVersions; EnableImageDeprecation and
+  DisableImageDeprecation (DescribeImages shows DeprecationTime); DescribeImages applying Owners together with ImageIds.
 - Progress of updates and refreshes with time: in "auto" mode each ends `durationSeconds` after it started (a ticker
   thread ends it; reads never change state; an instance refresh is Pending for the first tenth, then InProgress);
   in "manual" mode the test ends each (/_ext/eks/outcome, /_ext/autoscaling/outcome). Every update and refresh is
@@ -920,6 +921,46 @@ def _describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=N
 
 
 EC2Backend.describe_images = _describe_images
+
+
+# EnableImageDeprecation / DisableImageDeprecation (moto 5.2.5 has neither; its DescribeImages shows an AMI's
+# `deprecation_time` attribute as DeprecationTime). As the API reference says: only the owner may change it, a time in
+# the past is refused, seconds are rounded to the nearest minute.
+from moto.ec2.responses.amis import AmisResponse  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
+
+
+def _owned_ami(response, image_id):
+    backend = response.ec2_backend
+    ami = backend.amis.get(image_id)
+    if ami is None or ami.owner_id != backend.account_id:
+        # Assumption: another account's AMI answers as not found for this call.
+        raise EC2ClientError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    return ami
+
+
+def enable_image_deprecation(self):
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    at = self._get_param("DeprecateAt")
+    if isinstance(at, str):
+        at = datetime.datetime.fromisoformat(at.replace("Z", "+00:00"))
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=datetime.timezone.utc)
+    at = (at + datetime.timedelta(seconds=30)).replace(second=0, microsecond=0)
+    if at <= utcnow():
+        raise EC2ClientError("InvalidParameterValue", "The deprecation time cannot be in the past")
+    ami.deprecation_time = at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return ActionResult({"Return": True})
+
+
+def disable_image_deprecation(self):
+    ami = _owned_ami(self, self._get_param("ImageId"))
+    ami.deprecation_time = None
+    return ActionResult({"Return": True})
+
+
+AmisResponse.enable_image_deprecation = enable_image_deprecation
+AmisResponse.disable_image_deprecation = disable_image_deprecation
 
 
 def seed_images(payload):

@@ -179,6 +179,93 @@ async fn seeded_public_amis_are_found_with_filters_and_owners_only_in_their_acco
 }
 
 #[tokio::test]
+async fn image_deprecation_is_set_rounded_shown_and_cleared_by_the_owner_only() {
+    let w = world().await;
+    let own = w
+        .emulator
+        .seed_images(
+            &w.account,
+            REGION,
+            &[SeedImage {
+                name: "own".into(),
+                owner_id: w.account.0.clone(),
+                ..SeedImage::default()
+            }],
+        )
+        .await
+        .expect("seed")
+        .remove(0);
+    let foreign = w
+        .emulator
+        .seed_images(
+            &w.account,
+            REGION,
+            &[SeedImage {
+                name: "foreign".into(),
+                owner_id: "210987654321".into(),
+                ..SeedImage::default()
+            }],
+        )
+        .await
+        .expect("seed")
+        .remove(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let in_two_hours = i64::try_from(now).expect("secs") + 2 * 3600 + 40;
+    let at = aws_sdk_ec2::primitives::DateTime::from_secs(in_two_hours);
+    w.ec2
+        .enable_image_deprecation()
+        .image_id(&own)
+        .deprecate_at(at)
+        .send()
+        .await
+        .expect("deprecate");
+    let shown = w
+        .ec2
+        .describe_images()
+        .image_ids(&own)
+        .send()
+        .await
+        .expect("describe")
+        .images()[0]
+        .deprecation_time()
+        .map(str::to_owned)
+        .expect("DeprecationTime");
+    let shown = aws_sdk_ec2::primitives::DateTime::from_str(&shown, aws_sdk_ec2::primitives::DateTimeFormat::DateTime)
+        .expect("timestamp")
+        .secs();
+    assert_eq!(shown % 60, 0, "rounded to a minute: {shown}");
+    assert!((shown - in_two_hours).abs() <= 30, "{shown} vs {in_two_hours}");
+    for (what, image, when) in [
+        (
+            "in the past",
+            &own,
+            aws_sdk_ec2::primitives::DateTime::from_secs(1_600_000_000),
+        ),
+        ("not the owner", &foreign, at),
+    ] {
+        let refused = w
+            .ec2
+            .enable_image_deprecation()
+            .image_id(image)
+            .deprecate_at(when)
+            .send()
+            .await;
+        assert!(refused.is_err(), "{what}: {refused:?}");
+    }
+    w.ec2
+        .disable_image_deprecation()
+        .image_id(&own)
+        .send()
+        .await
+        .expect("disable");
+    let cleared = w.ec2.describe_images().image_ids(&own).send().await.expect("describe");
+    assert_eq!(cleared.images()[0].deprecation_time(), None);
+}
+
+#[tokio::test]
 async fn deleted_launch_template_versions_are_gone_numbers_are_not_reused_and_the_default_stays() {
     let w = world().await;
     let (lt_id, _) = cluster_with_nodegroup(&w, "ami-0aaaaaaaaaaaaaaaa").await;
