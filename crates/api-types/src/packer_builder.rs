@@ -97,6 +97,27 @@ pub struct PackerBuilderSpec {
     /// rather than silently ignored. Old AMIs are tagged `status=deprecated` and never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
+
+    /// Where the newest active AMI is published once it is verified and tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish: Option<PublishSpec>,
+}
+
+/// Publishing of the newest active AMI.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishSpec {
+    /// An SSM parameter (in `region`) that always names the newest active AMI of this PackerBuilder, written with
+    /// data type `aws:ec2:image` so launch templates (`resolve:ssm:`), Terraform and Karpenter can read it; its
+    /// history records each rollover. A full name such as `/opsy/ami/prod/latest` (not under `/aws` or `/ssm`,
+    /// which AWS reserves).
+    #[x_kube(validation = Rule::new(r"!self.matches('^/([Aa][Ww][Ss]|[Ss][Ss][Mm])')")
+        .message("names under /aws and /ssm are reserved by AWS"))]
+    #[schemars(
+        length(min = 2, max = 1011),
+        regex(pattern = r"^/[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+){0,14}$")
+    )]
+    pub ssm_parameter: String,
 }
 
 fn default_max_failed_jobs() -> i32 {

@@ -211,6 +211,34 @@ impl Aws {
             .ok_or_else(|| Error::NoBaseAmi(format!("SSM parameter {name} has no value")))
     }
 
+    /// Makes the SSM parameter `name` name `ami` (data type `aws:ec2:image`), unless it already does; returns whether
+    /// it wrote. Idempotent, so a retry or a restart writes at most once per AMI (each write is one history entry).
+    pub async fn publish_parameter(&self, region: &str, name: &str, ami: &str) -> Result<bool> {
+        let client = self.ssm(region);
+        let current = match client.get_parameter().name(name).send().await {
+            Ok(out) => out.parameter().and_then(|p| p.value()).map(str::to_owned),
+            Err(e) => match aws_error("GetParameter", &e) {
+                Error::Aws(e) if e.kind == AwsErrorKind::NotFound => None,
+                other => return Err(other),
+            },
+        };
+        if current.as_deref() == Some(ami) {
+            return Ok(false);
+        }
+        client
+            .put_parameter()
+            .name(name)
+            .value(ami)
+            .r#type(aws_sdk_ssm::types::ParameterType::String)
+            .data_type("aws:ec2:image")
+            .overwrite(true)
+            .description("newest active AMI, written by opsy-ami-operator")
+            .send()
+            .await
+            .map_err(|e| aws_error("PutParameter", &e))?;
+        Ok(true)
+    }
+
     /// AMIs of this account that `selector` matches, taken from the shared answer for `cluster` (every AMI this
     /// operator made for the cluster, filtered by EC2 on its tags, so the region is never listed).
     pub async fn managed_images(&self, region: &str, cluster: &str, selector: &Selector) -> Result<Vec<Image>> {

@@ -503,6 +503,7 @@ async fn observe_and_act(
             if let Some((created, _)) = ami_tags::created_at(image, now) {
                 deprecate_in_ec2_at_expiry(ctx, &spec.region, image, created, durations, now).await?;
             }
+            publish(ctx, pb, &image.id).await?;
             status.phase = Some(PackerBuilderPhase::Ready);
             status.failed_job_count = 0;
             condition(
@@ -959,6 +960,19 @@ async fn recover_by_build_id(
     finish_build(pb, ctx, status, amis, durations, now).await.map(Some)
 }
 
+/// Writes `spec.publish.ssmParameter` when it does not name `ami` yet (the newest active AMI).
+async fn publish(ctx: &Context, pb: &PackerBuilder, ami: &str) -> Result<(), Error> {
+    if let Some(publish) = &pb.spec.publish
+        && ctx
+            .aws
+            .publish_parameter(&pb.spec.region, &publish.ssm_parameter, ami)
+            .await?
+    {
+        tracing::info!(parameter = %publish.ssm_parameter, %ami, "published the newest AMI");
+    }
+    Ok(())
+}
+
 /// Sets EC2's own deprecation time of an active AMI to its expiry (`expiresIn` after its creation), unless EC2 already
 /// has that time or an earlier one.
 async fn deprecate_in_ec2_at_expiry(
@@ -1039,6 +1053,7 @@ async fn finish_build(
         .map(str::to_owned)
         .collect();
     ctx.aws.tag(&spec.region, &older, &deprecation_tags()).await?;
+    publish(ctx, pb, &amis[0]).await?;
     // Deprecated in EC2 too, from the next minute (EC2 refuses a time in the past), unless it already is earlier.
     let at = crate::decide::ec2_deprecation_time(now, now);
     for id in &older {

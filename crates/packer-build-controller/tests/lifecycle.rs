@@ -346,6 +346,21 @@ impl Harness {
             .items
     }
 
+    /// The value of an SSM parameter (checked to have data type `aws:ec2:image`) and how many versions its history
+    /// has.
+    async fn published(&self, name: &str) -> (String, usize) {
+        let sdk = self.aws.sdk_config(REGION).await;
+        let ssm = self.aws.ssm(&sdk, &Account(DEFAULT_ACCOUNT.into()));
+        let parameter = ssm.get_parameter().name(name).send().await.expect("parameter");
+        let parameter = parameter.parameter().expect("parameter");
+        assert_eq!(parameter.data_type(), Some("aws:ec2:image"));
+        let history = ssm.get_parameter_history().name(name).send().await.expect("history");
+        (
+            parameter.value().unwrap_or_default().to_owned(),
+            history.parameters().len(),
+        )
+    }
+
     /// EC2's `DeprecationTime` of an AMI.
     async fn image_deprecation(&self, ami: &str) -> Option<jiff::Timestamp> {
         let sdk = self.aws.sdk_config(REGION).await;
@@ -609,11 +624,15 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
     let mut h = Harness::start().await;
     h.seed_default_base().await;
     h.start_controller_with(&[("BASE_AMI_CACHE_TTL", "1s"), ("RESYNC_INTERVAL", "1s")]);
-    let builder = h.seed_builder();
+    let mut builder = h.seed_builder();
+    builder.spec.publish = Some(api_types::packer_builder::PublishSpec {
+        ssm_parameter: "/opsy/ami/test/latest".into(),
+    });
     let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
     api.create(&PostParams::default(), &builder).await.expect("apply");
     let first = h.wait_built().await;
     let first_ami = first.status.and_then(|s| s.last_run_built_image_id).expect("ami");
+    assert_eq!(h.published("/opsy/ami/test/latest").await, (first_ami.clone(), 1));
 
     // Several resync periods (RESYNC_INTERVAL=1s) of an unchanged world: re-checks, but no build.
     let lookups_before = h.base_lookups(BASE_NAME_FILTER).await;
@@ -626,6 +645,8 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
     );
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     assert_eq!(calls.iter().filter(|c| c.action == "CreateImage").count(), 1);
+    // Re-checked every second, published once: the parameter's history has one version per AMI.
+    assert_eq!(h.published("/opsy/ami/test/latest").await, (first_ami.clone(), 1));
 
     let newer = h
         .seed_base(
@@ -658,6 +679,8 @@ async fn an_unchanged_world_causes_no_rebuild_and_a_newer_base_ami_causes_exactl
         "the older AMI is deprecated"
     );
     assert_eq!(h.image_tags(&second_ami).await["status"], "active");
+    // The parameter follows the rollover.
+    assert_eq!(h.published("/opsy/ami/test/latest").await, (second_ami.clone(), 2));
     h.stop_controller().await;
 }
 
