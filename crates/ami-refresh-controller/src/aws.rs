@@ -802,24 +802,12 @@ impl Aws {
     /// launch template or mixed-instances policy) and the EKS managed node groups of every cluster.
     pub async fn template_versions_in_use(&self, region: &str, template_id: &str) -> Result<Vec<i64>> {
         let clients = self.clients(region);
-        let mut used = Vec::new();
-        let mut pages = clients
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
-            for g in page.auto_scaling_groups() {
-                let lt = asg_template(g);
-                if let Some(lt) = lt
-                    && lt.launch_template_id() == Some(template_id)
-                    && let Some(n) = lt.version().and_then(|v| v.parse().ok())
-                {
-                    used.push(n);
-                }
-            }
-        }
+        let mut used: Vec<i64> = self
+            .asgs_using(region, template_id)
+            .await?
+            .into_iter()
+            .filter_map(|(_, version)| version.parse().ok())
+            .collect();
         let mut clusters = clients.eks.list_clusters().into_paginator().send();
         let mut names = Vec::new();
         while let Some(page) = clusters.next().await {
@@ -872,6 +860,18 @@ impl Aws {
     /// Auto Scaling groups of the region that launch from `template_id` at `$Latest` (a new version reaches them at
     /// their next scale-out).
     pub async fn asgs_on_latest(&self, region: &str, template_id: &str) -> Result<Vec<String>> {
+        Ok(self
+            .asgs_using(region, template_id)
+            .await?
+            .into_iter()
+            .filter(|(_, version)| version.eq_ignore_ascii_case("$Latest"))
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every Auto Scaling group of the region that launches from `template_id` (its launch template or
+    /// mixed-instances policy), with the version it names (`3`, `$Latest`, `$Default`).
+    async fn asgs_using(&self, region: &str, template_id: &str) -> Result<Vec<(String, String)>> {
         let mut pages = self
             .clients(region)
             .autoscaling
@@ -882,13 +882,12 @@ impl Aws {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
             for g in page.auto_scaling_groups() {
-                let lt = asg_template(g);
-                if let Some(lt) = lt
+                if let Some(lt) = asg_template(g)
                     && lt.launch_template_id() == Some(template_id)
-                    && lt.version().is_some_and(|v| v.eq_ignore_ascii_case("$Latest"))
                     && let Some(name) = g.auto_scaling_group_name()
                 {
-                    out.push(name.to_owned());
+                    let version = lt.version().unwrap_or("$Default").to_owned();
+                    out.push((name.to_owned(), version));
                 }
             }
         }

@@ -361,8 +361,8 @@ impl Harness {
         )
     }
 
-    /// EC2's `DeprecationTime` of an AMI.
-    async fn image_deprecation(&self, ami: &str) -> Option<jiff::Timestamp> {
+    /// One AMI as DescribeImages shows it to the default account.
+    async fn describe_image(&self, ami: &str) -> aws_sdk_ec2::types::Image {
         let sdk = self.aws.sdk_config(REGION).await;
         let out = self
             .aws
@@ -372,20 +372,20 @@ impl Harness {
             .send()
             .await
             .expect("describe");
-        out.images()[0].deprecation_time().and_then(|t| t.parse().ok())
+        out.images()[0].clone()
+    }
+
+    /// EC2's `DeprecationTime` of an AMI.
+    async fn image_deprecation(&self, ami: &str) -> Option<jiff::Timestamp> {
+        self.describe_image(ami)
+            .await
+            .deprecation_time()
+            .and_then(|t| t.parse().ok())
     }
 
     async fn image_tags(&self, ami: &str) -> BTreeMap<String, String> {
-        let sdk = self.aws.sdk_config(REGION).await;
-        let out = self
-            .aws
-            .ec2(&sdk, &Account(DEFAULT_ACCOUNT.into()))
-            .describe_images()
-            .image_ids(ami)
-            .send()
+        self.describe_image(ami)
             .await
-            .expect("describe");
-        out.images()[0]
             .tags()
             .iter()
             .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
