@@ -35,6 +35,8 @@ pub mod keys {
     /// Fingerprint of the build configuration (repository, branch, builder image, commands) the AMI was built with;
     /// absent on AMIs of the original operator and of earlier releases.
     pub const BUILD_CONFIG: &str = "build-config";
+    /// On a copy in a distribution region: `<region>/<AMI ID>` of the built AMI it was copied from.
+    pub const SOURCE_IMAGE: &str = "source-image";
 }
 
 /// Value of the `brought-to-you-by` tag.
@@ -96,6 +98,10 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
     /// EC2 `DeprecationTime`, when one is set.
     pub deprecation_time: Option<Timestamp>,
+    /// EBS snapshots of its block device mappings.
+    pub snapshot_ids: Vec<String>,
+    /// EC2 `Description`.
+    pub description: Option<String>,
 }
 
 impl Image {

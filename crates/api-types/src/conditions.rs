@@ -63,6 +63,18 @@ pub mod reasons {
     /// A node group's update config (refreshConfig maxUnavailable, strategy) is being applied before its version
     /// update (Event).
     pub const NODE_GROUP_CONFIG_UPDATE_STARTED: &str = "NodeGroupConfigUpdateStarted";
+    /// Copies of the AMI are being made in `distribution.regions` (Ready=False until every copy is available).
+    pub const COPY_PENDING: &str = "CopyPending";
+    /// A copy to a distribution region failed; it is retried with back-off (Event, Ready reason).
+    pub const COPY_FAILED: &str = "CopyFailed";
+    /// The AMI is available in its region and every distribution region.
+    pub const IMAGES_DISTRIBUTED: &str = "ImagesDistributed";
+    /// Retention deregistered an AMI and deleted its snapshots (Event).
+    pub const IMAGE_DEREGISTERED: &str = "ImageDeregistered";
+    /// Retention keeps an AMI it would deregister because something uses it (Event).
+    pub const IMAGE_IN_USE: &str = "ImageInUse";
+    /// Retention dry run: the AMIs that would be deregistered (Event).
+    pub const RETENTION_DRY_RUN: &str = "RetentionDryRun";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
 }

@@ -77,6 +77,8 @@ pub mod bounds {
     pub const PB_BUILD_TIMEOUT: &str = "1m";
     /// `PackerBuilder.spec.timeOuts.jobTtl`: the controller must see the finished Job before it is collected.
     pub const PB_JOB_TTL: &str = "1m";
+    /// `PackerBuilder.spec.retention.maxAge`: younger AMIs are the ones node groups are being rolled onto.
+    pub const PB_RETENTION_MAX_AGE: &str = "1h";
     /// `AMIRefresher.spec.expiresIn`: the seed AMIRefresher's `"5m"` is the shortest accepted.
     pub const AMR_EXPIRES_IN: &str = "5m";
     /// `AMIRefresher.spec.maintenanceWindows[].duration`: windows open on whole minutes.

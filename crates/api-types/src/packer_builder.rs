@@ -42,10 +42,8 @@ use crate::{
 #[x_kube(validation = Rule::new(
     "!(has(self.amiFilters) && size(self.amiFilters) > 0 && has(self.baseAmi) && has(self.baseAmi.ssmParameter))"
 ).message("set either amiFilters or baseAmi.ssmParameter to find the base AMI, not both").field_path(".baseAmi.ssmParameter"))]
-#[x_kube(validation = Rule::new("!has(self.distribution)")
-    .message("spec.distribution (copy to regions, share with accounts) is not implemented yet; remove it").field_path(".distribution"))]
-#[x_kube(validation = Rule::new("!has(self.retention)")
-    .message("spec.retention (deregister old AMIs) is not implemented yet; remove it").field_path(".retention"))]
+#[x_kube(validation = Rule::new("!has(self.distribution) || !has(self.distribution.regions) || !self.distribution.regions.exists(r, r == self.region)")
+    .message("distribution.regions must not name spec.region: the AMI is built there").field_path(".distribution.regions"))]
 #[serde(rename_all = "camelCase")]
 pub struct PackerBuilderSpec {
     /// EC2 DescribeImages filters that find the base AMI (the newest match wins). Optional: without them (and
@@ -88,13 +86,13 @@ pub struct PackerBuilderSpec {
     #[schemars(range(min = 1, max = 100))]
     pub max_failed_jobs: i32,
 
-    /// Reserved: copying the built AMI to other regions and sharing it is not implemented yet, so setting this
-    /// field is refused at apply time rather than silently ignored.
+    /// Copies of the built AMI in other regions, and who may launch it. Without it the AMI lives in `region` only
+    /// and is not shared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<DistributionSpec>,
 
-    /// Reserved: deregistering old AMIs is not implemented yet, so setting this field is refused at apply time
-    /// rather than silently ignored. Old AMIs are tagged `status=deprecated` and never deleted.
+    /// Which older AMIs of this PackerBuilder are deregistered (with their snapshots), in every region. Without it
+    /// older AMIs are tagged `status=deprecated` and kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSpec>,
 
@@ -525,28 +523,94 @@ impl OnError {
 /// Copies and shares of the built AMI.
 #[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyIds) || self.kmsKeyIds.all(r, has(self.regions) && r in self.regions)")
+    .message("every kmsKeyIds entry must name a region of distribution.regions").field_path(".kmsKeyIds"))]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyIds) || size(self.kmsKeyIds) == 0 || (has(self.encrypted) && self.encrypted)")
+    .message("kmsKeyIds needs encrypted: true").field_path(".kmsKeyIds"))]
 pub struct DistributionSpec {
-    /// Regions to copy the AMI to (tags are copied too).
+    /// Regions the AMI is copied to after it is verified and tagged (CopyImage, same name, description and tags),
+    /// each once. Not `spec.region`. The PackerBuilder is `Ready` only when every copy is `available`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 30), inner(regex(pattern = REGION_PATTERN)))]
+    #[schemars(length(max = 30), inner(length(max = 32), regex(pattern = REGION_PATTERN)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub regions: Vec<String>,
-    /// AWS account IDs to grant launch permission to.
+    /// Encrypt the copies' snapshots (CopyImage `Encrypted`), with the region's key from `kmsKeyIds` or EBS's
+    /// default key.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub encrypted: bool,
+    /// KMS key (ID, alias or ARN) per copy region for `encrypted` copies, e.g. `eu-west-1: alias/ami`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "kms_key_map")]
+    pub kms_key_ids: BTreeMap<String, String>,
+    /// Who may launch the AMI and its copies. When set, the active AMI in every region gets exactly these launch
+    /// permissions (missing ones are added, others removed); when absent, launch permissions are left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_permissions: Option<LaunchPermissionsSpec>,
+}
+
+/// Region -> KMS key: at most one key per distribution region (the CEL rule above checks the keys).
+fn kms_key_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 30,
+        "additionalProperties": {"type": "string", "minLength": 1, "maxLength": 2048},
+    })
+}
+
+/// Launch permissions of the active AMI (ModifyImageAttribute) and, optionally, its snapshots.
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchPermissionsSpec {
+    /// AWS account IDs that may launch the AMI.
     #[serde(default, rename = "accountIDs", skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100), inner(regex(pattern = ACCOUNT_ID_PATTERN)))]
     pub account_ids: Vec<String>,
+    /// AWS Organizations ARNs whose accounts may launch the AMI, e.g. `arn:aws:organizations::123456789012:organization/o-abc123`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(regex(pattern = r"^arn:aws[a-z-]*:organizations::[0-9]{12}:organization/o-[a-z0-9]{10,32}$"))
+    )]
+    pub organization_arns: Vec<String>,
+    /// Organizational-unit ARNs whose accounts may launch the AMI, e.g.
+    /// `arn:aws:organizations::123456789012:ou/o-abc123/ou-ab12-cdef3456`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 20),
+        inner(regex(
+            pattern = r"^arn:aws[a-z-]*:organizations::[0-9]{12}:ou/o-[a-z0-9]{10,32}/ou-[a-z0-9]{4,32}-[a-z0-9]{8,32}$"
+        ))
+    )]
+    pub organizational_unit_arns: Vec<String>,
+    /// Also give `accountIDs` createVolumePermission on the AMI's snapshots (needed to copy a shared AMI). When
+    /// false, the snapshots' account permissions are removed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub share_snapshots: bool,
 }
 
-/// Retention of old managed AMIs of this PackerBuilder.
+/// Retention of older managed AMIs of this PackerBuilder, per region. The active AMI is never deregistered, nor
+/// any AMI in use: the target or current AMI of an AMIRefresher, the image of a launch template version an Auto
+/// Scaling group or EKS node group uses, or the image of a pending, running, stopping or stopped instance.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.keep) || has(self.maxAge)")
+    .message("set keep, maxAge or both"))]
 pub struct RetentionSpec {
-    /// Managed AMIs to keep, newest first, including the active one. Older ones are deregistered, unless a
-    /// launch template still references them.
+    /// Builds to keep per region, newest first, the active one included (AMIs built together count once).
+    /// With `maxAge` too, an AMI is kept when either keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
-    pub keep: i32,
-    /// Delete the EBS snapshots of deregistered AMIs.
+    pub keep: Option<i32>,
+    /// AMIs younger than this (from their `create-timestamp`) are kept, e.g. `90d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(at_least_rule(bounds::PB_RETENTION_MAX_AGE)).message(format!("must be at least {}", bounds::PB_RETENTION_MAX_AGE).as_str()))]
+    pub max_age: Option<HumanDuration>,
+    /// Delete the EBS snapshots of deregistered AMIs (default true).
     #[serde(default = "default_true")]
     pub delete_snapshots: bool,
+    /// Deregister nothing: list what would go in `status.retention.candidates` and one Event.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
 }
 
 fn default_true() -> bool {
@@ -614,6 +678,73 @@ pub struct PackerBuilderStatus {
     /// controller restart neither repeats nor skips one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_notified_transition: Option<String>,
+    /// The copies of the active AMI(s), one entry per `distribution.regions` region and built AMI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub distributed_images: Vec<DistributedImage>,
+    /// What `retention` keeps because it is in use, would deregister (dry run), or still has to clean up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionStatus>,
+}
+
+/// One copy of a built AMI in a distribution region.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributedImage {
+    /// The region of the copy.
+    pub region: String,
+    /// The built AMI (in `spec.region`) this is a copy of.
+    #[serde(rename = "sourceImageID")]
+    pub source_image_id: String,
+    /// The copy's AMI ID, once CopyImage answered.
+    #[serde(default, rename = "imageID", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    /// `copying`, `available` or `failed` (retried with back-off; `message` says why).
+    pub state: String,
+    /// Why the last attempt failed (the AWS error or the image's state reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Failed attempts so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failures: i32,
+    /// When the last copy attempt failed (the back-off counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Time>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+/// What retention found on its last pass.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionStatus {
+    /// AMIs retention would deregister but keeps because something uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_use: Vec<RetainedImage>,
+    /// With `dryRun`: the AMIs that would be deregistered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<RetainedImage>,
+    /// Snapshots of deregistered AMIs still to delete (written before the deregistration, so a restart finishes it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_snapshots: Vec<RetainedImage>,
+}
+
+/// An AMI (or snapshot) retention acted on or kept.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetainedImage {
+    /// Region of the AMI.
+    pub region: String,
+    /// The AMI.
+    #[serde(rename = "imageID")]
+    pub image_id: String,
+    /// Its snapshots (for `pendingSnapshots`: those still to delete).
+    #[serde(default, rename = "snapshotIDs", skip_serializing_if = "Vec::is_empty")]
+    pub snapshot_ids: Vec<String>,
+    /// Who uses it (for `inUse`), e.g. `launch template lt-0123 version 4 (Auto Scaling group web)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
 }
 
 /// Coarse state of a PackerBuilder, for `kubectl get`. Conditions carry the detail.
@@ -623,8 +754,10 @@ pub enum PackerBuilderPhase {
     Pending,
     /// A build Job is running.
     Building,
-    /// A usable managed AMI exists.
+    /// A usable managed AMI exists (and every copy in `distribution.regions` is available).
     Ready,
+    /// The AMI is built; its copies in `distribution.regions` are not all available yet.
+    Distributing,
     /// The last build failed; a retry is scheduled.
     Failed,
     /// `maxFailedJobs` reached: no more builds until the spec changes.

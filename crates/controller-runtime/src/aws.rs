@@ -227,10 +227,16 @@ pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
     ami_tags::Image {
         id: i.image_id().unwrap_or_default().to_owned(),
         name: i.name().map(str::to_owned),
+        description: i.description().map(str::to_owned),
         creation_date: i.creation_date().and_then(|d| d.parse().ok()),
         state: i.state().map(|s| s.as_str().to_owned()),
         architecture: i.architecture().map(|a| a.as_str().to_owned()),
         deprecation_time: i.deprecation_time().and_then(|d| d.parse().ok()),
+        snapshot_ids: i
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs()?.snapshot_id().map(str::to_owned))
+            .collect(),
         tags: i
             .tags()
             .iter()

@@ -351,3 +351,344 @@ impl Aws {
         Ok(())
     }
 }
+
+/// What CopyImage needs besides the regions.
+#[derive(Clone, Debug)]
+pub struct CopyRequest<'a> {
+    /// The built AMI.
+    pub source_id: &'a str,
+    /// Its region.
+    pub source_region: &'a str,
+    /// Name of the copy (the source's).
+    pub name: &'a str,
+    /// Description of the copy (the source's).
+    pub description: Option<&'a str>,
+    /// Encrypt the copy's snapshots.
+    pub encrypted: bool,
+    /// KMS key for them.
+    pub kms_key_id: Option<&'a str>,
+    /// Idempotency token.
+    pub client_token: &'a str,
+    /// Tags of the copy and its snapshots, set by CopyImage itself (so a copy is never untagged, even if the
+    /// controller stops right after the call).
+    pub tags: &'a BTreeMap<String, String>,
+}
+
+fn tag_specification(
+    resource: aws_sdk_ec2::types::ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> aws_sdk_ec2::types::TagSpecification {
+    aws_sdk_ec2::types::TagSpecification::builder()
+        .resource_type(resource)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+impl Aws {
+    /// Copies an AMI into `region` (CopyImage); returns the copy's ID. EC2 answers a repeated token with the same copy.
+    pub async fn copy_image(&self, region: &str, request: &CopyRequest<'_>) -> Result<String> {
+        self.wrote(region);
+        let out = self
+            .ec2(region)
+            .copy_image()
+            .source_image_id(request.source_id)
+            .source_region(request.source_region)
+            .name(request.name)
+            .set_description(request.description.map(str::to_owned))
+            .set_encrypted(request.encrypted.then_some(true))
+            .set_kms_key_id(request.kms_key_id.map(str::to_owned))
+            .client_token(request.client_token)
+            .tag_specifications(tag_specification(aws_sdk_ec2::types::ResourceType::Image, request.tags))
+            .tag_specifications(tag_specification(
+                aws_sdk_ec2::types::ResourceType::Snapshot,
+                request.tags,
+            ))
+            .send()
+            .await
+            .map_err(|e| aws_error("CopyImage", &e))?;
+        out.image_id()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Aws(AwsError::malformed("CopyImage", "no ImageId in the answer")))
+    }
+
+    /// The launch permissions of an AMI this account owns.
+    pub async fn launch_permissions(&self, region: &str, id: &str) -> Result<Vec<crate::lifecycle::Permission>> {
+        use crate::lifecycle::Permission;
+        let out = self
+            .ec2(region)
+            .describe_image_attribute()
+            .image_id(id)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeImageAttribute", &e))?;
+        Ok(out
+            .launch_permissions()
+            .iter()
+            .filter_map(|p| {
+                if let Some(account) = p.user_id() {
+                    Some(Permission::Account(account.to_owned()))
+                } else if let Some(org) = p.organization_arn() {
+                    Some(Permission::Organization(org.to_owned()))
+                } else if let Some(ou) = p.organizational_unit_arn() {
+                    Some(Permission::OrganizationalUnit(ou.to_owned()))
+                } else if p.group().is_some() {
+                    Some(Permission::Public)
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Adds and removes launch permissions of an AMI (one ModifyImageAttribute).
+    pub async fn modify_launch_permissions(
+        &self,
+        region: &str,
+        id: &str,
+        add: &[crate::lifecycle::Permission],
+        remove: &[crate::lifecycle::Permission],
+    ) -> Result<()> {
+        use crate::lifecycle::Permission;
+        use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications, PermissionGroup};
+        if add.is_empty() && remove.is_empty() {
+            return Ok(());
+        }
+        let convert = |p: &Permission| match p {
+            Permission::Account(a) => LaunchPermission::builder().user_id(a).build(),
+            Permission::Organization(o) => LaunchPermission::builder().organization_arn(o).build(),
+            Permission::OrganizationalUnit(u) => LaunchPermission::builder().organizational_unit_arn(u).build(),
+            Permission::Public => LaunchPermission::builder().group(PermissionGroup::All).build(),
+        };
+        let modifications = LaunchPermissionModifications::builder()
+            .set_add(Some(add.iter().map(convert).collect()).filter(|v: &Vec<_>| !v.is_empty()))
+            .set_remove(Some(remove.iter().map(convert).collect()).filter(|v: &Vec<_>| !v.is_empty()))
+            .build();
+        self.ec2(region)
+            .modify_image_attribute()
+            .image_id(id)
+            .launch_permission(modifications)
+            .send()
+            .await
+            .map_err(|e| aws_error("ModifyImageAttribute", &e))?;
+        Ok(())
+    }
+
+    /// The accounts a snapshot's createVolumePermission names.
+    pub async fn snapshot_accounts(&self, region: &str, snapshot: &str) -> Result<Vec<String>> {
+        let out = self
+            .ec2(region)
+            .describe_snapshot_attribute()
+            .snapshot_id(snapshot)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .map_err(|e| aws_error("DescribeSnapshotAttribute", &e))?;
+        Ok(out
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id().map(str::to_owned))
+            .collect())
+    }
+
+    /// Adds and removes accounts of a snapshot's createVolumePermission.
+    pub async fn modify_snapshot_accounts(
+        &self,
+        region: &str,
+        snapshot: &str,
+        add: &[String],
+        remove: &[String],
+    ) -> Result<()> {
+        use aws_sdk_ec2::types::OperationType;
+        for (operation, accounts) in [(OperationType::Add, add), (OperationType::Remove, remove)] {
+            if accounts.is_empty() {
+                continue;
+            }
+            self.ec2(region)
+                .modify_snapshot_attribute()
+                .snapshot_id(snapshot)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .operation_type(operation)
+                .set_user_ids(Some(accounts.to_vec()))
+                .send()
+                .await
+                .map_err(|e| aws_error("ModifySnapshotAttribute", &e))?;
+        }
+        Ok(())
+    }
+
+    /// Deregisters an AMI; one that is already gone counts as done.
+    pub async fn deregister(&self, region: &str, id: &str) -> Result<()> {
+        self.wrote(region);
+        match self.ec2(region).deregister_image().image_id(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match aws_error("DeregisterImage", &e) {
+                Error::Aws(e) if e.kind == AwsErrorKind::NotFound || e.has_code(&["InvalidAMIID.Unavailable"]) => {
+                    Ok(())
+                }
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Deletes a snapshot; one that is already gone counts as done.
+    pub async fn delete_snapshot(&self, region: &str, id: &str) -> Result<()> {
+        match self.ec2(region).delete_snapshot().snapshot_id(id).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match aws_error("DeleteSnapshot", &e) {
+                Error::Aws(e) if e.kind == AwsErrorKind::NotFound => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    fn autoscaling(&self, region: &str) -> aws_sdk_autoscaling::Client {
+        let mut conf = aws_sdk_autoscaling::config::Builder::from(&self.sdk).region(Region::new(region.to_owned()));
+        if let Some(counter) = &self.counter {
+            conf = conf.interceptor(counter.clone());
+        }
+        aws_sdk_autoscaling::Client::from_conf(conf.build())
+    }
+
+    fn eks(&self, region: &str) -> aws_sdk_eks::Client {
+        let mut conf = aws_sdk_eks::config::Builder::from(&self.sdk).region(Region::new(region.to_owned()));
+        if let Some(counter) = &self.counter {
+            conf = conf.interceptor(counter.clone());
+        }
+        aws_sdk_eks::Client::from_conf(conf.build())
+    }
+
+    /// Which of `images` something in `region` uses: instances (pending, running, stopping, stopped) launched from
+    /// them, and launch template versions used by any Auto Scaling group or EKS node group of any cluster.
+    pub async fn usage(&self, region: &str, images: &[String]) -> Result<crate::lifecycle::Usage> {
+        let mut usage = crate::lifecycle::Usage::default();
+        if images.is_empty() {
+            return Ok(usage);
+        }
+        let ec2 = self.ec2(region);
+        let mut pages = ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("image-id")
+                    .set_values(Some(images.to_vec()))
+                    .build(),
+            )
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(
+                        ["pending", "running", "stopping", "stopped"]
+                            .map(str::to_owned)
+                            .to_vec(),
+                    ))
+                    .build(),
+            )
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws_error("DescribeInstances", &e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                if let (Some(image), Some(id)) = (instance.image_id(), instance.instance_id()) {
+                    usage.add(image, format!("instance {id}"));
+                }
+            }
+        }
+        // (template ID or name, version) -> who uses it.
+        let mut templates: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut groups = self
+            .autoscaling(region)
+            .describe_auto_scaling_groups()
+            .into_paginator()
+            .send();
+        while let Some(page) = groups.next().await {
+            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
+            for group in page.auto_scaling_groups() {
+                let spec = group.launch_template().or_else(|| {
+                    group
+                        .mixed_instances_policy()?
+                        .launch_template()?
+                        .launch_template_specification()
+                });
+                if let Some(spec) = spec
+                    && let Some(template) = spec.launch_template_id().or(spec.launch_template_name())
+                {
+                    let version = spec.version().unwrap_or("$Default").to_owned();
+                    templates
+                        .entry((template.to_owned(), version))
+                        .or_default()
+                        .push(format!(
+                            "Auto Scaling group {}",
+                            group.auto_scaling_group_name().unwrap_or("?")
+                        ));
+                }
+            }
+        }
+        let eks = self.eks(region);
+        let mut clusters = eks.list_clusters().into_paginator().send();
+        while let Some(page) = clusters.next().await {
+            let page = page.map_err(|e| aws_error("ListClusters", &e))?;
+            for cluster in page.clusters() {
+                let mut node_groups = eks.list_nodegroups().cluster_name(cluster).into_paginator().send();
+                while let Some(ng_page) = node_groups.next().await {
+                    let ng_page = ng_page.map_err(|e| aws_error("ListNodegroups", &e))?;
+                    for name in ng_page.nodegroups() {
+                        let out = eks
+                            .describe_nodegroup()
+                            .cluster_name(cluster)
+                            .nodegroup_name(name)
+                            .send()
+                            .await
+                            .map_err(|e| aws_error("DescribeNodegroup", &e))?;
+                        let Some(lt) = out.nodegroup().and_then(|n| n.launch_template()) else {
+                            continue;
+                        };
+                        if let Some(template) = lt.id().or(lt.name()) {
+                            let version = lt.version().unwrap_or("$Default").to_owned();
+                            templates
+                                .entry((template.to_owned(), version))
+                                .or_default()
+                                .push(format!("EKS node group {cluster}/{name}"));
+                        }
+                    }
+                }
+            }
+        }
+        for ((template, version), users) in templates {
+            let request = ec2.describe_launch_template_versions().versions(&version);
+            let request = if template.starts_with("lt-") {
+                request.launch_template_id(&template)
+            } else {
+                request.launch_template_name(&template)
+            };
+            let out = match request.send().await {
+                Ok(out) => out,
+                Err(e) => match aws_error("DescribeLaunchTemplateVersions", &e) {
+                    // A template deleted since the group was listed uses nothing.
+                    Error::Aws(e) if e.kind == AwsErrorKind::NotFound => continue,
+                    other => return Err(other),
+                },
+            };
+            for v in out.launch_template_versions() {
+                if let Some(image) = v.launch_template_data().and_then(|d| d.image_id())
+                    && images.iter().any(|i| i == image)
+                {
+                    for user in &users {
+                        usage.add(
+                            image,
+                            format!(
+                                "launch template {template} version {} ({user})",
+                                v.version_number().unwrap_or_default()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(usage)
+    }
+}

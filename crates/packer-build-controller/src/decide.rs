@@ -17,6 +17,8 @@ pub struct Durations {
     pub build_timeout: Duration,
     /// Job `ttlSecondsAfterFinished`.
     pub job_ttl: Duration,
+    /// `retention.maxAge`, when set.
+    pub retention_max_age: Option<Duration>,
 }
 
 /// Checks what the schema cannot: durations parse, are positive and respect their lower bounds (the CRD's CEL
@@ -32,6 +34,15 @@ pub fn validate(spec: &PackerBuilderSpec) -> Result<Durations, String> {
         controller_timer: parse("controllerTimer", &t.controller_timer, bounds::PB_CONTROLLER_TIMER)?,
         build_timeout: parse("buildTimeout", &t.build_timeout, bounds::PB_BUILD_TIMEOUT)?,
         job_ttl: parse("jobTtl", &t.job_ttl, bounds::PB_JOB_TTL)?,
+        retention_max_age: spec
+            .retention
+            .as_ref()
+            .and_then(|r| r.max_age.as_ref())
+            .map(|d| {
+                d.parse_at_least(bounds::PB_RETENTION_MAX_AGE)
+                    .map_err(|e| format!("spec.retention.maxAge: {e}"))
+            })
+            .transpose()?,
     })
 }
 
@@ -367,6 +378,7 @@ mod tests {
                 controller_timer: Duration::from_secs(300),
                 build_timeout: 2 * HOUR,
                 job_ttl: HOUR,
+                retention_max_age: None,
             }
         }
 

@@ -3,7 +3,9 @@
 
 mod aws;
 mod decide;
+mod distribute;
 mod error;
+mod lifecycle;
 mod notify;
 mod reconcile;
 
@@ -107,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     context.liveness = args.runtime.liveness();
     context.errors = controller_runtime::backoff::ErrorBackoff::new(args.retry_base_delay, Duration::from_secs(300));
     context.build_grace_period = args.build_grace_period;
+    context.namespaces = args.runtime.namespaces.clone();
     let election = args.runtime.election(&args.lease_name, "packer-build-controller")?;
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
     let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.runtime.namespaces.is_empty() {

@@ -77,6 +77,8 @@ pub struct Context {
     pub liveness: controller_runtime::Liveness,
     /// `terminationGracePeriodSeconds` of build pods: Packer's time to clean up after SIGTERM.
     pub build_grace_period: Duration,
+    /// The namespaces the controller watches (empty: all); where retention looks for AMIRefreshers.
+    pub namespaces: Vec<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -127,6 +129,7 @@ impl Context {
             errors: controller_runtime::backoff::ErrorBackoff::new(Duration::from_secs(5), Duration::from_secs(300)),
             liveness: controller_runtime::Liveness::new(Duration::from_secs(600)),
             build_grace_period: Duration::from_secs(300),
+            namespaces: Vec::new(),
         }
     }
 }
@@ -286,6 +289,15 @@ fn announcement(status: &PackerBuilderStatus) -> Option<(EventType, String, Stri
     let (type_, c) = match status.phase? {
         PackerBuilderPhase::Building => (EventType::Normal, condition(types::BUILDING)?),
         PackerBuilderPhase::Ready => (EventType::Normal, condition(types::READY)?),
+        PackerBuilderPhase::Distributing => {
+            let c = condition(types::READY)?;
+            let type_ = if c.reason == reasons::COPY_FAILED {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            (type_, c)
+        }
         PackerBuilderPhase::Failed | PackerBuilderPhase::Invalid => (EventType::Warning, condition(types::READY)?),
         PackerBuilderPhase::Degraded => (EventType::Warning, condition(types::DEGRADED)?),
         PackerBuilderPhase::Pending => return None,
@@ -405,7 +417,8 @@ async fn check_secrets(pb: &PackerBuilder, ctx: &Context, ns: &str) -> Result<()
     Ok(())
 }
 
-fn identity(pb: &PackerBuilder) -> Identity {
+/// The identity tags of `pb`'s AMIs.
+pub(crate) fn identity(pb: &PackerBuilder) -> Identity {
     Identity::new(
         &pb.spec.cluster_name,
         pb.name_any(),
@@ -504,6 +517,43 @@ async fn observe_and_act(
                 deprecate_in_ec2_at_expiry(ctx, &spec.region, image, created, durations, now).await?;
             }
             publish(ctx, pb, &image.id).await?;
+            // Every AMI of the build the status records, when the kept one is among them; else the kept one alone.
+            let active: Vec<ami_tags::Image> = if status.last_run_built_image_ids.contains(&image.id) {
+                managed
+                    .iter()
+                    .filter(|i| status.last_run_built_image_ids.contains(&i.id))
+                    .cloned()
+                    .collect()
+            } else {
+                vec![image.clone()]
+            };
+            let stored = pb.status.clone().unwrap_or_default();
+            let lifecycle =
+                crate::distribute::converge(ctx, pb, &stored, status, &active, &identity, durations, now).await?;
+            let recheck = lifecycle.requeue.map_or(recheck, |r| r.min(recheck));
+            if !lifecycle.incomplete.is_empty() {
+                status.phase = Some(PackerBuilderPhase::Distributing);
+                status.last_run_built_image_id = Some(image.id.clone());
+                let (reason, message) = match &lifecycle.failure {
+                    Some(failure) => (
+                        reasons::COPY_FAILED,
+                        format!("AMI {} is active; {failure} (retried with back-off)", image.id),
+                    ),
+                    None => (
+                        reasons::COPY_PENDING,
+                        format!(
+                            "AMI {} is active; copying to {}",
+                            image.id,
+                            lifecycle.incomplete.join(", ")
+                        ),
+                    ),
+                };
+                condition(status, types::READY, false, reason, message, generation, now);
+                return Ok(Outcome {
+                    requeue: recheck,
+                    event: None,
+                });
+            }
             status.phase = Some(PackerBuilderPhase::Ready);
             status.failed_job_count = 0;
             condition(
@@ -536,10 +586,18 @@ async fn observe_and_act(
             } else {
                 format!("AMI {} is active and not expired", image.id)
             };
-            let ready_reason = if adopted {
-                reasons::AMI_ADOPTED
+            let regions: Vec<&str> = status.distributed_images.iter().map(|e| e.region.as_str()).collect();
+            let (ready_reason, message) = if adopted {
+                (reasons::AMI_ADOPTED, message)
+            } else if regions.is_empty() {
+                (reasons::AMI_AVAILABLE, message)
             } else {
-                reasons::AMI_AVAILABLE
+                let mut regions = regions;
+                regions.dedup();
+                (
+                    reasons::IMAGES_DISTRIBUTED,
+                    format!("{message}; its copies are available in {}", regions.join(", ")),
+                )
             };
             status.last_run_built_image_id = Some(image.id.clone());
             if !status.last_run_built_image_ids.contains(&image.id) {
@@ -1103,6 +1161,28 @@ async fn finish_build(
         generation,
         now,
     );
+    let regions = spec
+        .distribution
+        .as_ref()
+        .map(|d| d.regions.clone())
+        .unwrap_or_default();
+    if !regions.is_empty() {
+        // Copies come next, from the check of the active AMI (restart-safe there): Ready once they are available.
+        status.phase = Some(PackerBuilderPhase::Distributing);
+        condition(
+            status,
+            types::READY,
+            false,
+            reasons::COPY_PENDING,
+            format!("{message}; copying to {}", regions.join(", ")),
+            generation,
+            now,
+        );
+        return Ok(Outcome {
+            requeue: Duration::from_secs(1),
+            event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
+        });
+    }
     Ok(Outcome {
         // The new AMI expires `expiresIn` from now: decide again then at the latest.
         requeue: crate::decide::recheck_after(

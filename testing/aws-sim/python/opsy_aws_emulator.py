@@ -10,6 +10,9 @@ Added to moto:
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
 - EC2 CreateLaunchTemplateVersion honouring SourceVersion; DeleteLaunchTemplateVersions; EnableImageDeprecation and
   DisableImageDeprecation (DescribeImages shows DeprecationTime); DescribeImages applying Owners together with ImageIds.
+- EC2 CopyImage: pending for a while (/_ext/copy), ClientToken idempotency, TagSpecifications, CopyImageTags,
+  Encrypted/KmsKeyId; DescribeImages of an account finds AMIs other accounts shared with it (launch permission for
+  its account ID), without their tags.
 - Progress of updates and refreshes with time: in "auto" mode each ends `durationSeconds` after it started (a ticker
   thread ends it; reads never change state; an instance refresh is Pending for the first tenth, then InProgress);
   in "manual" mode the test ends each (/_ext/eks/outcome, /_ext/autoscaling/outcome). Every update and refresh is
@@ -28,6 +31,8 @@ Assumptions tests depend on, where the AWS references are silent (each is also w
   launches from the desired template version has nothing to replace and the refresh ends at once (instances are not
   modelled one by one).
 - EC2: refusing to delete a template's default version is reported with ResponseError code `unexpectedError`.
+- EC2: launch permissions for organizations and OUs are stored and described, but membership is not modelled, so
+  only an account-ID permission makes an AMI visible to another account. CopyImage with KmsKeyId needs Encrypted.
 - EC2 (as AWS): an AMI's tags are visible only to the account that owns it; a seeded image owned by another account
   shows no tags and matches no tag filter. A child process signing with the access key `opsy<account>` works in that
   account.
@@ -102,6 +107,9 @@ class State:
         self.updates = {}  # (account, region, cluster) -> {update_id: dict}
         self.refreshes = {}  # (account, region, asg) -> [dict], newest last
         self.outcomes = {}  # ("eks"|"asg", account, region, name) -> (status, code, message)
+        self.copy_seconds = 2.0  # seconds a CopyImage copy stays pending in "auto" mode
+        self.copy_tokens = {}  # (account, region, ClientToken) -> image id
+        self.copies = []  # [(ami, due)] copies still pending
 
 
 STATE = State()
@@ -246,6 +254,11 @@ def _tick():
                             # Assumption: an update of a node group deleted meanwhile ends Cancelled.
                             update["status"] = "Cancelled"
                             _ended(update)
+            for ami, due in list(STATE.copies):
+                if due <= now:
+                    if ami.state == "pending":
+                        ami.state = "available"
+                    STATE.copies.remove((ami, due))
             for (account, region, _name), history in list(STATE.refreshes.items()):
                 for refresh in history:
                     if refresh["Status"] in ACTIVE_REFRESH and refresh.get("_due", now + 1) <= now:
@@ -706,12 +719,17 @@ from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix  # noqa: E402
 
 _original_get_tags = TaggedEC2Resource.get_tags
 FAST_TAGS = {"on": True}
+# The account of the request being served (per server thread): whose view of tags a response shows.
+_REQUEST = threading.local()
 
 
 def _fast_get_tags(self):
     # EC2 shows an AMI's tags only to the account that owns it: an account the AMI is shared with (or a public AMI's
     # user) sees no tags, and tag filters never match them.
-    if isinstance(self, Ami) and getattr(self, "owner_id", None) not in (None, self.ec2_backend.account_id):
+    if isinstance(self, Ami) and getattr(self, "owner_id", None) not in (
+        None,
+        getattr(_REQUEST, "account", None) or self.ec2_backend.account_id,
+    ):
         return []
     if not FAST_TAGS["on"] or not getattr(self, "id", None):
         return _original_get_tags(self)
@@ -855,6 +873,7 @@ class Extension:
             if found:
                 environ["HTTP_X_MOTO_ACCOUNT_ID"] = found.group(1)
         account = environ.get("HTTP_X_MOTO_ACCOUNT_ID", DEFAULT_ACCOUNT)
+        _REQUEST.account = account
         fault = None
         with LOCK:
             STATE.calls.append(
@@ -908,12 +927,50 @@ def _parse_time(text):
 # DescribeImages with ImageIds and Owners: moto ignores Owners when ImageIds are given; EC2 applies both (an AMI
 # named by ID but owned by an account not listed is not returned). `self` is the caller's account.
 from moto.ec2.models import EC2Backend  # noqa: E402
+from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 
 _original_describe_images = EC2Backend.describe_images
 
 
+def _shared_with(backend):
+    """AMIs of other accounts in the backend's region whose launch permissions name the backend's account."""
+    shared = []
+    for account_id, regions in list(ec2_backends.items()):
+        if account_id == backend.account_id:
+            continue
+        other = dict.get(regions, backend.region_name)
+        if other is None:
+            continue
+        for ami in list(other.amis.values()):
+            if {"UserId": backend.account_id} in ami.launch_permissions:
+                shared.append(ami)
+    return shared
+
+
 def _describe_images(self, ami_ids=None, filters=None, exec_users=None, owners=None):
-    images = _original_describe_images(self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners)
+    try:
+        images = _original_describe_images(
+            self, ami_ids=ami_ids, filters=filters, exec_users=exec_users, owners=owners
+        )
+        missing = None
+    except EC2ClientError as error:
+        if not ami_ids:
+            raise
+        images, missing = [], error
+    # EC2 (not moto): an AMI another account shared with this one (launch permission for this account ID) is found by
+    # ID, by its owner's ID in Owners, and by filters; its tags stay invisible (see _fast_get_tags).
+    shared = _shared_with(self)
+    if ami_ids:
+        shared = [a for a in shared if a.id in ami_ids]
+    if owners:
+        shared = [a for a in shared if a.owner_id in owners]
+    if filters:
+        from moto.ec2.utils import generic_filter
+
+        shared = generic_filter(filters, shared)
+    if missing is not None and not shared:
+        raise missing
+    images = list(images) + [a for a in shared if a not in images]
     if ami_ids and owners:
         wanted = {self.account_id if o == "self" else o for o in owners}
         images = [i for i in images if i.owner_id in wanted]
@@ -927,7 +984,6 @@ EC2Backend.describe_images = _describe_images
 # `deprecation_time` attribute as DeprecationTime). As the API reference says: only the owner may change it, a time in
 # the past is refused, seconds are rounded to the nearest minute.
 from moto.ec2.responses.amis import AmisResponse  # noqa: E402
-from moto.ec2.exceptions import EC2ClientError  # noqa: E402
 
 
 def _owned_ami(response, image_id):
@@ -961,6 +1017,68 @@ def disable_image_deprecation(self):
 
 AmisResponse.enable_image_deprecation = enable_image_deprecation
 AmisResponse.disable_image_deprecation = disable_image_deprecation
+
+
+# CopyImage as EC2 does it (moto 5.2.5 copies at once, ignores ClientToken, TagSpecifications, CopyImageTags, Encrypted
+# and KmsKeyId): the copy is `pending` for `STATE.copy_seconds` (/_ext/copy), then `available`; a repeated ClientToken
+# answers the first copy's ID (EC2's idempotency); tags of TagSpecifications go on the copy and its snapshot when it is
+# made; CopyImageTags copies the source's user tags; an encrypted copy shows Encrypted and its KMS key in its block
+# device mapping. Assumptions: KmsKeyId without Encrypted is refused (InvalidParameterCombination, as the API reference
+# requires Encrypted with KmsKeyId); the source must be an available AMI this account owns or may launch.
+def copy_image(self):
+    backend = self.ec2_backend
+    token = self._get_param("ClientToken")
+    key = (backend.account_id, backend.region_name, token)
+    with LOCK:
+        if token and key in STATE.copy_tokens:
+            return ActionResult({"ImageId": STATE.copy_tokens[key]})
+    source_id = self._get_param("SourceImageId")
+    source_region = self._get_param("SourceRegion")
+    encrypted = str(self._get_param("Encrypted", "false")).lower() == "true"
+    kms_key = self._get_param("KmsKeyId")
+    if kms_key and not encrypted:
+        raise EC2ClientError("InvalidParameterCombination", "KmsKeyId requires Encrypted to be true")
+    source_backend = ec2_backends[backend.account_id][source_region]
+    found = [a for a in source_backend.describe_images(ami_ids=[source_id]) if a.id == source_id]
+    if not found or found[0].state != "available":
+        raise EC2ClientError("InvalidAMIID.NotFound", f"The image id '[{source_id}]' does not exist")
+    source = found[0]
+    tags = self._parse_tag_specification()
+    self.error_on_dryrun()
+    image = backend.copy_image(source_id, source_region, self._get_param("Name"), self._get_param("Description"))
+    image.state = "pending"
+    image.opsy_encrypted = encrypted
+    image.opsy_kms_key_id = kms_key or ("alias/aws/ebs" if encrypted else None)
+    if str(self._get_param("CopyImageTags", "false")).lower() == "true" and source.owner_id == backend.account_id:
+        user_tags = {k: v for k, v in (source_backend.tags.get(source.id) or {}).items() if not k.startswith("aws:")}
+        if user_tags:
+            backend.create_tags([image.id], user_tags)
+    if tags.get("image"):
+        backend.create_tags([image.id], tags["image"])
+    if tags.get("snapshot"):
+        backend.create_tags([image.ebs_snapshot.id], tags["snapshot"])
+    with LOCK:
+        if token:
+            STATE.copy_tokens[key] = image.id
+        STATE.copies.append((image, time.monotonic() + STATE.copy_seconds))
+    return ActionResult({"ImageId": image.id})
+
+
+AmisResponse.copy_image = copy_image
+
+_original_block_device_mappings = Ami.block_device_mappings
+
+
+def _block_device_mappings(self):
+    mappings = _original_block_device_mappings.fget(self)
+    if getattr(self, "opsy_encrypted", False):
+        for mapping in mappings:
+            mapping["Ebs"]["Encrypted"] = True
+            mapping["Ebs"]["KmsKeyId"] = self.opsy_kms_key_id
+    return mappings
+
+
+Ami.block_device_mappings = property(_block_device_mappings)
 
 
 def seed_images(payload):
@@ -1102,6 +1220,10 @@ def control(environ, body, start_response):
                     for refresh in history:
                         refresh["_due"] = due
             return _json(start_response, "200 OK", {"mode": STATE.mode, "durationSeconds": STATE.duration})
+        if path == "/_ext/copy" and method == "POST":
+            with LOCK:
+                STATE.copy_seconds = float(payload.get("durationSeconds", STATE.copy_seconds))
+            return _json(start_response, "200 OK", {"durationSeconds": STATE.copy_seconds})
         if path == "/_ext/timeline" and method == "GET":
             with LOCK:
                 return _json(start_response, "200 OK", {"timeline": list(STATE.timeline)})

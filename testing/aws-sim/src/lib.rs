@@ -503,6 +503,17 @@ impl AwsEmulator {
         .map(|_| ())
     }
 
+    /// How long a CopyImage copy stays `pending` before it is `available` (default 2 s).
+    pub async fn set_copy_duration(&self, duration: std::time::Duration) -> Result<(), EmulatorError> {
+        self.control(
+            reqwest::Method::POST,
+            "/_ext/copy",
+            Some(json!({"durationSeconds": duration.as_secs_f64()})),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Every node group update and instance refresh so far, with when it started and ended.
     pub async fn timeline(&self) -> Result<Vec<Span>, EmulatorError> {
         let body = self.control(reqwest::Method::GET, "/_ext/timeline", None).await?;

@@ -991,3 +991,179 @@ async fn fast_tag_lookup_answers_describe_images_exactly_as_moto() {
     assert_eq!(fast[1].len(), 5, "c-2 and team a");
     assert!(fast[5].is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_image_is_pending_then_available_idempotent_per_token_tagged_and_encrypted() {
+    use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+    let w = world().await;
+    w.emulator
+        .set_copy_duration(std::time::Duration::from_millis(1500))
+        .await
+        .expect("copy duration");
+    let source = w
+        .emulator
+        .seed_images(
+            &w.account,
+            REGION,
+            &[SeedImage {
+                name: "built".into(),
+                owner_id: w.account.0.clone(),
+                public: false,
+                ..SeedImage::default()
+            }],
+        )
+        .await
+        .expect("seed")
+        .remove(0);
+    let sdk = w.emulator.sdk_config("eu-west-1").await;
+    let dst = w.emulator.ec2(&sdk, &w.account);
+    let spec = |resource| {
+        TagSpecification::builder()
+            .resource_type(resource)
+            .tags(
+                Tag::builder()
+                    .key("source-image")
+                    .value(format!("{REGION}/{source}"))
+                    .build(),
+            )
+            .build()
+    };
+    let copy = || {
+        dst.copy_image()
+            .source_image_id(&source)
+            .source_region(REGION)
+            .name("built")
+            .encrypted(true)
+            .kms_key_id("alias/ami")
+            .client_token("token-1")
+            .tag_specifications(spec(ResourceType::Image))
+            .tag_specifications(spec(ResourceType::Snapshot))
+    };
+    let first = copy().send().await.expect("copy").image_id.expect("id");
+    let again = copy().send().await.expect("copy again").image_id.expect("id");
+    assert_eq!(first, again, "a repeated ClientToken answers the first copy");
+    let describe = || async {
+        dst.describe_images()
+            .image_ids(&first)
+            .send()
+            .await
+            .expect("describe")
+            .images
+            .unwrap_or_default()
+            .remove(0)
+    };
+    let image = describe().await;
+    assert_eq!(image.state().map(|s| s.as_str()), Some("pending"));
+    let tags: Vec<_> = image.tags().iter().map(|t| (t.key(), t.value())).collect();
+    let wanted = format!("{REGION}/{source}");
+    assert_eq!(
+        tags,
+        [(Some("source-image"), Some(wanted.as_str()))],
+        "tagged at creation"
+    );
+    let ebs = image.block_device_mappings()[0].ebs().expect("ebs").clone();
+    assert_eq!((ebs.encrypted(), ebs.kms_key_id()), (Some(true), Some("alias/ami")));
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    assert_eq!(describe().await.state().map(|s| s.as_str()), Some("available"));
+    let other_token = dst
+        .copy_image()
+        .source_image_id(&source)
+        .source_region(REGION)
+        .name("built")
+        .client_token("token-2")
+        .send()
+        .await
+        .expect("copy")
+        .image_id
+        .expect("id");
+    assert_ne!(other_token, first, "another token makes another copy");
+    let refused = dst
+        .copy_image()
+        .source_image_id(&source)
+        .source_region(REGION)
+        .name("built")
+        .kms_key_id("alias/ami")
+        .send()
+        .await
+        .expect_err("KmsKeyId without Encrypted");
+    assert_eq!(refused.code(), Some("InvalidParameterCombination"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ami_shared_with_an_account_is_visible_to_it_without_tags_and_to_nobody_else() {
+    use aws_sdk_ec2::types::{LaunchPermission, LaunchPermissionModifications};
+    let w = world().await;
+    let ami = w
+        .emulator
+        .seed_images(
+            &w.account,
+            REGION,
+            &[SeedImage {
+                name: "shared".into(),
+                owner_id: w.account.0.clone(),
+                public: false,
+                tags: [("team".to_owned(), "a".to_owned())].into(),
+                ..SeedImage::default()
+            }],
+        )
+        .await
+        .expect("seed")
+        .remove(0);
+    let sdk = w.emulator.sdk_config(REGION).await;
+    let (friend, stranger) = (Account::random(), Account::random());
+    let as_friend = w.emulator.ec2(&sdk, &friend);
+    let found = |client: aws_sdk_ec2::Client, owner: String| async move {
+        client
+            .describe_images()
+            .owners(owner)
+            .send()
+            .await
+            .expect("describe")
+            .images
+            .unwrap_or_default()
+    };
+    assert!(
+        found(as_friend.clone(), w.account.0.clone()).await.is_empty(),
+        "not shared yet"
+    );
+    w.ec2
+        .modify_image_attribute()
+        .image_id(&ami)
+        .launch_permission(
+            LaunchPermissionModifications::builder()
+                .add(LaunchPermission::builder().user_id(&friend.0).build())
+                .add(
+                    LaunchPermission::builder()
+                        .organizational_unit_arn("arn:aws:organizations::123456789012:ou/o-abcdefghij/ou-ab12-cdef3456")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("share");
+    let seen = found(as_friend.clone(), w.account.0.clone()).await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].image_id(), Some(ami.as_str()));
+    assert!(seen[0].tags().is_empty(), "tags stay the owner's");
+    let by_id = as_friend.describe_images().image_ids(&ami).send().await.expect("by id");
+    assert_eq!(by_id.images().len(), 1);
+    assert!(
+        found(w.emulator.ec2(&sdk, &stranger), w.account.0.clone())
+            .await
+            .is_empty()
+    );
+    let permissions = w
+        .ec2
+        .describe_image_attribute()
+        .image_id(&ami)
+        .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+        .send()
+        .await
+        .expect("attribute");
+    assert_eq!(
+        permissions.launch_permissions().len(),
+        2,
+        "the OU permission is stored and described"
+    );
+}
