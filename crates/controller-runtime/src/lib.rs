@@ -170,16 +170,26 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// A JSON merge patch for `{"status": new}` that also removes the top-level status fields `new` no longer has
-/// (a plain merge patch would leave them behind).
+/// A JSON merge patch for `{"status": new}` that also removes the status fields `new` no longer has, at every depth
+/// of nested objects (a plain merge patch merges objects key by key and would leave them behind; arrays are replaced
+/// whole).
 pub fn status_merge_patch(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
     let mut status = new.clone();
-    if let (Some(old), Some(status)) = (old.as_object(), status.as_object_mut()) {
-        for key in old.keys() {
-            status.entry(key.clone()).or_insert(serde_json::Value::Null);
+    null_removed(old, &mut status);
+    serde_json::json!({ "status": status })
+}
+
+fn null_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
+    if let (Some(old), Some(new)) = (old.as_object(), new.as_object_mut()) {
+        for (key, old_value) in old {
+            match new.get_mut(key) {
+                None => {
+                    new.insert(key.clone(), serde_json::Value::Null);
+                }
+                Some(new_value) => null_removed(old_value, new_value),
+            }
         }
     }
-    serde_json::json!({ "status": status })
 }
 
 /// Writes `new` as the object's status when it differs from `old` (the status the decision started from), with
@@ -229,6 +239,16 @@ where
 #[cfg(test)]
 mod patch_tests {
     use serde_json::json;
+
+    #[test]
+    fn fields_removed_inside_a_nested_status_object_are_nulled_too() {
+        let old = json!({"retention": {"inUse": [1], "pendingSnapshots": [2]}, "phase": "Ready"});
+        let new = json!({"retention": {"inUse": [1]}, "phase": "Ready"});
+        assert_eq!(
+            super::status_merge_patch(&old, &new),
+            json!({"status": {"retention": {"inUse": [1], "pendingSnapshots": null}, "phase": "Ready"}})
+        );
+    }
 
     #[test]
     fn removed_status_fields_are_nulled_and_kept_ones_replaced() {

@@ -136,6 +136,8 @@ pub async fn converge(
                     }
                 }
                 CopyStep::Wait { image_id } => {
+                    // The next look must ask EC2, not the shared answer that showed it pending.
+                    ctx.aws.forget_cached(region);
                     entry.image_id = Some(image_id);
                     entry.state = state::COPYING.to_owned();
                     out.wake(COPY_POLL);
@@ -410,6 +412,7 @@ async fn retain(
                         pb,
                         EventType::Normal,
                         reasons::IMAGE_IN_USE,
+                        &format!("{region}/{}", image.id),
                         format!(
                             "kept AMI {} in {region}: retention would deregister it, but it is used by {users}",
                             image.id
@@ -436,6 +439,7 @@ async fn retain(
             pb,
             EventType::Normal,
             reasons::RETENTION_DRY_RUN,
+            "dry run",
             format!("dry run: retention would deregister {}", list.join(", ")),
         )
         .await;
@@ -485,18 +489,22 @@ async fn deregister(
         pb,
         EventType::Normal,
         reasons::IMAGE_DEREGISTERED,
+        &format!("{}/{}", entry.region, entry.image_id),
         format!("deregistered AMI {} in {} ({snapshots})", entry.image_id, entry.region),
     )
     .await;
     Ok(())
 }
 
-async fn announce(ctx: &Context, pb: &PackerBuilder, type_: EventType, reason: &str, note: String) {
+/// Publishes an Event about `subject` (an AMI, `<region>/<id>`). The subject is part of the Event's action: kube's
+/// Recorder folds Events with the same type, reason and action into one series and keeps the first note, so
+/// without it a second deregistered AMI would only bump the count of the first one's Event.
+async fn announce(ctx: &Context, pb: &PackerBuilder, type_: EventType, reason: &str, subject: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
-        action: "Retention".to_owned(),
+        action: format!("Retention {subject}"),
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {

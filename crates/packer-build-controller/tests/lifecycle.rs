@@ -1957,3 +1957,419 @@ async fn a_webhook_that_never_answers_does_not_hold_the_build_status() {
     }
     h.stop_controller().await;
 }
+
+// ------------------------------------------------------------------------------------------------------------------
+// Image lifecycle: distribution, sharing, retention (issue #17)
+// ------------------------------------------------------------------------------------------------------------------
+
+const COPY_REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
+const FRIEND: &str = "210987654321";
+
+impl Harness {
+    async fn ec2_in(&self, region: &str, account: &str) -> aws_sdk_ec2::Client {
+        let sdk = self.aws.sdk_config(region).await;
+        self.aws.ec2(&sdk, &Account(account.into()))
+    }
+
+    /// The AMI as `account` sees it in `region`, or `None` when DescribeImages does not show it.
+    async fn image_in(&self, region: &str, account: &str, ami: &str) -> Option<aws_sdk_ec2::types::Image> {
+        let ec2 = self.ec2_in(region, account).await;
+        ec2.describe_images()
+            .image_ids(ami)
+            .send()
+            .await
+            .ok()
+            .and_then(|out| out.images().first().cloned())
+    }
+
+    async fn snapshot_exists(&self, region: &str, snapshot: &str) -> bool {
+        let ec2 = self.ec2_in(region, DEFAULT_ACCOUNT).await;
+        ec2.describe_snapshots().snapshot_ids(snapshot).send().await.is_ok()
+    }
+
+    async fn parameter_in(&self, region: &str, name: &str) -> String {
+        let sdk = self.aws.sdk_config(region).await;
+        let ssm = self.aws.ssm(&sdk, &Account(DEFAULT_ACCOUNT.into()));
+        let out = ssm.get_parameter().name(name).send().await.expect("parameter");
+        out.parameter().and_then(|p| p.value()).unwrap_or_default().to_owned()
+    }
+
+    async fn event_notes(&self, reason: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.ns);
+        events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
+    /// Builds again from a newer base AMI (seeded `day` of November) and waits until the new build is Ready with
+    /// its copies; returns the PackerBuilder.
+    async fn rebuild_from_base_of(&self, day: u32) -> PackerBuilder {
+        let newer = self
+            .seed_base(
+                &format!("amazon-eks-node-al2023-x86_64-standard-1.30-v202611{day:02}"),
+                &format!("2026-11-{day:02}T00:00:00Z"),
+            )
+            .await;
+        self.wait_for("packer-builder-local", "a distributed rebuild", |pb| {
+            // Ready stays True from the previous build while this one runs: wait for this build's own copies.
+            pb.status.as_ref().is_some_and(|s| {
+                s.last_run_base_image_id.as_deref() == Some(newer.as_str())
+                    && s.job_status.as_deref() == Some("completed")
+                    && !s.distributed_images.is_empty()
+                    && s.distributed_images.iter().all(|e| {
+                        Some(&e.source_image_id) == s.last_run_built_image_id.as_ref() && e.state == "available"
+                    })
+            }) && ready_reason(pb).as_deref() == Some("ImagesDistributed")
+        })
+        .await
+    }
+}
+
+fn copy_in(status: &api_types::PackerBuilderStatus, region: &str) -> String {
+    status
+        .distributed_images
+        .iter()
+        .find(|e| e.region == region)
+        .and_then(|e| e.image_id.clone())
+        .unwrap_or_else(|| panic!("no copy in {region}: {:?}", status.distributed_images))
+}
+
+fn tag_map(image: &aws_sdk_ec2::types::Image) -> BTreeMap<String, String> {
+    image
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value()?.to_owned())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_is_copied_to_two_regions_shared_and_published_and_a_restart_mid_copy_makes_no_extra_copy() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    // Copies stay pending long enough for the restart to happen while the first one is in progress.
+    h.aws
+        .set_copy_duration(Duration::from_secs(3))
+        .await
+        .expect("copy duration");
+    h.start_controller_with(&[("OPSY_FAILPOINT", "copy-started")]);
+    let mut builder = h.seed_builder();
+    builder.spec.distribution = Some(api_types::packer_builder::DistributionSpec {
+        regions: COPY_REGIONS.map(str::to_owned).to_vec(),
+        launch_permissions: Some(api_types::packer_builder::LaunchPermissionsSpec {
+            account_ids: vec![FRIEND.into()],
+            share_snapshots: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    builder.spec.publish = Some(api_types::packer_builder::PublishSpec {
+        ssm_parameter: "/opsy/ami/test/latest".into(),
+    });
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    // The controller stops right after its first CopyImage answered, before it recorded the copy anywhere.
+    let exit = h.controller_exited().await;
+    assert!(!exit.success(), "{exit:?}");
+    assert!(h.controller_log().contains("failpoint copy-started"));
+    h.controllers.clear();
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(
+        calls.iter().filter(|c| c.action == "CopyImage").count(),
+        1,
+        "stopped after one copy"
+    );
+    h.start_controller();
+    let pb = h
+        .wait_for("packer-builder-local", "Ready with every copy", |pb| {
+            ready_reason(pb).as_deref() == Some("ImagesDistributed")
+        })
+        .await;
+    let status = pb.status.clone().expect("status");
+    assert_eq!(status.distributed_images.len(), 2, "{:?}", status.distributed_images);
+    assert!(status.distributed_images.iter().all(|e| e.state == "available"));
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    assert_eq!(
+        calls.iter().filter(|c| c.action == "CopyImage").count(),
+        2,
+        "one copy per region: the copy made before the restart was found, not made again"
+    );
+
+    let source = status.last_run_built_image_id.clone().expect("ami");
+    let source_image = h.image_in(REGION, DEFAULT_ACCOUNT, &source).await.expect("source");
+    let source_tags = tag_map(&source_image);
+    for region in COPY_REGIONS {
+        let copy = copy_in(&status, region);
+        let image = h.image_in(region, DEFAULT_ACCOUNT, &copy).await.expect("copy");
+        assert_eq!(image.state().map(|s| s.as_str()), Some("available"), "{region}");
+        assert_eq!(image.name(), source_image.name(), "{region}: same name");
+        let mut tags = tag_map(&image);
+        assert_eq!(
+            tags.remove("source-image").as_deref(),
+            Some(format!("{REGION}/{source}").as_str()),
+            "{region}"
+        );
+        assert_eq!(tags, source_tags, "{region}: the copy carries the source's tags");
+        // Shared: the other account finds it with its own client (without the tags, as EC2 shows shared AMIs).
+        let seen = h
+            .image_in(region, FRIEND, &copy)
+            .await
+            .expect("visible to the friend account");
+        assert!(seen.tags().is_empty());
+        let snapshot = image.block_device_mappings()[0]
+            .ebs()
+            .and_then(|e| e.snapshot_id())
+            .expect("snapshot")
+            .to_owned();
+        let ec2 = h.ec2_in(region, DEFAULT_ACCOUNT).await;
+        let permissions = ec2
+            .describe_snapshot_attribute()
+            .snapshot_id(&snapshot)
+            .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+            .send()
+            .await
+            .expect("snapshot attribute");
+        let accounts: Vec<_> = permissions
+            .create_volume_permissions()
+            .iter()
+            .filter_map(|p| p.user_id())
+            .collect();
+        assert_eq!(accounts, [FRIEND], "{region}: the snapshot is shared too");
+        assert_eq!(h.parameter_in(region, "/opsy/ami/test/latest").await, copy, "{region}");
+        // EC2's deprecation time of the copy is the source's (its expiry).
+        assert_eq!(image.deprecation_time(), source_image.deprecation_time(), "{region}");
+    }
+    assert!(
+        h.image_in(REGION, FRIEND, &source).await.is_some(),
+        "the source is shared too"
+    );
+    assert!(
+        h.image_in(REGION, "333333333333", &source).await.is_none(),
+        "nobody else sees it"
+    );
+    assert_eq!(h.parameter_in(REGION, "/opsy/ami/test/latest").await, source);
+
+    // Removing an account from the spec removes its launch permission.
+    let mut edited = api.get("packer-builder-local").await.expect("get");
+    edited
+        .spec
+        .distribution
+        .as_mut()
+        .and_then(|d| d.launch_permissions.as_mut())
+        .expect("permissions")
+        .account_ids = vec!["333333333333".into()];
+    api.replace("packer-builder-local", &PostParams::default(), &edited)
+        .await
+        .expect("edit");
+    let copy = copy_in(&status, COPY_REGIONS[0]);
+    eventually("the share follows the spec", || async {
+        let friend = h.image_in(COPY_REGIONS[0], FRIEND, &copy).await;
+        let third = h.image_in(COPY_REGIONS[0], "333333333333", &copy).await;
+        (friend.is_none() && third.is_some()).then_some(())
+    })
+    .await;
+    assert_eq!(h.jobs().await.len(), 1, "sharing never rebuilds");
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_two_builds_per_region_deletes_snapshots_and_never_an_ami_a_node_group_uses() {
+    use aws_sdk_eks::types::{LaunchTemplateSpecification, NodegroupScalingConfig, VpcConfigRequest};
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    h.aws
+        .set_copy_duration(Duration::from_millis(300))
+        .await
+        .expect("copy duration");
+    h.start_controller_with(&[("RESYNC_INTERVAL", "2s"), ("BASE_AMI_CACHE_TTL", "1s")]);
+    let mut builder = h.seed_builder();
+    builder.spec.distribution = Some(api_types::packer_builder::DistributionSpec {
+        regions: vec![COPY_REGIONS[0].to_owned()],
+        ..Default::default()
+    });
+    builder.spec.retention = Some(api_types::packer_builder::RetentionSpec {
+        keep: Some(2),
+        max_age: None,
+        delete_snapshots: true,
+        dry_run: false,
+    });
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h
+        .wait_for("packer-builder-local", "Ready with its copy", |pb| {
+            ready_reason(pb).as_deref() == Some("ImagesDistributed")
+        })
+        .await
+        .status
+        .expect("status");
+    let (b1, b1_copy) = (
+        first.last_run_built_image_id.clone().expect("ami"),
+        copy_in(&first, COPY_REGIONS[0]),
+    );
+
+    // A node group in the copy region launches build 1's copy through its launch template.
+    let sdk = h.aws.sdk_config(COPY_REGIONS[0]).await;
+    let account = Account(DEFAULT_ACCOUNT.into());
+    let ec2 = h.aws.ec2(&sdk, &account);
+    let lt = ec2
+        .create_launch_template()
+        .launch_template_name("workers")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id(&b1_copy)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("launch template");
+    let lt_id = lt
+        .launch_template()
+        .and_then(|t| t.launch_template_id())
+        .expect("id")
+        .to_owned();
+    let eks = h.aws.eks(&sdk, &account);
+    eks.create_cluster()
+        .name("workloads")
+        .role_arn("arn:aws:iam::123456789012:role/eks")
+        .resources_vpc_config(VpcConfigRequest::builder().build())
+        .send()
+        .await
+        .expect("cluster");
+    eks.create_nodegroup()
+        .cluster_name("workloads")
+        .nodegroup_name("pinned")
+        .node_role("arn:aws:iam::123456789012:role/node")
+        .subnets("subnet-12345678")
+        .launch_template(LaunchTemplateSpecification::builder().id(&lt_id).version("1").build())
+        .scaling_config(
+            NodegroupScalingConfig::builder()
+                .min_size(1)
+                .max_size(1)
+                .desired_size(1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("node group");
+
+    let snapshot_of = |image: &aws_sdk_ec2::types::Image| {
+        image.block_device_mappings()[0]
+            .ebs()
+            .and_then(|e| e.snapshot_id())
+            .expect("snapshot")
+            .to_owned()
+    };
+    let b1_snapshot = snapshot_of(&h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await.expect("b1"));
+    let second = h.rebuild_from_base_of(10).await.status.expect("status");
+    let (b2, b2_copy) = (
+        second.last_run_built_image_id.clone().expect("ami"),
+        copy_in(&second, COPY_REGIONS[0]),
+    );
+    let b2_snapshot = snapshot_of(&h.image_in(REGION, DEFAULT_ACCOUNT, &b2).await.expect("b2"));
+    let b2_copy_snapshot = snapshot_of(
+        &h.image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &b2_copy)
+            .await
+            .expect("b2 copy"),
+    );
+    let third = h.rebuild_from_base_of(20).await.status.expect("status");
+    let (b3, b3_copy) = (
+        third.last_run_built_image_id.clone().expect("ami"),
+        copy_in(&third, COPY_REGIONS[0]),
+    );
+    let fourth = h.rebuild_from_base_of(25).await.status.expect("status");
+    let (b4, b4_copy) = (
+        fourth.last_run_built_image_id.clone().expect("ami"),
+        copy_in(&fourth, COPY_REGIONS[0]),
+    );
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = [
+            h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await,
+            h.image_in(REGION, DEFAULT_ACCOUNT, &b2).await,
+            h.image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &b2_copy).await,
+        ];
+        if left.iter().all(Option::is_none) {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let log = h.controller_log();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("packer_build_controller") && !l.contains("DEBUG"))
+                .collect();
+            let left: Vec<_> = left.iter().flatten().map(|i| (i.image_id(), i.state())).collect();
+            panic!(
+                "builds 1 and 2 were not deregistered ({b1}, {b2}, {b2_copy}); left: {left:?}; controller log:\n{}",
+                lines.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (region, ami) in [
+        (REGION, &b3),
+        (REGION, &b4),
+        (COPY_REGIONS[0], &b3_copy),
+        (COPY_REGIONS[0], &b4_copy),
+    ] {
+        assert!(
+            h.image_in(region, DEFAULT_ACCOUNT, ami).await.is_some(),
+            "{ami} in {region} is kept"
+        );
+    }
+    let kept = h
+        .image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &b1_copy)
+        .await
+        .expect("the copy a node group's launch template uses stays");
+    assert_eq!(tag_map(&kept)["status"], "deprecated");
+    for (region, snapshot) in [
+        (REGION, &b1_snapshot),
+        (REGION, &b2_snapshot),
+        (COPY_REGIONS[0], &b2_copy_snapshot),
+    ] {
+        assert!(
+            !h.snapshot_exists(region, snapshot).await,
+            "{snapshot} in {region} is deleted"
+        );
+    }
+    let in_use = h.event_notes("ImageInUse").await;
+    assert!(
+        in_use
+            .iter()
+            .any(|n| n.contains(&b1_copy) && n.contains("workloads/pinned")),
+        "an Event names the kept AMI and its user: {in_use:?}"
+    );
+    let deregistered = h.event_notes("ImageDeregistered").await;
+    for ami in [&b1, &b2, &b2_copy] {
+        assert!(
+            deregistered.iter().any(|n| n.contains(ami.as_str())),
+            "{ami}: {deregistered:?}"
+        );
+    }
+    let status = api
+        .get("packer-builder-local")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    let retention = status.retention.expect("retention status");
+    assert_eq!(retention.in_use.len(), 1, "{retention:?}");
+    assert_eq!(retention.in_use[0].image_id, b1_copy);
+    assert!(retention.pending_snapshots.is_empty());
+    // The superseded copies carry EC2's deprecation time; the parameter-free spec published nothing.
+    let b3_copy_image = h
+        .image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &b3_copy)
+        .await
+        .expect("b3 copy");
+    assert_eq!(tag_map(&b3_copy_image)["status"], "deprecated");
+    assert!(
+        b3_copy_image.deprecation_time().is_some(),
+        "EC2 deprecation time on a superseded copy"
+    );
+    h.stop_controller().await;
+}
