@@ -279,10 +279,18 @@ async fn choose_target(
                 reference.name
             )));
         };
-        let Some(ami) = pb.status.and_then(|s| s.last_run_built_image_id) else {
+        let built_in = pb.spec.region.clone();
+        let Some(status) = pb.status.filter(|s| s.last_run_built_image_id.is_some()) else {
             return Ok(Choice::NoEligible(format!(
                 "PackerBuilder {ns}/{} has not produced an AMI yet",
                 reference.name
+            )));
+        };
+        let Some(ami) = refresh_engine::target::built_image_in(&status, &built_in, &spec.region) else {
+            return Ok(Choice::NoEligible(format!(
+                "PackerBuilder {ns}/{} builds in {built_in} and has no available copy in {} (add it to its \
+                 spec.distribution.regions)",
+                reference.name, spec.region
             )));
         };
         return Ok(match verify(ctx, amr, policy, &ami, now).await? {

@@ -2338,3 +2338,81 @@ async fn the_other_groups_start_only_after_the_canary_soaked() {
         "ng-b started {waited:?} after the canary finished"
     );
 }
+
+/// A PackerBuilder that builds in another region and copies its AMI to this one: the refresher rolls onto the copy in
+/// its own region, and only once the copy is available.
+#[tokio::test]
+async fn a_refresher_in_a_distribution_region_rolls_onto_the_copy_in_its_own_region() {
+    let mut w = World::start().await;
+    let (_, copy) = seed_world(&mut w).await;
+    let builders: Api<PackerBuilder> = Api::default_namespaced(w.client.clone());
+    let text = std::fs::read_to_string(workspace().join("examples/seed/packerbuilder-000.yaml")).expect("seed");
+    let mut pb: PackerBuilder = serde_norway::from_str(&text).expect("pb");
+    pb.spec.region = "eu-central-1".into();
+    pb.spec.distribution = Some(api_types::packer_builder::DistributionSpec {
+        regions: vec![REGION.into()],
+        ..Default::default()
+    });
+    builders.create(&PostParams::default(), &pb).await.expect("pb");
+    // The built AMI lives in eu-central-1 (its ID means nothing here); its copy here is still being made.
+    let set_copy = |state: &'static str| {
+        let builders = builders.clone();
+        let copy = copy.clone();
+        async move {
+            builders
+                .patch_status(
+                    "packer-builder-local",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {
+                        "lastRunBuiltImageID": "ami-0123456789abcdef0",
+                        "distributedImages": [{
+                            "region": REGION,
+                            "sourceImageID": "ami-0123456789abcdef0",
+                            "imageID": copy,
+                            "state": state,
+                        }],
+                    }})),
+                )
+                .await
+                .expect("status");
+        }
+    };
+    set_copy("copying").await;
+    w.start_controller_with(&[("RESYNC_INTERVAL", "10m")]);
+    w.apply_seed(|doc| {
+        let spec = doc["spec"].as_object_mut().expect("spec");
+        spec.remove("amiFilters");
+        spec.insert("packerBuilderRef".into(), json!({"name": "packer-builder-local"}));
+        spec.insert("amiOwners".into(), json!([EKS_OWNER]));
+    })
+    .await;
+    let waiting = w
+        .wait_for("NoEligibleAMI", |a| phase(a) == Some(AMIRefresherPhase::NoEligibleAMI))
+        .await;
+    let (_, reason) = condition(&waiting, "Ready");
+    assert_eq!(reason, "NoEligibleAMI");
+    let message = get_condition(&waiting.status.clone().expect("status").conditions, "Ready")
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("builds in eu-central-1") && message.contains(REGION),
+        "{message}"
+    );
+    assert_eq!(
+        w.calls()
+            .await
+            .iter()
+            .filter(|c| c.action == "UpdateNodegroupVersion")
+            .count(),
+        0
+    );
+    set_copy("available").await;
+    let amr = w
+        .wait_for("Ready on the copy", |a| {
+            ready(a) && a.status.as_ref().and_then(|s| s.target_ami.as_deref()) == Some(copy.as_str())
+        })
+        .await;
+    assert_eq!(amr.status.as_ref().and_then(|s| s.progress.as_deref()), Some("3/3"));
+    let (_, _, image) = w.nodegroup_image("ng-a").await;
+    assert_eq!(image, copy, "the node group runs the copy in its own region");
+}

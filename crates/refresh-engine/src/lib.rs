@@ -16,6 +16,7 @@ pub mod fit;
 pub mod marker;
 pub mod plan;
 pub mod summary;
+pub mod target;
 pub mod window;
 
 pub use plan::{Hold, Observed, Plan, PlanInputs, plan};
