@@ -333,7 +333,7 @@ mod tests {
             creation_date: Some(ts(created)),
             state: Some("available".into()),
             tags: build_tags(&identity(), &record),
-            deprecation_time: None,
+            ..Image::default()
         }
     }
 

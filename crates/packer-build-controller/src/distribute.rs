@@ -28,7 +28,7 @@ use crate::{
     aws::CopyRequest,
     decide::Durations,
     error::{Error, Result},
-    lifecycle::{self, CopyStep, RetentionPolicy, Usage, state},
+    lifecycle::{self, CopyStep, RetentionPolicy, state},
     reconcile::Context,
 };
 
@@ -52,144 +52,203 @@ impl Lifecycle {
     }
 }
 
-/// Runs the lifecycle of the active AMIs `active` (in `spec.region`, with their tags) of `pb`.
+/// What every step of one lifecycle pass needs.
+pub struct Pass<'a> {
+    /// Controller state.
+    pub ctx: &'a Context,
+    /// The PackerBuilder.
+    pub pb: &'a PackerBuilder,
+    /// Its identity tags.
+    pub identity: &'a Identity,
+    /// Its parsed durations.
+    pub durations: &'a Durations,
+    /// The clock.
+    pub now: Timestamp,
+}
+
+/// Runs the lifecycle of the active AMIs `active` (in `spec.region`, with their tags): shares them, makes and
+/// finishes their copies, retires and publishes per region, then applies retention. `old` is the status stored in
+/// the API server, `status` the one being built.
 pub async fn converge(
-    ctx: &Context,
-    pb: &PackerBuilder,
+    pass: &Pass<'_>,
     old: &PackerBuilderStatus,
     status: &mut PackerBuilderStatus,
     active: &[Image],
-    identity: &Identity,
-    durations: &Durations,
-    now: Timestamp,
 ) -> Result<Lifecycle> {
-    let spec = &pb.spec;
+    let (ctx, spec) = (pass.ctx, &pass.pb.spec);
     let mut out = Lifecycle::default();
-    let distribution = spec.distribution.clone().unwrap_or_default();
     for image in active {
-        share(ctx, pb, &spec.region, image).await?;
+        share(ctx, pass.pb, &spec.region, image).await?;
     }
     // Active AMI IDs per region, for retention.
     let mut protected: BTreeMap<String, Vec<String>> =
         BTreeMap::from([(spec.region.clone(), active.iter().map(|i| i.id.clone()).collect())]);
     let mut entries = Vec::new();
-    for region in &distribution.regions {
-        let in_region = ctx
-            .aws
-            .managed_images(region, &spec.cluster_name, &Selector::for_builder(identity))
-            .await?;
-        let mut copies = Vec::new();
-        for source in active {
-            let tag = lifecycle::source_tag(&spec.region, &source.id);
-            let found: Vec<&Image> = in_region
-                .iter()
-                .filter(|i| i.tag(keys::SOURCE_IMAGE) == Some(tag.as_str()))
-                .collect();
-            let previous = status
-                .distributed_images
-                .iter()
-                .find(|e| &e.region == region && e.source_image_id == source.id)
-                .cloned();
-            let mut entry = previous.clone().unwrap_or_else(|| DistributedImage {
-                region: region.clone(),
-                source_image_id: source.id.clone(),
-                ..DistributedImage::default()
-            });
-            if found.is_empty()
-                && previous.as_ref().and_then(|e| e.image_id.as_ref()).is_some()
-                && previous.as_ref().is_some_and(|e| e.state != state::FAILED)
-            {
-                // The copy named in status is not in the (shared, possibly older) answer: ask EC2 before copying again.
-                ctx.aws.forget_cached(region);
-            }
-            match lifecycle::copy_step(&found, previous.as_ref(), ctx.retry_base, now) {
-                CopyStep::Copy { failures } => {
-                    let mut tags = source.tags.clone();
-                    tags.insert(keys::SOURCE_IMAGE.to_owned(), tag.clone());
-                    let build_id = source.tag(keys::BUILD_ID).unwrap_or_default();
-                    let token = lifecycle::copy_token(build_id, &source.id, region, failures);
-                    let name = source.name.clone().unwrap_or_else(|| source.id.clone());
-                    let request = CopyRequest {
-                        source_id: &source.id,
-                        source_region: &spec.region,
-                        name: &name,
-                        description: source.description.as_deref(),
-                        encrypted: distribution.encrypted,
-                        kms_key_id: distribution.kms_key_ids.get(region).map(String::as_str),
-                        client_token: &token,
-                        tags: &tags,
-                    };
-                    match ctx.aws.copy_image(region, &request).await {
-                        Ok(id) => {
-                            tracing::info!(source = %source.id, %region, copy = %id, "copying the AMI");
-                            failpoint("copy-started");
-                            entry.image_id = Some(id);
-                            entry.state = state::COPYING.to_owned();
-                            out.wake(COPY_POLL);
-                        }
-                        Err(Error::Aws(e)) => {
-                            let message = format!("copy of {} to {region}: {e}", source.id);
-                            tracing::warn!(%message, "copy failed; retried with back-off");
-                            record_copy_failure(&mut entry, &message, now, &mut out, ctx, failures);
-                        }
-                        Err(other) => return Err(other),
-                    }
-                }
-                CopyStep::Wait { image_id } => {
-                    // The next look must ask EC2, not the shared answer that showed it pending.
-                    ctx.aws.forget_cached(region);
-                    entry.image_id = Some(image_id);
-                    entry.state = state::COPYING.to_owned();
-                    out.wake(COPY_POLL);
-                }
-                CopyStep::Failed { image_id, why } => {
-                    ctx.aws.deregister(region, &image_id).await?;
-                    let message = format!("copy of {} to {region}: {why}", source.id);
-                    let failures = entry.failures;
-                    record_copy_failure(&mut entry, &message, now, &mut out, ctx, failures);
-                }
-                CopyStep::Backoff { at } => {
-                    out.failure = entry.message.clone();
-                    let wait = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
-                    out.wake(wait.max(Duration::from_secs(1)));
-                }
-                CopyStep::Available { image_id } => {
-                    let copy = found
-                        .iter()
-                        .find(|i| i.id == image_id)
-                        .copied()
-                        .cloned()
-                        .unwrap_or_default();
-                    finish_copy(ctx, pb, region, source, &copy, &tag, durations, now).await?;
-                    entry.image_id = Some(image_id.clone());
-                    entry.state = state::AVAILABLE.to_owned();
-                    entry.message = None;
-                    copies.push(image_id);
-                }
-            }
-            if entry.state != state::AVAILABLE {
-                out.incomplete.push(format!("{region} ({})", entry.state));
-            }
-            entries.push(entry);
-        }
-        // Once this build's copies are available in the region, the region's older active copies are retired.
-        if copies.len() == active.len() {
-            retire(ctx, region, &in_region, identity, &copies, now).await?;
-            if let (Some(publish), Some(first)) = (&spec.publish, copies.first()) {
-                if ctx.aws.publish_parameter(region, &publish.ssm_parameter, first).await? {
-                    tracing::info!(parameter = %publish.ssm_parameter, %region, ami = %first, "published the newest AMI");
-                }
-            }
-        }
+    let regions = spec
+        .distribution
+        .as_ref()
+        .map(|d| d.regions.clone())
+        .unwrap_or_default();
+    for region in &regions {
+        let previous: Vec<DistributedImage> = status
+            .distributed_images
+            .iter()
+            .filter(|e| &e.region == region)
+            .cloned()
+            .collect();
+        let (region_entries, copies) = distribute_region(pass, region, active, &previous, &mut out).await?;
+        entries.extend(region_entries);
         protected.insert(region.clone(), copies);
     }
     status.distributed_images = entries;
     if let Some(retention) = &spec.retention {
-        retain(ctx, pb, old, status, &protected, retention, durations, now).await?;
+        retain(pass, old, status, &protected, retention).await?;
     } else {
         status.retention = None;
     }
     Ok(out)
+}
+
+/// One distribution region: the copy of each active AMI (made, waited for, finished or retried), then, once all are
+/// available, the region's older AMIs retired and the SSM parameter written. Returns the status entries and the
+/// available copies.
+async fn distribute_region(
+    pass: &Pass<'_>,
+    region: &str,
+    active: &[Image],
+    previous: &[DistributedImage],
+    out: &mut Lifecycle,
+) -> Result<(Vec<DistributedImage>, Vec<String>)> {
+    let (ctx, spec) = (pass.ctx, &pass.pb.spec);
+    let selector = Selector::for_builder(pass.identity);
+    let mut in_region = ctx.aws.managed_images(region, &spec.cluster_name, &selector).await?;
+    // A copy status names that the shared answer lacks means the answer predates it: ask EC2 again.
+    let known = |images: &[Image]| {
+        previous
+            .iter()
+            .filter(|e| e.state != state::FAILED)
+            .filter_map(|e| e.image_id.as_ref())
+            .all(|id| images.iter().any(|i| &i.id == id))
+    };
+    if !known(&in_region) {
+        ctx.aws.forget_cached(region);
+        in_region = ctx.aws.managed_images(region, &spec.cluster_name, &selector).await?;
+    }
+    let mut entries = Vec::new();
+    let mut copies = Vec::new();
+    for source in active {
+        let tag = lifecycle::source_tag(&spec.region, &source.id);
+        let found: Vec<&Image> = in_region
+            .iter()
+            .filter(|i| i.tag(keys::SOURCE_IMAGE) == Some(tag.as_str()))
+            .collect();
+        let before = previous.iter().find(|e| e.source_image_id == source.id);
+        let mut entry = before.cloned().unwrap_or_else(|| DistributedImage {
+            region: region.to_owned(),
+            source_image_id: source.id.clone(),
+            ..DistributedImage::default()
+        });
+        let step = lifecycle::copy_step(&found, before, ctx.retry_base, pass.now);
+        if let Some(copy) = copy_once(pass, region, source, &tag, &found, step, &mut entry, out).await? {
+            copies.push(copy);
+        }
+        if entry.state != state::AVAILABLE {
+            out.incomplete.push(format!("{region} ({})", entry.state));
+        }
+        entries.push(entry);
+    }
+    // Once this build's copies are available in the region, the region's older active copies are retired.
+    if copies.len() == active.len() {
+        retire(ctx, region, &in_region, pass.identity, &copies, pass.now).await?;
+        if let (Some(publish), Some(first)) = (&spec.publish, copies.first())
+            && ctx.aws.publish_parameter(region, &publish.ssm_parameter, first).await?
+        {
+            tracing::info!(parameter = %publish.ssm_parameter, %region, ami = %first, "published the newest AMI");
+        }
+    }
+    Ok((entries, copies))
+}
+
+/// Carries out one copy step, updating its status entry; returns the copy when it is available.
+#[allow(clippy::too_many_arguments)]
+async fn copy_once(
+    pass: &Pass<'_>,
+    region: &str,
+    source: &Image,
+    tag: &str,
+    found: &[&Image],
+    step: CopyStep,
+    entry: &mut DistributedImage,
+    out: &mut Lifecycle,
+) -> Result<Option<String>> {
+    let ctx = pass.ctx;
+    let distribution = pass.pb.spec.distribution.clone().unwrap_or_default();
+    match step {
+        CopyStep::Copy { failures } => {
+            let mut tags = source.tags.clone();
+            tags.insert(keys::SOURCE_IMAGE.to_owned(), tag.to_owned());
+            let build_id = source.tag(keys::BUILD_ID).unwrap_or_default();
+            let token = lifecycle::copy_token(build_id, &source.id, region, failures);
+            let name = source.name.clone().unwrap_or_else(|| source.id.clone());
+            let request = CopyRequest {
+                source_id: &source.id,
+                source_region: &pass.pb.spec.region,
+                name: &name,
+                description: source.description.as_deref(),
+                encrypted: distribution.encrypted,
+                kms_key_id: distribution.kms_key_ids.get(region).map(String::as_str),
+                client_token: &token,
+                tags: &tags,
+            };
+            match ctx.aws.copy_image(region, &request).await {
+                Ok(id) => {
+                    tracing::info!(source = %source.id, %region, copy = %id, "copying the AMI");
+                    failpoint("copy-started");
+                    entry.image_id = Some(id);
+                    entry.state = state::COPYING.to_owned();
+                    out.wake(COPY_POLL);
+                }
+                Err(Error::Aws(e)) => {
+                    let message = format!("copy of {} to {region}: {e}", source.id);
+                    tracing::warn!(%message, "copy failed; retried with back-off");
+                    record_copy_failure(entry, &message, pass.now, out, ctx, failures);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        CopyStep::Wait { image_id } => {
+            // The next look must ask EC2, not the shared answer that showed it pending.
+            ctx.aws.forget_cached(region);
+            entry.image_id = Some(image_id);
+            entry.state = state::COPYING.to_owned();
+            out.wake(COPY_POLL);
+        }
+        CopyStep::Failed { image_id, why } => {
+            ctx.aws.deregister(region, &image_id).await?;
+            let message = format!("copy of {} to {region}: {why}", source.id);
+            let failures = entry.failures;
+            record_copy_failure(entry, &message, pass.now, out, ctx, failures);
+        }
+        CopyStep::Backoff { at } => {
+            out.failure = entry.message.clone();
+            let wait = Duration::try_from(at.duration_since(pass.now)).unwrap_or(Duration::ZERO);
+            out.wake(wait.max(Duration::from_secs(1)));
+        }
+        CopyStep::Available { image_id } => {
+            let copy = found
+                .iter()
+                .find(|i| i.id == image_id)
+                .copied()
+                .cloned()
+                .unwrap_or_default();
+            finish_copy(pass, region, source, &copy, tag).await?;
+            entry.image_id = Some(image_id.clone());
+            entry.state = state::AVAILABLE.to_owned();
+            entry.message = None;
+            return Ok(Some(image_id));
+        }
+    }
+    Ok(None)
 }
 
 fn record_copy_failure(
@@ -211,17 +270,8 @@ fn record_copy_failure(
 
 /// An available copy: tags as the source's (its status may have changed since the copy), EC2 deprecation at its
 /// expiry, launch permissions.
-#[allow(clippy::too_many_arguments)]
-async fn finish_copy(
-    ctx: &Context,
-    pb: &PackerBuilder,
-    region: &str,
-    source: &Image,
-    copy: &Image,
-    source_tag: &str,
-    durations: &Durations,
-    now: Timestamp,
-) -> Result<()> {
+async fn finish_copy(pass: &Pass<'_>, region: &str, source: &Image, copy: &Image, source_tag: &str) -> Result<()> {
+    let ctx = pass.ctx;
     let mut wanted = source.tags.clone();
     wanted.insert(keys::SOURCE_IMAGE.to_owned(), source_tag.to_owned());
     let missing: BTreeMap<String, String> = wanted
@@ -229,14 +279,14 @@ async fn finish_copy(
         .filter(|(k, v)| copy.tags.get(k) != Some(v))
         .collect();
     ctx.aws.tag(region, std::slice::from_ref(&copy.id), &missing).await?;
-    if let Some((created, _)) = ami_tags::created_at(source, now) {
-        let expires_at = created.checked_add(durations.expires_in).unwrap_or(Timestamp::MAX);
-        let at = crate::decide::ec2_deprecation_time(expires_at, now);
+    if let Some((created, _)) = ami_tags::created_at(source, pass.now) {
+        let expires_at = created.checked_add(pass.durations.expires_in).unwrap_or(Timestamp::MAX);
+        let at = crate::decide::ec2_deprecation_time(expires_at, pass.now);
         if crate::decide::needs_ec2_deprecation(copy.deprecation_time, at) {
             ctx.aws.deprecate_at(region, &copy.id, at).await?;
         }
     }
-    share(ctx, pb, region, copy).await
+    share(ctx, pass.pb, region, copy).await
 }
 
 /// Tags the other active AMIs of this PackerBuilder in `region` deprecated and sets EC2's deprecation time.
@@ -297,9 +347,9 @@ async fn share(ctx: &Context, pb: &PackerBuilder, region: &str, image: &Image) -
     Ok(())
 }
 
-/// AMIs named by AMIRefreshers (target and current AMIs of their node groups) in `region`. A cluster without the
-/// AMIRefresher kind has none.
-async fn refresher_usage(ctx: &Context, region: &str, usage: &mut Usage) -> Result<()> {
+/// AMIs named by AMIRefreshers (target and current AMIs of their node groups), per region: `(region, AMI, who)`. A
+/// cluster without the AMIRefresher kind has none.
+async fn refresher_usage(ctx: &Context) -> Result<Vec<(String, String, String)>> {
     let scopes: Vec<Api<AMIRefresher>> = if ctx.namespaces.is_empty() {
         vec![Api::all(ctx.client.clone())]
     } else {
@@ -308,123 +358,92 @@ async fn refresher_usage(ctx: &Context, region: &str, usage: &mut Usage) -> Resu
             .map(|ns| Api::namespaced(ctx.client.clone(), ns))
             .collect()
     };
+    let mut used = Vec::new();
     for api in scopes {
         let list = match api.list(&ListParams::default()).await {
             Ok(list) => list,
             Err(kube::Error::Api(e)) if e.code == 404 => continue,
             Err(e) => return Err(e.into()),
         };
-        for amr in list.items.iter().filter(|a| a.spec.region == region) {
+        for amr in &list.items {
             let who = format!(
                 "AMIRefresher {}/{}",
                 amr.namespace().unwrap_or_default(),
                 amr.name_any()
             );
             let Some(status) = &amr.status else { continue };
-            for ami in status.target_ami.iter().chain(
+            let named = status.target_ami.iter().chain(
                 status
                     .node_groups
                     .iter()
                     .flat_map(|n| n.current_ami.iter().chain(n.target_ami.iter())),
-            ) {
-                usage.add(ami, who.clone());
+            );
+            for ami in named {
+                used.push((amr.spec.region.clone(), ami.clone(), who.clone()));
             }
         }
     }
-    Ok(())
+    Ok(used)
 }
 
 /// Deregisters what `retention` lets go in every region (never what is active or in use), deleting snapshots through
 /// the `pendingSnapshots` journal.
-#[allow(clippy::too_many_arguments)]
 async fn retain(
-    ctx: &Context,
-    pb: &PackerBuilder,
+    pass: &Pass<'_>,
     old: &PackerBuilderStatus,
     status: &mut PackerBuilderStatus,
     protected: &BTreeMap<String, Vec<String>>,
     retention: &api_types::packer_builder::RetentionSpec,
-    durations: &Durations,
-    now: Timestamp,
 ) -> Result<()> {
-    let spec = &pb.spec;
-    let identity = crate::reconcile::identity(pb);
-    let policy = RetentionPolicy {
-        keep: retention.keep.and_then(|k| usize::try_from(k).ok()),
-        max_age: durations.retention_max_age,
-    };
+    let ctx = pass.ctx;
     let previous = status.retention.clone().unwrap_or_default();
+    replay_pending(ctx, &previous.pending_snapshots).await?;
     let mut next = RetentionStatus::default();
-    // Snapshots of AMIs deregistered by a pass that stopped half-way.
-    for pending in &previous.pending_snapshots {
-        if ctx.aws.own_image(&pending.region, &pending.image_id).await?.is_some() {
-            continue; // not deregistered after all: judged again below
-        }
-        for snapshot in &pending.snapshot_ids {
-            ctx.aws.delete_snapshot(&pending.region, snapshot).await?;
-        }
-        tracing::info!(ami = %pending.image_id, region = %pending.region, snapshots = ?pending.snapshot_ids, "deleted the snapshots of a deregistered AMI");
-    }
-    let mut refreshers: Option<Usage> = None;
+    // Anything status names stays too (an AMI a moment ago active, a copy in progress).
+    let mut named: Vec<String> = status.last_run_built_image_id.iter().cloned().collect();
+    named.extend(status.last_run_built_image_ids.iter().cloned());
+    named.extend(status.distributed_images.iter().filter_map(|e| e.image_id.clone()));
+    let mut refreshers: Option<Vec<(String, String, String)>> = None;
     for (region, active) in protected {
+        let mut keep = active.clone();
+        keep.extend(named.iter().cloned());
         let images = ctx
             .aws
-            .managed_images(region, &spec.cluster_name, &Selector::for_builder(&identity))
+            .managed_images(
+                region,
+                &pass.pb.spec.cluster_name,
+                &Selector::for_builder(pass.identity),
+            )
             .await?;
-        let mut keep: Vec<String> = active.clone();
-        // Anything status names stays too (an AMI a moment ago active, a copy in progress).
-        keep.extend(status.last_run_built_image_id.iter().cloned());
-        keep.extend(status.last_run_built_image_ids.iter().cloned());
-        keep.extend(status.distributed_images.iter().filter_map(|e| e.image_id.clone()));
-        let candidates = lifecycle::retention_candidates(&images, &keep, policy, now);
+        let policy = RetentionPolicy {
+            keep: retention.keep.and_then(|k| usize::try_from(k).ok()),
+            max_age: pass.durations.retention_max_age,
+        };
+        let candidates = lifecycle::retention_candidates(&images, &keep, policy, pass.now);
         if candidates.is_empty() {
             continue;
         }
         let ids: Vec<String> = candidates.iter().map(|i| i.id.clone()).collect();
         let mut usage = ctx.aws.usage(region, &ids).await?;
         if refreshers.is_none() {
-            let mut found = Usage::default();
-            refresher_usage(ctx, region, &mut found).await?;
-            refreshers = Some(found);
+            refreshers = Some(refresher_usage(ctx).await?);
         }
-        for (ami, users) in refreshers.as_ref().map(|u| u.users.clone()).unwrap_or_default() {
-            for user in users {
-                usage.add(&ami, user);
-            }
+        for (_, ami, who) in refreshers.iter().flatten().filter(|(r, _, _)| r == region) {
+            usage.add(ami, who.clone());
         }
         for image in candidates {
-            let mut entry = RetainedImage {
+            let entry = RetainedImage {
                 region: region.clone(),
                 image_id: image.id.clone(),
                 snapshot_ids: image.snapshot_ids.clone(),
-                used_by: None,
+                used_by: lifecycle::in_use_reason(&usage, &image.id),
             };
-            if let Some(users) = lifecycle::in_use_reason(&usage, &image.id) {
-                entry.used_by = Some(users.clone());
-                entry.snapshot_ids.clear();
-                if !previous
-                    .in_use
-                    .iter()
-                    .any(|p| p.image_id == image.id && p.used_by == entry.used_by)
-                {
-                    announce(
-                        ctx,
-                        pb,
-                        EventType::Normal,
-                        reasons::IMAGE_IN_USE,
-                        &format!("{region}/{}", image.id),
-                        format!(
-                            "kept AMI {} in {region}: retention would deregister it, but it is used by {users}",
-                            image.id
-                        ),
-                    )
-                    .await;
-                }
-                next.in_use.push(entry);
+            if entry.used_by.is_some() {
+                keep_in_use(pass, &previous, entry, &mut next).await;
             } else if retention.dry_run {
                 next.candidates.push(entry);
             } else {
-                deregister(ctx, pb, old, entry, retention.delete_snapshots).await?;
+                deregister(ctx, pass.pb, old, entry, retention.delete_snapshots).await?;
             }
         }
     }
@@ -434,18 +453,67 @@ async fn retain(
             .iter()
             .map(|c| format!("{} ({})", c.image_id, c.region))
             .collect();
+        let note = format!("dry run: retention would deregister {}", list.join(", "));
         announce(
             ctx,
-            pb,
+            pass.pb,
             EventType::Normal,
             reasons::RETENTION_DRY_RUN,
             "dry run",
-            format!("dry run: retention would deregister {}", list.join(", ")),
+            note,
         )
         .await;
     }
     status.retention = Some(next).filter(|r| r != &RetentionStatus::default());
     Ok(())
+}
+
+/// Deletes the snapshots of AMIs a pass deregistered before it stopped half-way (an AMI still registered is judged
+/// again instead).
+async fn replay_pending(ctx: &Context, pending: &[RetainedImage]) -> Result<()> {
+    for entry in pending {
+        if ctx.aws.own_image(&entry.region, &entry.image_id).await?.is_some() {
+            continue;
+        }
+        for snapshot in &entry.snapshot_ids {
+            ctx.aws.delete_snapshot(&entry.region, snapshot).await?;
+        }
+        tracing::info!(ami = %entry.image_id, region = %entry.region, snapshots = ?entry.snapshot_ids, "deleted the snapshots of a deregistered AMI");
+    }
+    Ok(())
+}
+
+/// Records an AMI retention keeps because it is in use; announced once per AMI and set of users.
+async fn keep_in_use(
+    pass: &Pass<'_>,
+    previous: &RetentionStatus,
+    mut entry: RetainedImage,
+    next: &mut RetentionStatus,
+) {
+    entry.snapshot_ids.clear();
+    let known = previous
+        .in_use
+        .iter()
+        .any(|p| p.image_id == entry.image_id && p.region == entry.region && p.used_by == entry.used_by);
+    if !known {
+        let note = format!(
+            "kept AMI {} in {}: retention would deregister it, but it is used by {}",
+            entry.image_id,
+            entry.region,
+            entry.used_by.as_deref().unwrap_or_default()
+        );
+        let subject = format!("{}/{}", entry.region, entry.image_id);
+        announce(
+            pass.ctx,
+            pass.pb,
+            EventType::Normal,
+            reasons::IMAGE_IN_USE,
+            &subject,
+            note,
+        )
+        .await;
+    }
+    next.in_use.push(entry);
 }
 
 /// Deregisters one AMI and deletes its snapshots, journalled in status so a crash in between is finished later.

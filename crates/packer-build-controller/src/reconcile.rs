@@ -528,8 +528,14 @@ async fn observe_and_act(
                 vec![image.clone()]
             };
             let stored = pb.status.clone().unwrap_or_default();
-            let lifecycle =
-                crate::distribute::converge(ctx, pb, &stored, status, &active, &identity, durations, now).await?;
+            let pass = crate::distribute::Pass {
+                ctx,
+                pb,
+                identity: &identity,
+                durations,
+                now,
+            };
+            let lifecycle = crate::distribute::converge(&pass, &stored, status, &active).await?;
             let recheck = lifecycle.requeue.map_or(recheck, |r| r.min(recheck));
             if !lifecycle.incomplete.is_empty() {
                 status.phase = Some(PackerBuilderPhase::Distributing);
