@@ -447,19 +447,21 @@ async fn retain(
             }
         }
     }
-    if retention.dry_run && !next.candidates.is_empty() && next.candidates != previous.candidates {
-        let list: Vec<String> = next
-            .candidates
-            .iter()
-            .map(|c| format!("{} ({})", c.image_id, c.region))
-            .collect();
-        let note = format!("dry run: retention would deregister {}", list.join(", "));
+    // Dry run: one Event per AMI newly listed.
+    for entry in next.candidates.iter().filter(|c| !previous.candidates.contains(c)) {
+        let note = format!(
+            "dry run: retention would deregister AMI {} in {} (snapshots {})",
+            entry.image_id,
+            entry.region,
+            entry.snapshot_ids.join(", ")
+        );
+        let subject = format!("{}/{}", entry.region, entry.image_id);
         announce(
             ctx,
             pass.pb,
             EventType::Normal,
             reasons::RETENTION_DRY_RUN,
-            "dry run",
+            &subject,
             note,
         )
         .await;

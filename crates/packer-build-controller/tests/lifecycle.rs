@@ -1103,6 +1103,7 @@ async fn a_controller_restart_during_a_build_follows_the_same_job() {
             count: 1,
             delay_ms: 4000,
             account: None,
+            message: None,
         })
         .await
         .expect("delay");
@@ -1766,6 +1767,7 @@ async fn a_build_whose_job_is_gone_after_it_succeeded_is_recovered_by_its_build_
             count: 1,
             delay_ms: 3000,
             account: None,
+            message: None,
         })
         .await
         .expect("delay");
@@ -2371,5 +2373,116 @@ async fn retention_keeps_two_builds_per_region_deletes_snapshots_and_never_an_am
         b3_copy_image.deprecation_time().is_some(),
         "EC2 deprecation time on a superseded copy"
     );
+    h.stop_controller().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_retention_dry_run_deletes_nothing() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    h.aws
+        .set_copy_duration(Duration::from_millis(300))
+        .await
+        .expect("copy duration");
+    // EC2 refuses the first two copies (as it does for a KMS key the role may not use).
+    let mut fault = aws_sim::Fault::error("ec2", "CopyImage", 400, "InvalidParameterValue", 2);
+    fault.message = Some("KMS key alias/ami is not accessible".into());
+    h.aws.inject(&fault).await.expect("fault");
+    h.start_controller_with(&[
+        ("BUILD_RETRY_BASE_DELAY", "1s"),
+        ("RESYNC_INTERVAL", "2s"),
+        ("BASE_AMI_CACHE_TTL", "1s"),
+    ]);
+    let mut builder = h.seed_builder();
+    builder.spec.distribution = Some(api_types::packer_builder::DistributionSpec {
+        regions: vec![COPY_REGIONS[0].to_owned()],
+        encrypted: true,
+        kms_key_ids: [(COPY_REGIONS[0].to_owned(), "alias/ami".to_owned())].into(),
+        ..Default::default()
+    });
+    builder.spec.retention = Some(api_types::packer_builder::RetentionSpec {
+        keep: Some(1),
+        max_age: None,
+        delete_snapshots: true,
+        dry_run: true,
+    });
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let failed = h
+        .wait_for("packer-builder-local", "a CopyFailed condition", |pb| {
+            pb.status
+                .as_ref()
+                .and_then(|s| get_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == "CopyFailed")
+        })
+        .await;
+    let status = failed.status.clone().expect("status");
+    let ready = get_condition(&status.conditions, "Ready").expect("ready");
+    assert!(
+        ready.message.contains("InvalidParameterValue")
+            && ready.message.contains("KMS key alias/ami is not accessible"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(format!("{:?}", status.phase), "Some(Distributing)");
+    let entry = &status.distributed_images[0];
+    assert_eq!(
+        (entry.state.as_str(), entry.failures >= 1),
+        ("failed", true),
+        "{entry:?}"
+    );
+    let first = h
+        .wait_for("packer-builder-local", "Ready after the retries", |pb| {
+            ready_reason(pb).as_deref() == Some("ImagesDistributed")
+        })
+        .await
+        .status
+        .expect("status");
+    let warnings = h.event_notes("CopyFailed").await;
+    assert!(!warnings.is_empty(), "a CopyFailed Event");
+    let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
+    let copies: Vec<_> = calls.iter().filter(|c| c.action == "CopyImage").collect();
+    assert_eq!(copies.len(), 3, "two refused, one made");
+    assert!(
+        copies.iter().all(|c| c.has_param_value("alias/ami")),
+        "the region's KMS key is used"
+    );
+    let copy = copy_in(&first, COPY_REGIONS[0]);
+    let image = h.image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &copy).await.expect("copy");
+    let ebs = image.block_device_mappings()[0].ebs().expect("ebs").clone();
+    assert_eq!((ebs.encrypted(), ebs.kms_key_id()), (Some(true), Some("alias/ami")));
+
+    // Dry run: a second build makes the first one a candidate in both regions; nothing is deregistered.
+    let b1 = first.last_run_built_image_id.clone().expect("ami");
+    let second = h.rebuild_from_base_of(12).await;
+    let candidates = h
+        .wait_for("packer-builder-local", "dry-run candidates", |pb| {
+            pb.status
+                .as_ref()
+                .and_then(|s| s.retention.as_ref())
+                .is_some_and(|r| r.candidates.len() == 2)
+        })
+        .await
+        .status
+        .and_then(|s| s.retention)
+        .expect("retention");
+    let listed: Vec<(&str, &str)> = candidates
+        .candidates
+        .iter()
+        .map(|c| (c.region.as_str(), c.image_id.as_str()))
+        .collect();
+    assert!(
+        listed.contains(&(REGION, b1.as_str())) && listed.contains(&(COPY_REGIONS[0], copy.as_str())),
+        "{listed:?}"
+    );
+    assert!(h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await.is_some());
+    assert!(h.image_in(COPY_REGIONS[0], DEFAULT_ACCOUNT, &copy).await.is_some());
+    let notes = h.event_notes("RetentionDryRun").await;
+    assert!(
+        notes.iter().any(|n| n.contains(&b1)) && notes.iter().any(|n| n.contains(&copy)),
+        "one Event per listed AMI: {notes:?}"
+    );
+    assert!(h.event_notes("ImageDeregistered").await.is_empty());
+    assert_ne!(second.status.and_then(|s| s.last_run_built_image_id), Some(b1));
     h.stop_controller().await;
 }

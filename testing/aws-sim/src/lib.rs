@@ -154,6 +154,9 @@ pub struct Fault {
     pub delay_ms: u64,
     /// Only calls from this account (all accounts when `None`).
     pub account: Option<String>,
+    /// The error message (a generic one when `None`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Fault {
@@ -167,6 +170,7 @@ impl Fault {
             count,
             delay_ms: 0,
             account: None,
+            message: None,
         }
     }
 }
