@@ -81,6 +81,10 @@ app.kubernetes.io/part-of: opsy-ami-operator
 - apiGroups: ["ami.refresh.ops"]
   resources: ["packerbuilders/status"]
   verbs: ["patch"]
+{{- /* Retention never deregisters an AMI an AMIRefresher targets or runs: it lists them before deleting anything. */}}
+- apiGroups: ["ami.refresh.ops"]
+  resources: ["amirefreshers"]
+  verbs: ["list"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
