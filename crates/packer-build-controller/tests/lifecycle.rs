@@ -2486,3 +2486,78 @@ async fn a_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_re
     assert_ne!(second.status.and_then(|s| s.last_run_built_image_id), Some(b1));
     h.stop_controller().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_deregistering_an_ami_and_deleting_its_snapshots_is_finished_after_the_restart() {
+    let mut h = Harness::start().await;
+    h.seed_default_base().await;
+    h.start_controller_with(&[
+        ("OPSY_FAILPOINT", "image-deregistered"),
+        ("RESYNC_INTERVAL", "2s"),
+        ("BASE_AMI_CACHE_TTL", "1s"),
+    ]);
+    let mut builder = h.seed_builder();
+    builder.spec.retention = Some(api_types::packer_builder::RetentionSpec {
+        keep: Some(1),
+        max_age: None,
+        delete_snapshots: true,
+        dry_run: false,
+    });
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h.wait_built().await.status.expect("status");
+    let b1 = first.last_run_built_image_id.clone().expect("ami");
+    let b1_image = h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await.expect("b1");
+    let snapshot = b1_image.block_device_mappings()[0]
+        .ebs()
+        .and_then(|e| e.snapshot_id())
+        .expect("snapshot")
+        .to_owned();
+    // A newer base AMI: the second build makes the first one retention's to deregister, and the controller stops
+    // right after DeregisterImage, before DeleteSnapshot.
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261115",
+        "2026-11-15T00:00:00Z",
+    )
+    .await;
+    let exit = h.controller_exited().await;
+    assert!(!exit.success(), "{exit:?}");
+    assert!(h.controller_log().contains("failpoint image-deregistered"));
+    h.controllers.clear();
+    assert!(
+        h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await.is_none(),
+        "deregistered before the crash"
+    );
+    assert!(
+        h.snapshot_exists(REGION, &snapshot).await,
+        "its snapshot is still there"
+    );
+    let journal = api
+        .get("packer-builder-local")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    let pending = journal.retention.map(|r| r.pending_snapshots).unwrap_or_default();
+    assert_eq!(
+        pending.len(),
+        1,
+        "the snapshot was journalled before the deregistration"
+    );
+    assert_eq!(pending[0].snapshot_ids, [snapshot.clone()]);
+
+    h.start_controller_with(&[("RESYNC_INTERVAL", "2s")]);
+    eventually("the journalled snapshot deleted", || async {
+        (!h.snapshot_exists(REGION, &snapshot).await).then_some(())
+    })
+    .await;
+    let pb = h
+        .wait_for("packer-builder-local", "an empty journal", |pb| {
+            pb.status.as_ref().is_some_and(|s| s.retention.is_none())
+        })
+        .await;
+    let status = pb.status.expect("status");
+    assert_ne!(status.last_run_built_image_id.as_deref(), Some(b1.as_str()));
+    assert_eq!(h.jobs().await.len(), 2, "two builds, none added by the restart");
+    h.stop_controller().await;
+}
