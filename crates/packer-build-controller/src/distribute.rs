@@ -202,13 +202,15 @@ async fn copy_once(
             };
             match ctx.aws.copy_image(region, &request).await {
                 Ok(id) => {
+                    ctx.metrics.count("image_lifecycle", "copy_started");
                     tracing::info!(source = %source.id, %region, copy = %id, "copying the AMI");
                     failpoint("copy-started");
                     entry.image_id = Some(id);
                     entry.state = state::COPYING.to_owned();
                     out.wake(COPY_POLL);
                 }
-                Err(Error::Aws(e)) => {
+                // Throttling and 5xx are the reconcile's back-off to retry, not a failed copy.
+                Err(Error::Aws(e)) if !e.kind.is_retriable() => {
                     let message = format!("copy of {} to {region}: {e}", source.id);
                     tracing::warn!(%message, "copy failed; retried with back-off");
                     record_copy_failure(entry, &message, pass.now, out, ctx, failures);
@@ -259,6 +261,7 @@ fn record_copy_failure(
     ctx: &Context,
     failures_before: i32,
 ) {
+    ctx.metrics.count("image_lifecycle", "copy_failed");
     entry.state = state::FAILED.to_owned();
     entry.image_id = None;
     entry.message = Some(message.to_owned());
@@ -498,6 +501,7 @@ async fn keep_in_use(
         .iter()
         .any(|p| p.image_id == entry.image_id && p.region == entry.region && p.used_by == entry.used_by);
     if !known {
+        pass.ctx.metrics.count("image_lifecycle", "kept_in_use");
         let note = format!(
             "kept AMI {} in {}: retention would deregister it, but it is used by {}",
             entry.image_id,
@@ -553,6 +557,7 @@ async fn deregister(
     } else {
         format!("deleted snapshots {}", deleted.join(", "))
     };
+    ctx.metrics.count("image_lifecycle", "deregistered");
     tracing::info!(ami = %entry.image_id, region = %entry.region, snapshots = ?deleted, "retention deregistered an AMI");
     announce(
         ctx,

@@ -101,7 +101,13 @@ impl Context {
     ) -> Self {
         let metrics = Arc::new(controller_runtime::Metrics::new(
             "packer_build_controller",
-            &[("builds", "Packer builds by result: started, succeeded, failed")],
+            &[
+                ("builds", "Packer builds by result: started, succeeded, failed"),
+                (
+                    "image_lifecycle",
+                    "Image lifecycle actions by result: copy_started, copy_failed, deregistered, kept_in_use",
+                ),
+            ],
         ));
         aws.count_calls(metrics.clone());
         let notifier = Arc::new(crate::notify::SinkNotifier(

@@ -2544,7 +2544,7 @@ async fn a_crash_between_deregistering_an_ami_and_deleting_its_snapshots_is_fini
         1,
         "the snapshot was journalled before the deregistration"
     );
-    assert_eq!(pending[0].snapshot_ids, [snapshot.clone()]);
+    assert_eq!(pending[0].snapshot_ids, std::slice::from_ref(&snapshot));
 
     h.start_controller_with(&[("RESYNC_INTERVAL", "2s")]);
     eventually("the journalled snapshot deleted", || async {
