@@ -110,16 +110,6 @@ pub struct VersionInfo {
 }
 
 /// The launch template an Auto Scaling group launches from: its own, or its mixed-instances policy's.
-fn asg_template(
-    g: &aws_sdk_autoscaling::types::AutoScalingGroup,
-) -> Option<&aws_sdk_autoscaling::types::LaunchTemplateSpecification> {
-    g.launch_template().or_else(|| {
-        g.mixed_instances_policy()
-            .and_then(|m| m.launch_template())
-            .and_then(|t| t.launch_template_specification())
-    })
-}
-
 /// An EKS update's errors as one line.
 fn update_errors(update: &aws_sdk_eks::types::Update) -> String {
     update
@@ -749,7 +739,7 @@ impl Aws {
             .await
             .map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
         Ok(out.auto_scaling_groups().first().map(|g| {
-            let lt = asg_template(g);
+            let lt = controller_runtime::aws::asg_template(g);
             let override_types = g
                 .mixed_instances_policy()
                 .and_then(|m| m.launch_template())
@@ -802,33 +792,13 @@ impl Aws {
     /// launch template or mixed-instances policy) and the EKS managed node groups of every cluster.
     pub async fn template_versions_in_use(&self, region: &str, template_id: &str) -> Result<Vec<i64>> {
         let clients = self.clients(region);
-        let mut used: Vec<i64> = self
-            .asgs_using(region, template_id)
-            .await?
+        let mut users = controller_runtime::aws::asg_template_users(&clients.autoscaling).await?;
+        users.extend(controller_runtime::aws::nodegroup_template_users(&clients.eks).await?);
+        Ok(users
             .into_iter()
-            .filter_map(|(_, version)| version.parse().ok())
-            .collect();
-        let mut clusters = clients.eks.list_clusters().into_paginator().send();
-        let mut names = Vec::new();
-        while let Some(page) = clusters.next().await {
-            let page = page.map_err(|e| aws_error("ListClusters", &e))?;
-            names.extend(page.clusters().iter().cloned());
-        }
-        for cluster in names {
-            for nodegroup in self.list_nodegroups(region, &cluster).await? {
-                let ng = match self.describe_nodegroup(region, &cluster, &nodegroup).await {
-                    Ok(ng) => ng,
-                    Err(Error::Aws(e)) if e.kind == controller_runtime::aws::AwsErrorKind::NotFound => continue,
-                    Err(e) => return Err(e),
-                };
-                if ng.launch_template_id.as_deref() == Some(template_id)
-                    && let Some(n) = ng.launch_template_version.as_deref().and_then(|v| v.parse().ok())
-                {
-                    used.push(n);
-                }
-            }
-        }
-        Ok(used)
+            .filter(|u| u.template_id.as_deref() == Some(template_id))
+            .filter_map(|u| u.version.parse().ok())
+            .collect())
     }
 
     /// Deletes launch template versions (200 per call); returns how many were deleted.
@@ -872,26 +842,12 @@ impl Aws {
     /// Every Auto Scaling group of the region that launches from `template_id` (its launch template or
     /// mixed-instances policy), with the version it names (`3`, `$Latest`, `$Default`).
     async fn asgs_using(&self, region: &str, template_id: &str) -> Result<Vec<(String, String)>> {
-        let mut pages = self
-            .clients(region)
-            .autoscaling
-            .describe_auto_scaling_groups()
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
-            for g in page.auto_scaling_groups() {
-                if let Some(lt) = asg_template(g)
-                    && lt.launch_template_id() == Some(template_id)
-                    && let Some(name) = g.auto_scaling_group_name()
-                {
-                    let version = lt.version().unwrap_or("$Default").to_owned();
-                    out.push((name.to_owned(), version));
-                }
-            }
-        }
-        Ok(out)
+        let users = controller_runtime::aws::asg_template_users(&self.clients(region).autoscaling).await?;
+        Ok(users
+            .into_iter()
+            .filter(|u| u.template_id.as_deref() == Some(template_id))
+            .filter_map(|u| Some((u.asg?, u.version)))
+            .collect())
     }
 
     /// Whether an instance refresh of `asg` onto launch template `version` succeeded (its instances run it).

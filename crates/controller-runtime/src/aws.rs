@@ -245,6 +245,99 @@ pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
     }
 }
 
+/// Something that launches instances from a launch template: an Auto Scaling group or an EKS managed node group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplateUser {
+    /// The launch template ID, when the user names it by ID.
+    pub template_id: Option<String>,
+    /// The launch template name, when the user names it by name.
+    pub template_name: Option<String>,
+    /// The version it names: a number, `$Latest` or `$Default` (the default when it names none).
+    pub version: String,
+    /// Who: `Auto Scaling group <name>` or `EKS node group <cluster>/<name>`.
+    pub user: String,
+    /// The Auto Scaling group's name (for an Auto Scaling group).
+    pub asg: Option<String>,
+}
+
+/// The launch template of an Auto Scaling group: its own, or that of its mixed-instances policy.
+pub fn asg_template(
+    g: &aws_sdk_autoscaling::types::AutoScalingGroup,
+) -> Option<&aws_sdk_autoscaling::types::LaunchTemplateSpecification> {
+    g.launch_template().or_else(|| {
+        g.mixed_instances_policy()
+            .and_then(|m| m.launch_template())
+            .and_then(|t| t.launch_template_specification())
+    })
+}
+
+/// Every Auto Scaling group of a region that launches from a launch template, with the template and version it names
+/// (every page). One listing shared by the rollout's `$Latest` and clean-up checks and by retention.
+pub async fn asg_template_users(client: &aws_sdk_autoscaling::Client) -> Result<Vec<TemplateUser>, AwsError> {
+    let mut pages = client.describe_auto_scaling_groups().into_paginator().send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk("DescribeAutoScalingGroups", &e))?;
+        for g in page.auto_scaling_groups() {
+            if let (Some(lt), Some(name)) = (asg_template(g), g.auto_scaling_group_name()) {
+                out.push(TemplateUser {
+                    template_id: lt.launch_template_id().map(str::to_owned),
+                    template_name: lt.launch_template_name().map(str::to_owned),
+                    version: lt.version().unwrap_or("$Default").to_owned(),
+                    user: format!("Auto Scaling group {name}"),
+                    asg: Some(name.to_owned()),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every EKS managed node group of every cluster in a region that launches from a launch template. A node group
+/// deleted between the listing and its description is skipped.
+pub async fn nodegroup_template_users(client: &aws_sdk_eks::Client) -> Result<Vec<TemplateUser>, AwsError> {
+    let mut clusters = Vec::new();
+    let mut pages = client.list_clusters().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk("ListClusters", &e))?;
+        clusters.extend(page.clusters().iter().cloned());
+    }
+    let mut out = Vec::new();
+    for cluster in clusters {
+        let mut names = Vec::new();
+        let mut pages = client.list_nodegroups().cluster_name(&cluster).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| AwsError::from_sdk("ListNodegroups", &e))?;
+            names.extend(page.nodegroups().iter().cloned());
+        }
+        for name in names {
+            let described = match client
+                .describe_nodegroup()
+                .cluster_name(&cluster)
+                .nodegroup_name(&name)
+                .send()
+                .await
+            {
+                Ok(out) => out,
+                Err(e) => match AwsError::from_sdk("DescribeNodegroup", &e) {
+                    e if e.kind == AwsErrorKind::NotFound => continue,
+                    e => return Err(e),
+                },
+            };
+            if let Some(lt) = described.nodegroup().and_then(|n| n.launch_template()) {
+                out.push(TemplateUser {
+                    template_id: lt.id().map(str::to_owned),
+                    template_name: lt.name().map(str::to_owned),
+                    version: lt.version().unwrap_or("$Default").to_owned(),
+                    user: format!("EKS node group {cluster}/{name}"),
+                    asg: None,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Counts every AWS call by service, operation and outcome (`ok`, `throttled`, `client_error`, `server_error`,
 /// `transport_error`) into `aws_calls_total`. Added to each SDK client's config as an interceptor; retries are
 /// counted as the one call the caller made.

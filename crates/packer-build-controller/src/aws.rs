@@ -599,63 +599,12 @@ impl Aws {
             }
         }
         // (template ID or name, version) -> who uses it.
+        let mut users = controller_runtime::aws::asg_template_users(&self.autoscaling(region)).await?;
+        users.extend(controller_runtime::aws::nodegroup_template_users(&self.eks(region)).await?);
         let mut templates: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-        let mut groups = self
-            .autoscaling(region)
-            .describe_auto_scaling_groups()
-            .into_paginator()
-            .send();
-        while let Some(page) = groups.next().await {
-            let page = page.map_err(|e| aws_error("DescribeAutoScalingGroups", &e))?;
-            for group in page.auto_scaling_groups() {
-                let spec = group.launch_template().or_else(|| {
-                    group
-                        .mixed_instances_policy()?
-                        .launch_template()?
-                        .launch_template_specification()
-                });
-                if let Some(spec) = spec
-                    && let Some(template) = spec.launch_template_id().or(spec.launch_template_name())
-                {
-                    let version = spec.version().unwrap_or("$Default").to_owned();
-                    templates
-                        .entry((template.to_owned(), version))
-                        .or_default()
-                        .push(format!(
-                            "Auto Scaling group {}",
-                            group.auto_scaling_group_name().unwrap_or("?")
-                        ));
-                }
-            }
-        }
-        let eks = self.eks(region);
-        let mut clusters = eks.list_clusters().into_paginator().send();
-        while let Some(page) = clusters.next().await {
-            let page = page.map_err(|e| aws_error("ListClusters", &e))?;
-            for cluster in page.clusters() {
-                let mut node_groups = eks.list_nodegroups().cluster_name(cluster).into_paginator().send();
-                while let Some(ng_page) = node_groups.next().await {
-                    let ng_page = ng_page.map_err(|e| aws_error("ListNodegroups", &e))?;
-                    for name in ng_page.nodegroups() {
-                        let out = eks
-                            .describe_nodegroup()
-                            .cluster_name(cluster)
-                            .nodegroup_name(name)
-                            .send()
-                            .await
-                            .map_err(|e| aws_error("DescribeNodegroup", &e))?;
-                        let Some(lt) = out.nodegroup().and_then(|n| n.launch_template()) else {
-                            continue;
-                        };
-                        if let Some(template) = lt.id().or(lt.name()) {
-                            let version = lt.version().unwrap_or("$Default").to_owned();
-                            templates
-                                .entry((template.to_owned(), version))
-                                .or_default()
-                                .push(format!("EKS node group {cluster}/{name}"));
-                        }
-                    }
-                }
+        for user in users {
+            if let Some(template) = user.template_id.or(user.template_name) {
+                templates.entry((template, user.version)).or_default().push(user.user);
             }
         }
         for ((template, version), users) in templates {
