@@ -458,13 +458,12 @@ async fn retain(
             entry.region,
             entry.snapshot_ids.join(", ")
         );
-        let subject = format!("{}/{}", entry.region, entry.image_id);
         announce(
             ctx,
             pass.pb,
             EventType::Normal,
             reasons::RETENTION_DRY_RUN,
-            &subject,
+            &entry.image_id,
             note,
         )
         .await;
@@ -508,13 +507,12 @@ async fn keep_in_use(
             entry.region,
             entry.used_by.as_deref().unwrap_or_default()
         );
-        let subject = format!("{}/{}", entry.region, entry.image_id);
         announce(
             pass.ctx,
             pass.pb,
             EventType::Normal,
             reasons::IMAGE_IN_USE,
-            &subject,
+            &entry.image_id,
             note,
         )
         .await;
@@ -564,23 +562,28 @@ async fn deregister(
         pb,
         EventType::Normal,
         reasons::IMAGE_DEREGISTERED,
-        &format!("{}/{}", entry.region, entry.image_id),
+        &entry.image_id,
         format!("deregistered AMI {} in {} ({snapshots})", entry.image_id, entry.region),
     )
     .await;
     Ok(())
 }
 
-/// Publishes an Event about `subject` (an AMI, `<region>/<id>`). The subject is part of the Event's action: kube's
-/// Recorder folds Events with the same type, reason and action into one series and keeps the first note, so
-/// without it a second deregistered AMI would only bump the count of the first one's Event.
-async fn announce(ctx: &Context, pb: &PackerBuilder, type_: EventType, reason: &str, subject: &str, note: String) {
+/// Publishes an Event about the AMI `image` (in `region`). The AMI is the Event's related object, as the rollout's
+/// node groups are: kube's Recorder folds Events with the same type, reason, action and related object into one
+/// series and keeps the first note, so without it a second deregistered AMI would only bump the first one's count.
+async fn announce(ctx: &Context, pb: &PackerBuilder, type_: EventType, reason: &str, image: &str, note: String) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
-        action: format!("Retention {subject}"),
-        secondary: None,
+        action: "Retention".to_owned(),
+        secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("ec2.amazonaws.com/v1".into()),
+            kind: Some("Image".into()),
+            name: Some(image.to_owned()),
+            ..Default::default()
+        }),
     };
     if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
         tracing::warn!(%error, "could not publish an Event");
