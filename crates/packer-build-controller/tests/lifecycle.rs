@@ -1498,12 +1498,49 @@ async fn every_request_of_a_build_is_allowed_by_the_chart_rbac() {
         ("LEASE_NAME", "opsy-packer-build-controller"),
         ("POD_NAMESPACE", system.as_str()),
         ("POD_NAME", "pbc-0"),
+        ("RESYNC_INTERVAL", "2s"),
+        ("BASE_AMI_CACHE_TTL", "1s"),
     ]);
-    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
-    api.create(&PostParams::default(), &h.seed_builder())
+    // With retention, so its requests (the AMIRefresher list before anything is deregistered) are judged too; the
+    // kind is installed, as in a cluster running both controllers (kube-sim does not record requests for unknown kinds).
+    h.cluster
+        .install_crds(&h.client, &[api_types::AMIRefresher::crd()])
         .await
-        .expect("apply");
-    h.wait_built().await;
+        .expect("AMIRefresher CRD");
+    let mut builder = h.seed_builder();
+    builder.spec.retention = Some(api_types::packer_builder::RetentionSpec {
+        keep: Some(1),
+        max_age: None,
+        delete_snapshots: true,
+        dry_run: false,
+    });
+    let api: Api<PackerBuilder> = Api::default_namespaced(h.client.clone());
+    api.create(&PostParams::default(), &builder).await.expect("apply");
+    let first = h
+        .wait_built()
+        .await
+        .status
+        .and_then(|s| s.last_run_built_image_id)
+        .expect("ami");
+    h.seed_base(
+        "amazon-eks-node-al2023-x86_64-standard-1.30-v20261115",
+        "2026-11-15T00:00:00Z",
+    )
+    .await;
+    h.wait_for("packer-builder-local", "the second build", |pb| {
+        pb.status
+            .as_ref()
+            .is_some_and(|s| s.last_run_built_image_id.as_ref().is_some_and(|a| a != &first))
+            && ready_reason(pb).as_deref() == Some("BuildSucceeded")
+    })
+    .await;
+    eventually("the first AMI deregistered by retention", || async {
+        h.image_in(REGION, DEFAULT_ACCOUNT, &first)
+            .await
+            .is_none()
+            .then_some(())
+    })
+    .await;
     h.stop_controller().await;
     let Some(records) = h.cluster.requests() else {
         let log = h.controller_log();
