@@ -2414,7 +2414,8 @@ async fn retention_keeps_two_builds_per_region_deletes_snapshots_and_never_an_am
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_retention_dry_run_deletes_nothing() {
+async fn a_refused_or_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_retention_dry_run_deletes_nothing()
+ {
     let mut h = Harness::start().await;
     h.seed_default_base().await;
     h.aws
@@ -2425,6 +2426,8 @@ async fn a_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_re
     let mut fault = aws_sim::Fault::error("ec2", "CopyImage", 400, "InvalidParameterValue", 2);
     fault.message = Some("KMS key alias/ami is not accessible".into());
     h.aws.inject(&fault).await.expect("fault");
+    // The copy EC2 then accepts ends `failed`: it is deregistered and made again.
+    h.aws.fail_next_copies(1).await.expect("failing copy");
     h.start_controller_with(&[
         ("BUILD_RETRY_BASE_DELAY", "1s"),
         ("RESYNC_INTERVAL", "2s"),
@@ -2479,7 +2482,18 @@ async fn a_failed_copy_is_a_warning_with_the_aws_message_and_is_retried_and_a_re
     assert!(!warnings.is_empty(), "a CopyFailed Event");
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     let copies: Vec<_> = calls.iter().filter(|c| c.action == "CopyImage").collect();
-    assert_eq!(copies.len(), 3, "two refused, one made");
+    assert_eq!(copies.len(), 4, "two refused, one failed in EC2, one made");
+    let deregistered: Vec<_> = calls
+        .iter()
+        .filter(|c| c.action == "DeregisterImage" && c.region == COPY_REGIONS[0])
+        .collect();
+    assert_eq!(
+        deregistered.len(),
+        1,
+        "the failed copy is deregistered: {deregistered:?}"
+    );
+    let failures = h.event_notes("CopyFailed").await;
+    assert!(!failures.is_empty());
     assert!(
         copies.iter().all(|c| c.has_param_value("alias/ami")),
         "the region's KMS key is used"

@@ -10,7 +10,8 @@ Added to moto:
 - Auto Scaling StartInstanceRefresh, DescribeInstanceRefreshes, CancelInstanceRefresh, RollbackInstanceRefresh.
 - EC2 CreateLaunchTemplateVersion honouring SourceVersion; DeleteLaunchTemplateVersions; EnableImageDeprecation and
   DisableImageDeprecation (DescribeImages shows DeprecationTime); DescribeImages applying Owners together with ImageIds.
-- EC2 CopyImage: pending for a while (/_ext/copy), ClientToken idempotency, TagSpecifications, CopyImageTags,
+- EC2 CopyImage: pending for a while, then available, or failed for the next copies a test asks to fail
+  (/_ext/copy), ClientToken idempotency, TagSpecifications, CopyImageTags,
   Encrypted/KmsKeyId; DescribeImages of an account finds AMIs other accounts shared with it (launch permission for
   its account ID), without their tags.
 - Progress of updates and refreshes with time: in "auto" mode each ends `durationSeconds` after it started (a ticker
@@ -110,6 +111,7 @@ class State:
         self.copy_seconds = 2.0  # seconds a CopyImage copy stays pending in "auto" mode
         self.copy_tokens = {}  # (account, region, ClientToken) -> image id
         self.copies = []  # [(ami, due)] copies still pending
+        self.copy_failures = 0  # the next this many copies end `failed` instead of `available`
 
 
 STATE = State()
@@ -257,7 +259,7 @@ def _tick():
             for ami, due in list(STATE.copies):
                 if due <= now:
                     if ami.state == "pending":
-                        ami.state = "available"
+                        ami.state = "failed" if getattr(ami, "opsy_fails", False) else "available"
                     STATE.copies.remove((ami, due))
             for (account, region, _name), history in list(STATE.refreshes.items()):
                 for refresh in history:
@@ -1060,6 +1062,9 @@ def copy_image(self):
     with LOCK:
         if token:
             STATE.copy_tokens[key] = image.id
+        if STATE.copy_failures > 0:
+            STATE.copy_failures -= 1
+            image.opsy_fails = True
         STATE.copies.append((image, time.monotonic() + STATE.copy_seconds))
     return ActionResult({"ImageId": image.id})
 
@@ -1223,7 +1228,12 @@ def control(environ, body, start_response):
         if path == "/_ext/copy" and method == "POST":
             with LOCK:
                 STATE.copy_seconds = float(payload.get("durationSeconds", STATE.copy_seconds))
-            return _json(start_response, "200 OK", {"durationSeconds": STATE.copy_seconds})
+                STATE.copy_failures = int(payload.get("failNext", STATE.copy_failures))
+            return _json(
+                start_response,
+                "200 OK",
+                {"durationSeconds": STATE.copy_seconds, "failNext": STATE.copy_failures},
+            )
         if path == "/_ext/timeline" and method == "GET":
             with LOCK:
                 return _json(start_response, "200 OK", {"timeline": list(STATE.timeline)})

@@ -518,6 +518,13 @@ impl AwsEmulator {
         .map(|_| ())
     }
 
+    /// Makes the next `count` CopyImage copies end in state `failed` (after the copy duration) instead of `available`.
+    pub async fn fail_next_copies(&self, count: u32) -> Result<(), EmulatorError> {
+        self.control(reqwest::Method::POST, "/_ext/copy", Some(json!({"failNext": count})))
+            .await
+            .map(|_| ())
+    }
+
     /// Every node group update and instance refresh so far, with when it started and ended.
     pub async fn timeline(&self) -> Result<Vec<Span>, EmulatorError> {
         let body = self.control(reqwest::Method::GET, "/_ext/timeline", None).await?;

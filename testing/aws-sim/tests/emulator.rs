@@ -1077,6 +1077,38 @@ async fn copy_image_is_pending_then_available_idempotent_per_token_tagged_and_en
         .image_id
         .expect("id");
     assert_ne!(other_token, first, "another token makes another copy");
+    w.emulator.fail_next_copies(1).await.expect("fail next");
+    let failing = dst
+        .copy_image()
+        .source_image_id(&source)
+        .source_region(REGION)
+        .name("built")
+        .client_token("token-3")
+        .send()
+        .await
+        .expect("copy")
+        .image_id
+        .expect("id");
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    let state = |id: String| {
+        let dst = dst.clone();
+        async move {
+            dst.describe_images()
+                .image_ids(id)
+                .send()
+                .await
+                .expect("describe")
+                .images()[0]
+                .state()
+                .map(|s| s.as_str().to_owned())
+        }
+    };
+    assert_eq!(state(failing).await.as_deref(), Some("failed"), "asked to fail");
+    assert_eq!(
+        state(other_token).await.as_deref(),
+        Some("available"),
+        "only the next copy fails"
+    );
     let refused = dst
         .copy_image()
         .source_image_id(&source)
