@@ -1232,6 +1232,122 @@ async fn start_groups(
     result
 }
 
+/// Tracks every update in flight (DescribeUpdate / DescribeInstanceRefreshes) and cleans up the launch template versions
+/// of templates whose update just succeeded. Returns the tracked entries and whether one of them just failed.
+async fn poll_in_flight(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    old: &AMIRefresherStatus,
+    now: Timestamp,
+) -> Result<(Vec<NodeGroupStatus>, bool)> {
+    let mut previous = old.node_groups.clone();
+    let mut newly_failed = false;
+    for entry in previous
+        .iter_mut()
+        .filter(|e| e.state == NodeGroupState::InProgress && e.update_id.is_some())
+    {
+        track(ctx, amr, entry, now).await?;
+        if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
+            newly_failed = true;
+        }
+    }
+    // A successful update makes older versions of its template candidates for clean-up.
+    let succeeded: std::collections::BTreeSet<String> = previous
+        .iter()
+        .filter(|e| e.state == NodeGroupState::Successful && e.finished_at.as_ref().is_some_and(|t| t.0 == now))
+        .filter_map(|e| e.launch_template_id.clone())
+        .collect();
+    for template in &succeeded {
+        clean_up_versions(ctx, amr, template, &previous).await;
+    }
+    Ok((previous, newly_failed))
+}
+
+/// The status when no rollout step can follow (pure): `phase` (Invalid, NoEligibleAMI) with `Ready=False` saying why,
+/// and `Progressing=False` unless an update is still in flight.
+fn not_rolling(
+    status: &mut AMIRefresherStatus,
+    phase: AMIRefresherPhase,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) {
+    status.phase = Some(phase);
+    condition(status, types::READY, false, reason, message, generation, now);
+    let in_flight = status.node_groups.iter().any(|n| n.state == NodeGroupState::InProgress);
+    if phase == AMIRefresherPhase::NoEligibleAMI && !in_flight {
+        condition(
+            status,
+            types::PROGRESSING,
+            false,
+            reason,
+            String::new(),
+            generation,
+            now,
+        );
+    }
+}
+
+/// Writes a rollout step's summary into the status (pure): target, phase, progress, the three conditions, and the
+/// node groups left alone because another AMIRefresher claims them.
+fn apply_summary(
+    status: &mut AMIRefresherStatus,
+    summary: &refresh_engine::summary::Summary,
+    (target, source): (&str, String),
+    conflicts: &[String],
+    generation: i64,
+    now: Timestamp,
+) {
+    status.halted_target = summary.halted.then(|| target.to_owned());
+    status.target_ami = Some(target.to_owned());
+    status.target_ami_source = Some(source);
+    status.phase = Some(summary.phase);
+    status.progress = Some(summary.progress.clone());
+    for (type_, c) in [
+        (types::READY, &summary.ready),
+        (types::PROGRESSING, &summary.progressing),
+        (types::DEGRADED, &summary.degraded),
+    ] {
+        condition(status, type_, c.status, c.reason, c.message.clone(), generation, now);
+    }
+    if !conflicts.is_empty() {
+        let message = format!("left alone, claimed by another AMIRefresher: {}", conflicts.join(", "));
+        condition(
+            status,
+            types::READY,
+            false,
+            reasons::NODE_GROUP_CLAIMED,
+            message,
+            generation,
+            now,
+        );
+    }
+}
+
+/// When to look again: soon while updates run, at the end of a canary soak or the opening of a window when groups
+/// wait for them, else at the resync.
+fn next_look(
+    ctx: &Context,
+    status: &AMIRefresherStatus,
+    summary: &refresh_engine::summary::Summary,
+    hold: Option<&refresh_engine::Hold>,
+    window: &WindowState,
+    now: Timestamp,
+) -> Duration {
+    if summary.in_flight > 0 {
+        poll_delay(ctx, status, now)
+    } else if let Some(refresh_engine::Hold::CanarySoak { until }) = hold {
+        until.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
+    } else if let WindowState::Closed { opens_at: Some(t) } = window
+        && summary.pending > 0
+    {
+        t.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
+    } else {
+        ctx.resync
+    }
+}
+
 async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action> {
     let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(amr) = api.get_opt(&cached.name_any()).await? else {
@@ -1250,26 +1366,7 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     // Poll updates in flight first, whatever the spec or the target now say: an update that ends is reported (and
     // a failure halts) even while the spec is invalid or no AMI is eligible; the observation below then already
     // sees what a finished update changed.
-    let mut previous = old.node_groups.clone();
-    let mut newly_failed = false;
-    for entry in previous
-        .iter_mut()
-        .filter(|e| e.state == NodeGroupState::InProgress && e.update_id.is_some())
-    {
-        track(ctx, &amr, entry, now).await?;
-        if matches!(entry.state, NodeGroupState::Failed | NodeGroupState::Cancelled) {
-            newly_failed = true;
-        }
-    }
-    // A successful update makes older versions of its template candidates for clean-up.
-    let succeeded: std::collections::BTreeSet<String> = previous
-        .iter()
-        .filter(|e| e.state == NodeGroupState::Successful && e.finished_at.as_ref().is_some_and(|t| t.0 == now))
-        .filter_map(|e| e.launch_template_id.clone())
-        .collect();
-    for template in &succeeded {
-        clean_up_versions(ctx, &amr, template, &previous).await;
-    }
+    let (previous, mut newly_failed) = poll_in_flight(ctx, &amr, &old, now).await?;
     // Used when no rollout step follows (invalid spec, no eligible AMI): the tracked entries, and a halt against
     // the last target when one of them failed.
     let tracked_only = |status: &mut AMIRefresherStatus| {
@@ -1290,11 +1387,9 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     let (valid, target, source, architecture) = match choice {
         Err(e) => {
             tracked_only(&mut status);
-            status.phase = Some(AMIRefresherPhase::Invalid);
-            condition(
+            not_rolling(
                 &mut status,
-                types::READY,
-                false,
+                AMIRefresherPhase::Invalid,
                 e.category(),
                 e.to_string(),
                 generation,
@@ -1305,28 +1400,14 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
         }
         Ok((_, Choice::NoEligible(why))) => {
             tracked_only(&mut status);
-            status.phase = Some(AMIRefresherPhase::NoEligibleAMI);
-            condition(
+            not_rolling(
                 &mut status,
-                types::READY,
-                false,
+                AMIRefresherPhase::NoEligibleAMI,
                 reasons::NO_ELIGIBLE_AMI,
                 why,
                 generation,
                 now,
             );
-            let in_flight = status.node_groups.iter().any(|n| n.state == NodeGroupState::InProgress);
-            if !in_flight {
-                condition(
-                    &mut status,
-                    types::PROGRESSING,
-                    false,
-                    reasons::NO_ELIGIBLE_AMI,
-                    String::new(),
-                    generation,
-                    now,
-                );
-            }
             report(ctx, &amr, &old, &status).await?;
             return Ok(Action::requeue(ctx.resync));
         }
@@ -1387,52 +1468,97 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
             canary: rc.canary.as_deref(),
         },
     );
-    status.halted_target = summary.halted.then(|| target.clone());
-    status.target_ami = Some(target.clone());
-    status.target_ami_source = Some(source);
-    status.phase = Some(summary.phase);
-    status.progress = Some(summary.progress.clone());
-    for (type_, c) in [
-        (types::READY, &summary.ready),
-        (types::PROGRESSING, &summary.progressing),
-        (types::DEGRADED, &summary.degraded),
-    ] {
-        condition(
-            &mut status,
-            type_,
-            c.status,
-            c.reason,
-            c.message.clone(),
-            generation,
-            now,
-        );
-    }
-    if !conflicts.is_empty() {
-        condition(
-            &mut status,
-            types::READY,
-            false,
-            reasons::NODE_GROUP_CLAIMED,
-            format!("left alone, claimed by another AMIRefresher: {}", conflicts.join(", ")),
-            generation,
-            now,
-        );
-    }
+    apply_summary(&mut status, &summary, (&target, source), &conflicts, generation, now);
     status.node_groups = p.node_groups.clone();
     report(ctx, &amr, &old, &status).await?;
     if let Some(e) = transient {
         return Err(e);
     }
-    let delay = if summary.in_flight > 0 {
-        poll_delay(ctx, &status, now)
-    } else if let Some(refresh_engine::Hold::CanarySoak { until }) = p.hold {
-        until.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
-    } else if let WindowState::Closed { opens_at: Some(t) } = window
-        && summary.pending > 0
-    {
-        t.duration_since(now).unsigned_abs().min(ctx.resync) + Duration::from_secs(1)
-    } else {
-        ctx.resync
-    };
+    let delay = next_look(ctx, &status, &summary, p.hold.as_ref(), &window, now);
     Ok(Action::requeue(delay))
+}
+
+#[cfg(test)]
+mod tests {
+    use api_types::{ami_refresher::NodeGroupKind, conditions::get_condition};
+
+    use super::*;
+
+    fn now() -> Timestamp {
+        "2026-12-01T12:00:00Z".parse().expect("timestamp")
+    }
+
+    fn group(state: NodeGroupState) -> NodeGroupStatus {
+        NodeGroupStatus {
+            name: "ng-a".into(),
+            kind: NodeGroupKind::Managed,
+            current_ami: None,
+            target_ami: None,
+            launch_template_id: None,
+            launch_template_version: None,
+            update_id: None,
+            update_type: None,
+            state,
+            message: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn no_eligible_ami_stops_progressing_unless_an_update_is_still_in_flight() {
+        let mut idle = AMIRefresherStatus::default();
+        not_rolling(
+            &mut idle,
+            AMIRefresherPhase::NoEligibleAMI,
+            reasons::NO_ELIGIBLE_AMI,
+            "none".into(),
+            1,
+            now(),
+        );
+        assert_eq!(idle.phase, Some(AMIRefresherPhase::NoEligibleAMI));
+        let ready = get_condition(&idle.conditions, types::READY).expect("ready");
+        assert_eq!((ready.status.as_str(), ready.message.as_str()), ("False", "none"));
+        assert_eq!(
+            get_condition(&idle.conditions, types::PROGRESSING).map(|c| c.status.as_str()),
+            Some("False")
+        );
+
+        let mut busy = AMIRefresherStatus {
+            node_groups: vec![group(NodeGroupState::InProgress)],
+            ..AMIRefresherStatus::default()
+        };
+        not_rolling(
+            &mut busy,
+            AMIRefresherPhase::NoEligibleAMI,
+            reasons::NO_ELIGIBLE_AMI,
+            "none".into(),
+            1,
+            now(),
+        );
+        assert!(
+            get_condition(&busy.conditions, types::PROGRESSING).is_none(),
+            "an update in flight is still progressing"
+        );
+    }
+
+    #[test]
+    fn an_invalid_spec_says_why_in_ready_only() {
+        let mut status = AMIRefresherStatus::default();
+        not_rolling(
+            &mut status,
+            AMIRefresherPhase::Invalid,
+            "InvalidSpec",
+            "spec.expiresIn: bad".into(),
+            3,
+            now(),
+        );
+        assert_eq!(status.phase, Some(AMIRefresherPhase::Invalid));
+        let ready = get_condition(&status.conditions, types::READY).expect("ready");
+        assert_eq!(
+            (ready.reason.as_str(), ready.observed_generation),
+            ("InvalidSpec", Some(3))
+        );
+        assert!(get_condition(&status.conditions, types::PROGRESSING).is_none());
+    }
 }

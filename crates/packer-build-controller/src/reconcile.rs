@@ -514,155 +514,15 @@ async fn observe_and_act(
             base_unknown,
             recheck,
         } => {
-            let adopted = !add_tags.is_empty();
-            ctx.aws
-                .tag(&spec.region, std::slice::from_ref(&image.id), &add_tags)
-                .await?;
-            // AMIs kept from before this release (or adopted) get EC2's deprecation time at their expiry too.
-            if let Some((created, _)) = ami_tags::created_at(image, now) {
-                deprecate_in_ec2_at_expiry(ctx, &spec.region, image, created, durations, now).await?;
-            }
-            publish(ctx, pb, &image.id).await?;
-            // Every AMI of the build the status records, when the kept one is among them; else the kept one alone.
-            let active: Vec<ami_tags::Image> = if status.last_run_built_image_ids.contains(&image.id) {
-                managed
-                    .iter()
-                    .filter(|i| status.last_run_built_image_ids.contains(&i.id))
-                    .cloned()
-                    .collect()
-            } else {
-                vec![image.clone()]
+            let kept = Kept {
+                image,
+                add_tags,
+                base_unknown,
+                recheck,
             };
-            let stored = pb.status.clone().unwrap_or_default();
-            let pass = crate::distribute::Pass {
-                ctx,
-                pb,
-                identity: &identity,
-                durations,
-                now,
-            };
-            let lifecycle = crate::distribute::converge(&pass, &stored, status, &active).await?;
-            let recheck = lifecycle.requeue.map_or(recheck, |r| r.min(recheck));
-            if !lifecycle.incomplete.is_empty() {
-                status.phase = Some(PackerBuilderPhase::Distributing);
-                status.last_run_built_image_id = Some(image.id.clone());
-                let (reason, message) = match &lifecycle.failure {
-                    Some(failure) => (
-                        reasons::COPY_FAILED,
-                        format!("AMI {} is active; {failure} (retried with back-off)", image.id),
-                    ),
-                    None => (
-                        reasons::COPY_PENDING,
-                        format!(
-                            "AMI {} is active; copying to {}",
-                            image.id,
-                            lifecycle.incomplete.join(", ")
-                        ),
-                    ),
-                };
-                condition(status, types::READY, false, reason, message, generation, now);
-                return Ok(Outcome {
-                    requeue: recheck,
-                    event: None,
-                });
-            }
-            status.phase = Some(PackerBuilderPhase::Ready);
-            status.failed_job_count = 0;
-            condition(
-                status,
-                types::DEGRADED,
-                false,
-                reasons::AS_EXPECTED,
-                String::new(),
-                generation,
-                now,
-            );
-            // Same AMI as before and already Ready: keep the Ready condition as it is (its reason says how the
-            // AMI came to be), so a periodic re-check writes nothing and emits nothing.
-            // A build that made several AMIs keeps them all; any of them is the same AMI set.
-            let ours = status.last_run_built_image_id.as_deref() == Some(image.id.as_str())
-                || status.last_run_built_image_ids.contains(&image.id);
-            let unchanged =
-                !adopted && ours && api_types::conditions::is_condition_true(&status.conditions, types::READY);
-            if unchanged {
-                return Ok(Outcome {
-                    requeue: recheck,
-                    event: None,
-                });
-            }
-            let message = if base_unknown {
-                format!(
-                    "AMI {} is active and not expired (its base AMI is not recorded)",
-                    image.id
-                )
-            } else {
-                format!("AMI {} is active and not expired", image.id)
-            };
-            let regions: Vec<&str> = status.distributed_images.iter().map(|e| e.region.as_str()).collect();
-            let (ready_reason, message) = if adopted {
-                (reasons::AMI_ADOPTED, message)
-            } else if regions.is_empty() {
-                (reasons::AMI_AVAILABLE, message)
-            } else {
-                let mut regions = regions;
-                regions.dedup();
-                (
-                    reasons::IMAGES_DISTRIBUTED,
-                    format!("{message}; its copies are available in {}", regions.join(", ")),
-                )
-            };
-            status.last_run_built_image_id = Some(image.id.clone());
-            if !status.last_run_built_image_ids.contains(&image.id) {
-                status.last_run_built_image_ids.clear();
-            }
-            condition(
-                status,
-                types::READY,
-                true,
-                ready_reason,
-                message.clone(),
-                generation,
-                now,
-            );
-            condition(
-                status,
-                types::BUILDING,
-                false,
-                reasons::AS_EXPECTED,
-                String::new(),
-                generation,
-                now,
-            );
-            Ok(Outcome {
-                requeue: recheck,
-                event: Some((EventType::Normal, ready_reason, message)),
-            })
+            keep(pb, ctx, status, &managed, kept, &identity, durations, now).await
         }
-        Decision::Degraded { why: message } => {
-            status.phase = Some(PackerBuilderPhase::Degraded);
-            condition(
-                status,
-                types::DEGRADED,
-                true,
-                reasons::MAX_FAILED_JOBS_REACHED,
-                message.clone(),
-                generation,
-                now,
-            );
-            condition(
-                status,
-                types::READY,
-                false,
-                reasons::MAX_FAILED_JOBS_REACHED,
-                message.clone(),
-                generation,
-                now,
-            );
-            Ok(Outcome {
-                requeue: durations.controller_timer,
-                event: Some((EventType::Warning, reasons::MAX_FAILED_JOBS_REACHED, message)),
-            })
-        }
+        Decision::Degraded { why: message } => Ok(degraded(status, message, durations, generation, now)),
         Decision::Wait(delay) => Ok(Outcome {
             requeue: delay,
             event: None,
@@ -673,6 +533,193 @@ async fn observe_and_act(
             }
             start_build(pb, ctx, status, ns, durations, base, &why, debug, now).await
         }
+    }
+}
+
+/// The AMI a check keeps, and what the decision said about it.
+struct Kept<'a> {
+    image: &'a ami_tags::Image,
+    /// Tags it lacks (adoption); empty when fully tagged.
+    add_tags: std::collections::BTreeMap<String, String>,
+    base_unknown: bool,
+    recheck: Duration,
+}
+
+/// Keeps the active AMI: completes its tags (adoption), EC2 deprecation at its expiry and SSM publishing, runs its
+/// lifecycle (copies, sharing, retention), then records what follows ([`kept_status`]).
+#[allow(clippy::too_many_arguments)]
+async fn keep(
+    pb: &PackerBuilder,
+    ctx: &Context,
+    status: &mut PackerBuilderStatus,
+    managed: &[ami_tags::Image],
+    kept: Kept<'_>,
+    identity: &Identity,
+    durations: &Durations,
+    now: Timestamp,
+) -> Result<Outcome> {
+    let (spec, image) = (&pb.spec, kept.image);
+    ctx.aws
+        .tag(&spec.region, std::slice::from_ref(&image.id), &kept.add_tags)
+        .await?;
+    // AMIs kept from before this release (or adopted) get EC2's deprecation time at their expiry too.
+    if let Some((created, _)) = ami_tags::created_at(image, now) {
+        deprecate_in_ec2_at_expiry(ctx, &spec.region, image, created, durations, now).await?;
+    }
+    publish(ctx, pb, &image.id).await?;
+    // Every AMI of the build the status records, when the kept one is among them; else the kept one alone.
+    let active: Vec<ami_tags::Image> = if status.last_run_built_image_ids.contains(&image.id) {
+        managed
+            .iter()
+            .filter(|i| status.last_run_built_image_ids.contains(&i.id))
+            .cloned()
+            .collect()
+    } else {
+        vec![image.clone()]
+    };
+    let stored = pb.status.clone().unwrap_or_default();
+    let pass = crate::distribute::Pass {
+        ctx,
+        pb,
+        identity,
+        durations,
+        now,
+    };
+    let lifecycle = crate::distribute::converge(&pass, &stored, status, &active).await?;
+    let facts = KeptFacts {
+        image: &image.id,
+        adopted: !kept.add_tags.is_empty(),
+        base_unknown: kept.base_unknown,
+        recheck: lifecycle.requeue.map_or(kept.recheck, |r| r.min(kept.recheck)),
+    };
+    Ok(kept_status(
+        status,
+        &facts,
+        &lifecycle,
+        pb.metadata.generation.unwrap_or(1),
+        now,
+    ))
+}
+
+/// What [`kept_status`] needs to know about the kept AMI.
+struct KeptFacts<'a> {
+    image: &'a str,
+    adopted: bool,
+    base_unknown: bool,
+    recheck: Duration,
+}
+
+/// The status after a check that keeps an AMI (pure): `Distributing` while copies are missing (`CopyPending`, or
+/// `CopyFailed` with the AWS message), else `Ready`: unchanged when the same AMI was already Ready (a periodic re-check
+/// writes and announces nothing), otherwise with the reason that says how the AMI came to be (`AMIAdopted`,
+/// `AMIAvailable`, `ImagesDistributed`).
+fn kept_status(
+    status: &mut PackerBuilderStatus,
+    facts: &KeptFacts<'_>,
+    lifecycle: &crate::distribute::Lifecycle,
+    generation: i64,
+    now: Timestamp,
+) -> Outcome {
+    let (image, recheck) = (facts.image, facts.recheck);
+    if !lifecycle.incomplete.is_empty() {
+        status.phase = Some(PackerBuilderPhase::Distributing);
+        status.last_run_built_image_id = Some(image.to_owned());
+        let (reason, message) = match &lifecycle.failure {
+            Some(failure) => (
+                reasons::COPY_FAILED,
+                format!("AMI {image} is active; {failure} (retried with back-off)"),
+            ),
+            None => (
+                reasons::COPY_PENDING,
+                format!("AMI {image} is active; copying to {}", lifecycle.incomplete.join(", ")),
+            ),
+        };
+        condition(status, types::READY, false, reason, message, generation, now);
+        return Outcome {
+            requeue: recheck,
+            event: None,
+        };
+    }
+    status.phase = Some(PackerBuilderPhase::Ready);
+    status.failed_job_count = 0;
+    condition(
+        status,
+        types::DEGRADED,
+        false,
+        reasons::AS_EXPECTED,
+        String::new(),
+        generation,
+        now,
+    );
+    // A build that made several AMIs keeps them all; any of them is the same AMI set.
+    let ours = status.last_run_built_image_id.as_deref() == Some(image)
+        || status.last_run_built_image_ids.iter().any(|i| i == image);
+    if !facts.adopted && ours && api_types::conditions::is_condition_true(&status.conditions, types::READY) {
+        return Outcome {
+            requeue: recheck,
+            event: None,
+        };
+    }
+    let message = if facts.base_unknown {
+        format!("AMI {image} is active and not expired (its base AMI is not recorded)")
+    } else {
+        format!("AMI {image} is active and not expired")
+    };
+    let mut regions: Vec<&str> = status.distributed_images.iter().map(|e| e.region.as_str()).collect();
+    regions.dedup();
+    let (ready_reason, message) = if facts.adopted {
+        (reasons::AMI_ADOPTED, message)
+    } else if regions.is_empty() {
+        (reasons::AMI_AVAILABLE, message)
+    } else {
+        (
+            reasons::IMAGES_DISTRIBUTED,
+            format!("{message}; its copies are available in {}", regions.join(", ")),
+        )
+    };
+    status.last_run_built_image_id = Some(image.to_owned());
+    if !status.last_run_built_image_ids.iter().any(|i| i == image) {
+        status.last_run_built_image_ids.clear();
+    }
+    condition(
+        status,
+        types::READY,
+        true,
+        ready_reason,
+        message.clone(),
+        generation,
+        now,
+    );
+    condition(
+        status,
+        types::BUILDING,
+        false,
+        reasons::AS_EXPECTED,
+        String::new(),
+        generation,
+        now,
+    );
+    Outcome {
+        requeue: recheck,
+        event: Some((EventType::Normal, ready_reason, message)),
+    }
+}
+
+/// The status once `maxFailedJobs` is reached (pure): `Degraded`, no more builds until the spec changes.
+fn degraded(
+    status: &mut PackerBuilderStatus,
+    message: String,
+    durations: &Durations,
+    generation: i64,
+    now: Timestamp,
+) -> Outcome {
+    status.phase = Some(PackerBuilderPhase::Degraded);
+    let reason = reasons::MAX_FAILED_JOBS_REACHED;
+    condition(status, types::DEGRADED, true, reason, message.clone(), generation, now);
+    condition(status, types::READY, false, reason, message.clone(), generation, now);
+    Outcome {
+        requeue: durations.controller_timer,
+        event: Some((EventType::Warning, reason, message)),
     }
 }
 
@@ -1133,8 +1180,26 @@ async fn finish_build(
         }
     }
     failpoint("build-tagged");
+    let regions = spec
+        .distribution
+        .as_ref()
+        .map(|d| d.regions.clone())
+        .unwrap_or_default();
+    Ok(built_status(status, &amis, &regions, durations, generation, now))
+}
+
+/// The status after a verified and tagged build (pure): `Ready` with `BuildSucceeded`, or `Distributing` with
+/// `CopyPending` when the AMI still has to be copied to `regions` (the next check makes the copies).
+fn built_status(
+    status: &mut PackerBuilderStatus,
+    amis: &[String],
+    regions: &[String],
+    durations: &Durations,
+    generation: i64,
+    now: Timestamp,
+) -> Outcome {
     let ami = amis[0].clone();
-    status.last_run_built_image_ids = if amis.len() > 1 { amis.clone() } else { Vec::new() };
+    status.last_run_built_image_ids = if amis.len() > 1 { amis.to_vec() } else { Vec::new() };
     let message = if amis.len() > 1 {
         format!("built and verified AMIs {}", amis.join(", "))
     } else {
@@ -1146,20 +1211,13 @@ async fn finish_build(
     status.last_run_message = Some(message.clone());
     status.failed_job_count = 0;
     status.phase = Some(PackerBuilderPhase::Ready);
-    condition(
-        status,
-        types::READY,
-        true,
-        reasons::BUILD_SUCCEEDED,
-        message.clone(),
-        generation,
-        now,
-    );
+    let succeeded = reasons::BUILD_SUCCEEDED;
+    condition(status, types::READY, true, succeeded, message.clone(), generation, now);
     condition(
         status,
         types::BUILDING,
         false,
-        reasons::BUILD_SUCCEEDED,
+        succeeded,
         message.clone(),
         generation,
         now,
@@ -1173,37 +1231,34 @@ async fn finish_build(
         generation,
         now,
     );
-    let regions = spec
-        .distribution
-        .as_ref()
-        .map(|d| d.regions.clone())
-        .unwrap_or_default();
+    let event = Some((EventType::Normal, succeeded, message.clone()));
     if !regions.is_empty() {
         // Copies come next, from the check of the active AMI (restart-safe there): Ready once they are available.
         status.phase = Some(PackerBuilderPhase::Distributing);
+        let pending = format!("{message}; copying to {}", regions.join(", "));
         condition(
             status,
             types::READY,
             false,
             reasons::COPY_PENDING,
-            format!("{message}; copying to {}", regions.join(", ")),
+            pending,
             generation,
             now,
         );
-        return Ok(Outcome {
+        return Outcome {
             requeue: Duration::from_secs(1),
-            event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
-        });
+            event,
+        };
     }
-    Ok(Outcome {
+    Outcome {
         // The new AMI expires `expiresIn` from now: decide again then at the latest.
         requeue: crate::decide::recheck_after(
             now.checked_add(durations.expires_in).unwrap_or(Timestamp::MAX),
             durations.controller_timer,
             now,
         ),
-        event: Some((EventType::Normal, reasons::BUILD_SUCCEEDED, message)),
-    })
+        event,
+    }
 }
 
 fn record_failure(
@@ -1272,6 +1327,156 @@ mod tests {
             message: "message".into(),
             kind,
         })
+    }
+
+    fn now() -> Timestamp {
+        "2026-12-01T12:00:00Z".parse().expect("timestamp")
+    }
+
+    fn facts(image: &str, adopted: bool) -> KeptFacts<'_> {
+        KeptFacts {
+            image,
+            adopted,
+            base_unknown: false,
+            recheck: Duration::from_secs(3600),
+        }
+    }
+
+    fn lifecycle(incomplete: &[&str], failure: Option<&str>) -> crate::distribute::Lifecycle {
+        crate::distribute::Lifecycle {
+            incomplete: incomplete.iter().map(|s| (*s).to_owned()).collect(),
+            failure: failure.map(str::to_owned),
+            requeue: None,
+        }
+    }
+
+    fn ready(status: &PackerBuilderStatus) -> (String, String, String) {
+        let c = get_condition(&status.conditions, types::READY).expect("ready");
+        (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    #[test]
+    fn a_recheck_of_the_same_ready_ami_writes_nothing_and_announces_nothing() {
+        let mut status = PackerBuilderStatus::default();
+        let first = kept_status(&mut status, &facts("ami-1", false), &lifecycle(&[], None), 1, now());
+        assert_eq!(first.event.as_ref().map(|e| e.1), Some(reasons::AMI_AVAILABLE));
+        let before = status.clone();
+        let again = kept_status(&mut status, &facts("ami-1", false), &lifecycle(&[], None), 1, now());
+        assert!(again.event.is_none());
+        assert_eq!(status, before, "nothing to write");
+    }
+
+    #[test]
+    fn copies_in_progress_or_failed_keep_it_distributing_and_not_ready() {
+        let mut status = PackerBuilderStatus::default();
+        let out = kept_status(
+            &mut status,
+            &facts("ami-1", false),
+            &lifecycle(&["eu-west-1 (copying)"], None),
+            1,
+            now(),
+        );
+        assert!(out.event.is_none(), "announced from the phase, not here");
+        assert_eq!(status.phase, Some(PackerBuilderPhase::Distributing));
+        let (value, reason, message) = ready(&status);
+        assert_eq!((value.as_str(), reason.as_str()), ("False", reasons::COPY_PENDING));
+        assert!(message.contains("eu-west-1 (copying)"), "{message}");
+        kept_status(
+            &mut status,
+            &facts("ami-1", false),
+            &lifecycle(
+                &["eu-west-1 (failed)"],
+                Some("copy of ami-1 to eu-west-1: KMS key not usable"),
+            ),
+            1,
+            now(),
+        );
+        let (value, reason, message) = ready(&status);
+        assert_eq!((value.as_str(), reason.as_str()), ("False", reasons::COPY_FAILED));
+        assert!(message.contains("KMS key not usable"), "{message}");
+    }
+
+    #[test]
+    fn complete_distribution_is_ready_naming_the_copy_regions() {
+        let mut status = PackerBuilderStatus {
+            distributed_images: ["eu-west-1", "us-east-1"]
+                .map(|r| api_types::packer_builder::DistributedImage {
+                    region: r.into(),
+                    state: "available".into(),
+                    ..Default::default()
+                })
+                .to_vec(),
+            ..PackerBuilderStatus::default()
+        };
+        let out = kept_status(&mut status, &facts("ami-1", false), &lifecycle(&[], None), 1, now());
+        assert_eq!(status.phase, Some(PackerBuilderPhase::Ready));
+        let (value, reason, message) = ready(&status);
+        assert_eq!((value.as_str(), reason.as_str()), ("True", reasons::IMAGES_DISTRIBUTED));
+        assert!(message.ends_with("available in eu-west-1, us-east-1"), "{message}");
+        assert_eq!(out.event.map(|e| e.1), Some(reasons::IMAGES_DISTRIBUTED));
+    }
+
+    #[test]
+    fn an_adopted_ami_is_announced_even_when_already_ready() {
+        let mut status = PackerBuilderStatus::default();
+        kept_status(&mut status, &facts("ami-1", false), &lifecycle(&[], None), 1, now());
+        let out = kept_status(&mut status, &facts("ami-1", true), &lifecycle(&[], None), 1, now());
+        assert_eq!(out.event.map(|e| e.1), Some(reasons::AMI_ADOPTED));
+        assert_eq!(ready(&status).1, reasons::AMI_ADOPTED);
+    }
+
+    fn durations() -> Durations {
+        crate::decide::validate(
+            &serde_json::from_value(serde_json::json!({
+                "clusterName": "c", "region": "us-west-2",
+                "builder": {"repoURL": "https://git.example/p.git", "image": "packer"}
+            }))
+            .expect("spec"),
+        )
+        .expect("durations")
+    }
+
+    #[test]
+    fn a_build_is_ready_at_once_without_copies_and_distributing_with_them() {
+        let amis = ["ami-1".to_owned(), "ami-2".to_owned()];
+        let mut status = PackerBuilderStatus::default();
+        let out = built_status(&mut status, &amis, &[], &durations(), 1, now());
+        assert_eq!(status.phase, Some(PackerBuilderPhase::Ready));
+        assert_eq!(ready(&status).1, reasons::BUILD_SUCCEEDED);
+        assert_eq!(status.last_run_built_image_id.as_deref(), Some("ami-1"));
+        assert_eq!(
+            status.last_run_built_image_ids, amis,
+            "every AMI of a multi-source build"
+        );
+        assert_eq!(out.event.as_ref().map(|e| e.1), Some(reasons::BUILD_SUCCEEDED));
+
+        let mut status = PackerBuilderStatus::default();
+        let out = built_status(&mut status, &amis[..1], &["eu-west-1".into()], &durations(), 1, now());
+        assert_eq!(status.phase, Some(PackerBuilderPhase::Distributing));
+        let (value, reason, message) = ready(&status);
+        assert_eq!((value.as_str(), reason.as_str()), ("False", reasons::COPY_PENDING));
+        assert!(message.ends_with("copying to eu-west-1"), "{message}");
+        assert!(status.last_run_built_image_ids.is_empty());
+        assert_eq!(out.requeue, Duration::from_secs(1), "the copies start at once");
+        assert_eq!(
+            out.event.map(|e| e.1),
+            Some(reasons::BUILD_SUCCEEDED),
+            "counted as a succeeded build"
+        );
+    }
+
+    #[test]
+    fn max_failed_jobs_degrades_with_a_warning_until_the_timer() {
+        let mut status = PackerBuilderStatus::default();
+        let durations = durations();
+        let out = degraded(&mut status, "3 failed builds".into(), &durations, 1, now());
+        assert_eq!(status.phase, Some(PackerBuilderPhase::Degraded));
+        assert_eq!(ready(&status).1, reasons::MAX_FAILED_JOBS_REACHED);
+        assert!(matches!(
+            out.event,
+            Some((EventType::Warning, reasons::MAX_FAILED_JOBS_REACHED, _))
+        ));
+        assert_eq!(out.requeue, durations.controller_timer);
     }
 
     #[test]
