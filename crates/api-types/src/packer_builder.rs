@@ -590,7 +590,8 @@ pub struct LaunchPermissionsSpec {
 
 /// Retention of older managed AMIs of this PackerBuilder, per region. The active AMI is never deregistered, nor
 /// any AMI in use: the target or current AMI of an AMIRefresher, the image of a launch template version an Auto
-/// Scaling group or EKS node group uses, or the image of a pending, running, stopping or stopped instance.
+/// Scaling group or EKS node group uses, or the image of a pending, running, stopping or stopped instance. AMIs of the
+/// original operator without a `created-by-namespace` tag are never deregistered.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.keep) || has(self.maxAge)")

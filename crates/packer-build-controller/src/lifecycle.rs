@@ -167,8 +167,10 @@ pub struct RetentionPolicy {
 /// The AMIs of one PackerBuilder in one region that retention would deregister, oldest first. AMIs are grouped into
 /// builds by their `build-id` tag (a template with several sources makes several AMIs per build); a build is kept
 /// when it holds a `protected` AMI (the active ones), ranks among the newest `keep`, or is younger than `max_age`
-/// (when both are set, either keeps it). AMIs still being made (`pending`) are never candidates. Which candidates
-/// are in use is decided afterwards ([`in_use_reason`]).
+/// (when both are set, either keeps it). AMIs still being made (`pending`) are never candidates, nor are AMIs without a
+/// `created-by-namespace` tag (made by the original operator and never adopted): a same-named PackerBuilder in another
+/// namespace counts them as its own too, so neither may delete them; they are left out of the count as well. Which
+/// candidates are in use is decided afterwards ([`in_use_reason`]).
 pub fn retention_candidates<'a>(
     images: &'a [Image],
     protected: &[String],
@@ -176,7 +178,10 @@ pub fn retention_candidates<'a>(
     now: Timestamp,
 ) -> Vec<&'a Image> {
     let mut builds: BTreeMap<String, Vec<&Image>> = BTreeMap::new();
-    for image in images.iter().filter(|i| i.state.as_deref() != Some("pending")) {
+    let judged = images
+        .iter()
+        .filter(|i| i.state.as_deref() != Some("pending") && i.tag(keys::CREATED_BY_NAMESPACE).is_some());
+    for image in judged {
         let key = image
             .tag(keys::BUILD_ID)
             .map_or_else(|| image.id.clone(), str::to_owned);
@@ -258,6 +263,7 @@ mod tests {
             tags: BTreeMap::from([
                 (keys::BUILD_ID.to_owned(), build.to_owned()),
                 (keys::CREATE_TIMESTAMP.to_owned(), created.to_owned()),
+                (keys::CREATED_BY_NAMESPACE.to_owned(), "team-a".to_owned()),
             ]),
             ..Image::default()
         }
@@ -342,6 +348,18 @@ mod tests {
     fn a_pending_ami_is_never_a_candidate() {
         let mut images = four_builds();
         images[0].state = Some("pending".into());
+        let policy = RetentionPolicy {
+            keep: Some(1),
+            max_age: None,
+        };
+        let out = retention_candidates(&images, &["ami-4".into()], policy, ts(NOW));
+        assert_eq!(ids(&out), ["ami-2", "ami-3"]);
+    }
+
+    #[test]
+    fn an_ami_of_the_original_operator_without_a_namespace_is_never_a_candidate_nor_counted() {
+        let mut images = four_builds();
+        images[0].tags.remove(keys::CREATED_BY_NAMESPACE);
         let policy = RetentionPolicy {
             keep: Some(1),
             max_age: None,
