@@ -261,52 +261,16 @@ async fn choose_target(
 ) -> Result<Choice> {
     let spec = &amr.spec;
     if let Some(ami) = &spec.ami {
-        return Ok(match verify(ctx, amr, policy, ami, now).await? {
-            Err(why) => Choice::NoEligible(why),
-            Ok(architecture) => Choice::Chosen {
-                ami: ami.clone(),
-                source: "spec.ami".into(),
-                architecture,
-            },
-        });
+        return verified(ctx, amr, policy, ami.clone(), "spec.ami".into(), now).await;
     }
     if let Some(reference) = &spec.packer_builder_ref {
-        let ns = amr.namespace().unwrap_or_default();
-        let builders: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &ns);
-        let Some(pb) = builders.get_opt(&reference.name).await? else {
-            return Ok(Choice::NoEligible(format!(
-                "PackerBuilder {ns}/{} does not exist",
-                reference.name
-            )));
-        };
-        let built_in = pb.spec.region.clone();
-        let Some(status) = pb.status.filter(|s| s.last_run_built_image_id.is_some()) else {
-            return Ok(Choice::NoEligible(format!(
-                "PackerBuilder {ns}/{} has not produced an AMI yet",
-                reference.name
-            )));
-        };
-        let Some(ami) = refresh_engine::target::built_image_in(&status, &built_in, &spec.region) else {
-            return Ok(Choice::NoEligible(format!(
-                "PackerBuilder {ns}/{} builds in {built_in} and has no available copy in {} (add it to its \
-                 spec.distribution.regions)",
-                reference.name, spec.region
-            )));
-        };
-        return Ok(match verify(ctx, amr, policy, &ami, now).await? {
-            Err(why) => Choice::NoEligible(why),
-            Ok(architecture) => Choice::Chosen {
-                ami,
-                source: format!("packerBuilderRef {ns}/{}", reference.name),
-                architecture,
-            },
-        });
+        return built_by(ctx, amr, policy, &reference.name, now).await;
     }
     let mut namespaces = vec![amr.namespace().unwrap_or_default()];
     namespaces.extend(spec.trusted_namespaces.iter().cloned());
     let selector = Selector::for_cluster_in(&spec.cluster_name, &namespaces);
     let owners = trusted_owners(amr);
-    let mut images = ctx
+    let images = ctx
         .aws
         .images(&spec.region, &spec.ami_filters, &selector.ec2_tag_filters(), &owners)
         .await?;
@@ -323,50 +287,122 @@ async fn choose_target(
             .filter(|i| i.tags.is_empty())
             .collect()
     };
-    let newest_shared = shared
-        .iter()
-        .filter_map(|i| evaluate_shared(i, policy, now).ok().map(|created| (i, created)))
-        .max_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.id.cmp(&b.id)));
-    let candidates = images.len() + shared.len();
-    let newest = match (newest_eligible(&images, &selector, policy, now), newest_shared) {
-        (Some(tagged), Some(shared)) => Some(if shared.1 > tagged.1 { shared } else { tagged }),
-        (tagged, shared) => tagged.or(shared),
-    }
-    .map(|(image, _)| (image.id.clone(), image.architecture.clone()));
-    let rejected_shared: Vec<String> = shared
-        .iter()
-        .filter_map(|i| evaluate_shared(i, policy, now).err().map(|w| why_not(&i.id, &w)))
-        .collect();
-    images.extend(shared.iter().cloned());
-    Ok(match newest {
-        Some((ami, architecture)) => Choice::Chosen {
+    let found = Found {
+        tagged: images,
+        shared,
+        selector: &selector,
+        cluster: &spec.cluster_name,
+        owners: &owners,
+    };
+    Ok(found.newest(policy, now))
+}
+
+/// `ami` if it passes the eligibility policy (EC2's own view of it), with where it came from.
+async fn verified(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    policy: &EligibilityPolicy,
+    ami: String,
+    source: String,
+    now: Timestamp,
+) -> Result<Choice> {
+    Ok(match verify(ctx, amr, policy, &ami, now).await? {
+        Err(why) => Choice::NoEligible(why),
+        Ok(architecture) => Choice::Chosen {
             ami,
-            source: format!("amiFilters: newest eligible of {candidates} candidate(s)"),
+            source,
             architecture,
         },
-        None => {
-            let reasons: Vec<String> = images
-                .iter()
-                .filter(|i| !i.tags.is_empty())
-                .filter_map(|i| evaluate(i, &selector, policy, now).err().map(|w| why_not(&i.id, &w)))
-                .chain(rejected_shared)
-                .take(5)
-                .collect();
-            Choice::NoEligible(if images.is_empty() {
-                format!(
-                    "no AMI of cluster {} matches amiFilters from owners {}",
-                    spec.cluster_name,
-                    owners.join(",")
-                )
-            } else {
-                format!(
-                    "none of {} candidate AMI(s) is eligible: {}",
-                    images.len(),
-                    reasons.join("; ")
-                )
-            })
-        }
     })
+}
+
+/// The AMI the referenced PackerBuilder (same namespace) last built, or its available copy in this region.
+async fn built_by(
+    ctx: &Context,
+    amr: &AMIRefresher,
+    policy: &EligibilityPolicy,
+    name: &str,
+    now: Timestamp,
+) -> Result<Choice> {
+    let ns = amr.namespace().unwrap_or_default();
+    let region = &amr.spec.region;
+    let builders: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(pb) = builders.get_opt(name).await? else {
+        return Ok(Choice::NoEligible(format!("PackerBuilder {ns}/{name} does not exist")));
+    };
+    let built_in = pb.spec.region.clone();
+    let Some(status) = pb.status.filter(|s| s.last_run_built_image_id.is_some()) else {
+        return Ok(Choice::NoEligible(format!(
+            "PackerBuilder {ns}/{name} has not produced an AMI yet"
+        )));
+    };
+    let Some(ami) = refresh_engine::target::built_image_in(&status, &built_in, region) else {
+        return Ok(Choice::NoEligible(format!(
+            "PackerBuilder {ns}/{name} builds in {built_in} and has no available copy in {region} (add it to its \
+             spec.distribution.regions)"
+        )));
+    };
+    verified(ctx, amr, policy, ami, format!("packerBuilderRef {ns}/{name}"), now).await
+}
+
+/// The candidates `amiFilters` found: the operator's tagged AMIs of the cluster and untagged AMIs shared from a
+/// trusted image account.
+struct Found<'a> {
+    tagged: Vec<ami_tags::Image>,
+    shared: Vec<ami_tags::Image>,
+    selector: &'a Selector,
+    cluster: &'a str,
+    owners: &'a [String],
+}
+
+impl Found<'_> {
+    /// Pure: the newest eligible candidate (ties broken by ID), or why none is (the first five reasons).
+    fn newest(self, policy: &EligibilityPolicy, now: Timestamp) -> Choice {
+        let newest_shared = self
+            .shared
+            .iter()
+            .filter_map(|i| evaluate_shared(i, policy, now).ok().map(|created| (i, created)))
+            .max_by(|(a, ta), (b, tb)| ta.cmp(tb).then_with(|| a.id.cmp(&b.id)));
+        let candidates = self.tagged.len() + self.shared.len();
+        let newest = match (newest_eligible(&self.tagged, self.selector, policy, now), newest_shared) {
+            (Some(tagged), Some(shared)) => Some(if shared.1 > tagged.1 { shared } else { tagged }),
+            (tagged, shared) => tagged.or(shared),
+        };
+        if let Some((image, _)) = newest {
+            return Choice::Chosen {
+                ami: image.id.clone(),
+                source: format!("amiFilters: newest eligible of {candidates} candidate(s)"),
+                architecture: image.architecture.clone(),
+            };
+        }
+        if candidates == 0 {
+            return Choice::NoEligible(format!(
+                "no AMI of cluster {} matches amiFilters from owners {}",
+                self.cluster,
+                self.owners.join(",")
+            ));
+        }
+        let reasons: Vec<String> = self
+            .tagged
+            .iter()
+            .filter(|i| !i.tags.is_empty())
+            .filter_map(|i| {
+                evaluate(i, self.selector, policy, now)
+                    .err()
+                    .map(|w| why_not(&i.id, &w))
+            })
+            .chain(
+                self.shared
+                    .iter()
+                    .filter_map(|i| evaluate_shared(i, policy, now).err().map(|w| why_not(&i.id, &w))),
+            )
+            .take(5)
+            .collect();
+        Choice::NoEligible(format!(
+            "none of {candidates} candidate AMI(s) is eligible: {}",
+            reasons.join("; ")
+        ))
+    }
 }
 
 /// A node group as observed, with what starting it needs.
@@ -1348,6 +1384,28 @@ fn next_look(
     }
 }
 
+/// What one reconcile starts from: the object as the API server has it now, its status before this step, and
+/// what polling the tracked updates found.
+struct Step<'a> {
+    amr: &'a AMIRefresher,
+    old: AMIRefresherStatus,
+    /// `old` with this step's changes so far.
+    status: AMIRefresherStatus,
+    /// The tracked entries after polling the updates in flight.
+    previous: Vec<NodeGroupStatus>,
+    /// Whether a tracked update ended failed in this step.
+    newly_failed: bool,
+    generation: i64,
+    now: Timestamp,
+}
+
+/// The AMI a step rolls onto.
+struct Chosen {
+    ami: String,
+    source: String,
+    architecture: Option<String>,
+}
+
 async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action> {
     let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(amr) = api.get_opt(&cached.name_any()).await? else {
@@ -1358,7 +1416,6 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     }
     let now = controller_runtime::clock::now();
     let generation = amr.metadata.generation.unwrap_or(1);
-    let retry = amr.annotations().get(RETRY_ANNOTATION).cloned();
     let old = amr.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = Some(generation);
@@ -1366,73 +1423,94 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     // Poll updates in flight first, whatever the spec or the target now say: an update that ends is reported (and
     // a failure halts) even while the spec is invalid or no AMI is eligible; the observation below then already
     // sees what a finished update changed.
-    let (previous, mut newly_failed) = poll_in_flight(ctx, &amr, &old, now).await?;
-    // Used when no rollout step follows (invalid spec, no eligible AMI): the tracked entries, and a halt against
-    // the last target when one of them failed.
-    let tracked_only = |status: &mut AMIRefresherStatus| {
-        status.node_groups = previous.clone();
-        if newly_failed {
-            status.halted_target = old.target_ami.clone();
-        }
+    let (previous, newly_failed) = poll_in_flight(ctx, &amr, &old, now).await?;
+    let step = Step {
+        amr: &amr,
+        old,
+        status,
+        previous,
+        newly_failed,
+        generation,
+        now,
     };
-
-    let choice = match validate(&amr) {
-        Err(e) => Err(e),
-        Ok(valid) => match choose_target(ctx, &amr, &valid.policy, now).await {
-            Ok(choice) => Ok((valid, choice)),
-            Err(e @ Error::InvalidSpec(_)) => Err(e),
-            Err(e) => return Err(e),
-        },
+    let valid = match validate(&amr) {
+        Ok(valid) => valid,
+        Err(e) => return hold(ctx, step, AMIRefresherPhase::Invalid, e.category(), e.to_string()).await,
     };
-    let (valid, target, source, architecture) = match choice {
-        Err(e) => {
-            tracked_only(&mut status);
-            not_rolling(
-                &mut status,
-                AMIRefresherPhase::Invalid,
-                e.category(),
-                e.to_string(),
-                generation,
-                now,
-            );
-            report(ctx, &amr, &old, &status).await?;
-            return Ok(Action::requeue(ctx.resync));
-        }
-        Ok((_, Choice::NoEligible(why))) => {
-            tracked_only(&mut status);
-            not_rolling(
-                &mut status,
-                AMIRefresherPhase::NoEligibleAMI,
-                reasons::NO_ELIGIBLE_AMI,
-                why,
-                generation,
-                now,
-            );
-            report(ctx, &amr, &old, &status).await?;
-            return Ok(Action::requeue(ctx.resync));
-        }
-        Ok((
-            valid,
-            Choice::Chosen {
+    match choose_target(ctx, &amr, &valid.policy, now).await {
+        Ok(Choice::Chosen {
+            ami,
+            source,
+            architecture,
+        }) => {
+            let chosen = Chosen {
                 ami,
                 source,
                 architecture,
-            },
-        )) => (valid, ami, source, architecture),
-    };
+            };
+            roll(ctx, step, &valid, chosen).await
+        }
+        Ok(Choice::NoEligible(why)) => {
+            hold(
+                ctx,
+                step,
+                AMIRefresherPhase::NoEligibleAMI,
+                reasons::NO_ELIGIBLE_AMI,
+                why,
+            )
+            .await
+        }
+        Err(e @ Error::InvalidSpec(_)) => {
+            hold(ctx, step, AMIRefresherPhase::Invalid, e.category(), e.to_string()).await
+        }
+        Err(e) => Err(e),
+    }
+}
 
-    let mut groups = observe(ctx, &amr, &previous).await?;
-    let conflicts = claim_groups(ctx, &amr, &mut groups).await?;
-    skip_misfits(ctx, &amr.spec.region, &target, architecture.as_deref(), &mut groups).await?;
+/// A step with no rollout (invalid spec, no eligible AMI): the tracked entries are kept, a halt against the last
+/// target is recorded when one of them failed, and the phase says why nothing rolls.
+async fn hold(
+    ctx: &Context,
+    mut step: Step<'_>,
+    phase: AMIRefresherPhase,
+    reason: &str,
+    why: String,
+) -> Result<Action> {
+    step.status.node_groups = step.previous;
+    if step.newly_failed {
+        step.status.halted_target = step.old.target_ami.clone();
+    }
+    not_rolling(&mut step.status, phase, reason, why, step.generation, step.now);
+    report(ctx, step.amr, &step.old, &step.status).await?;
+    Ok(Action::requeue(ctx.resync))
+}
+
+/// A step towards `chosen`: observe the node groups, plan (pure), start what the plan names, summarise (pure),
+/// write status and announce.
+async fn roll(ctx: &Context, mut step: Step<'_>, valid: &ValidSpec, chosen: Chosen) -> Result<Action> {
+    let (amr, now, generation) = (step.amr, step.now, step.generation);
+    let target = chosen.ami;
+    let retry = amr.annotations().get(RETRY_ANNOTATION).cloned();
+    let mut groups = observe(ctx, amr, &step.previous).await?;
+    let conflicts = claim_groups(ctx, amr, &mut groups).await?;
+    skip_misfits(
+        ctx,
+        &amr.spec.region,
+        &target,
+        chosen.architecture.as_deref(),
+        &mut groups,
+    )
+    .await?;
     let halt = refresh_engine::plan::halt_holds(
-        &refresh_engine::plan::HaltRecord::from_status(&old, generation),
+        &refresh_engine::plan::HaltRecord::from_status(&step.old, generation),
         &target,
         retry.as_deref(),
     );
-    if retry.is_some() && retry != old.observed_retry {
+    let status = &mut step.status;
+    if retry.is_some() && retry != step.old.observed_retry {
         status.retried_at = Some(Time(now));
     }
-    status.observed_retry = retry.clone();
+    status.observed_retry = retry;
     status.failed_generation = None;
     let observed: Vec<Observed> = groups.iter().map(|g| g.observed.clone()).collect();
     let rc = amr.spec.refresh_config.clone().unwrap_or_default();
@@ -1440,42 +1518,44 @@ async fn reconcile_inner(cached: &AMIRefresher, ctx: &Context) -> Result<Action>
     let mut p = plan(PlanInputs {
         target: &target,
         observed: &observed,
-        previous: &previous,
+        previous: &step.previous,
         canary: rc.canary.as_deref(),
         canary_soak: valid.canary_soak,
         parallelism: usize::try_from(rc.parallelism).unwrap_or(1),
         paused: amr.spec.paused,
         dry_run: amr.spec.dry_run,
         window,
-        halted: halt || newly_failed,
+        halted: halt || step.newly_failed,
         now,
     });
-
-    let since = status.retried_at.as_ref().map(|t| t.0);
     let at = When {
         target: &target,
-        since,
+        since: status.retried_at.as_ref().map(|t| t.0),
         now,
     };
-    let started = start_groups(ctx, &amr, &valid, &groups, &mut p, at).await;
-    newly_failed |= started.failed;
-    let transient = started.transient;
+    let started = start_groups(ctx, amr, valid, &groups, &mut p, at).await;
     let summary = refresh_engine::summary::summarize(
         &p,
         refresh_engine::summary::StepFacts {
             target: &target,
-            halting: halt || newly_failed,
+            halting: halt || step.newly_failed || started.failed,
             canary: rc.canary.as_deref(),
         },
     );
-    apply_summary(&mut status, &summary, (&target, source), &conflicts, generation, now);
+    apply_summary(status, &summary, (&target, chosen.source), &conflicts, generation, now);
     status.node_groups = p.node_groups.clone();
-    report(ctx, &amr, &old, &status).await?;
-    if let Some(e) = transient {
+    report(ctx, amr, &step.old, status).await?;
+    if let Some(e) = started.transient {
         return Err(e);
     }
-    let delay = next_look(ctx, &status, &summary, p.hold.as_ref(), &window, now);
-    Ok(Action::requeue(delay))
+    Ok(Action::requeue(next_look(
+        ctx,
+        status,
+        &summary,
+        p.hold.as_ref(),
+        &window,
+        now,
+    )))
 }
 
 #[cfg(test)]
@@ -1503,6 +1583,91 @@ mod tests {
             started_at: None,
             finished_at: None,
         }
+    }
+
+    fn shared(id: &str, created: &str) -> ami_tags::Image {
+        ami_tags::Image {
+            id: id.into(),
+            creation_date: Some(created.parse().expect("timestamp")),
+            state: Some("available".into()),
+            architecture: Some("x86_64".into()),
+            ..ami_tags::Image::default()
+        }
+    }
+
+    fn found<'a>(
+        tagged: Vec<ami_tags::Image>,
+        shared: Vec<ami_tags::Image>,
+        selector: &'a Selector,
+        owners: &'a [String],
+    ) -> Found<'a> {
+        Found {
+            tagged,
+            shared,
+            selector,
+            cluster: "opsy",
+            owners,
+        }
+    }
+
+    const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    #[test]
+    fn the_newest_eligible_shared_ami_wins_and_an_expired_one_never_does() {
+        let selector = Selector::for_cluster("opsy");
+        let owners = ["111122223333".to_owned()];
+        let candidates = vec![
+            shared("ami-old", "2026-11-28T00:00:00Z"),
+            shared("ami-new", "2026-11-30T00:00:00Z"),
+            shared("ami-expired-newest", "2026-12-01T11:00:00Z"),
+        ];
+        let mut candidates = candidates;
+        candidates[2].deprecation_time = Some("2026-12-01T11:30:00Z".parse().expect("timestamp"));
+        let choice =
+            found(Vec::new(), candidates, &selector, &owners).newest(&EligibilityPolicy::expiring_after(WEEK), now());
+        let Choice::Chosen {
+            ami,
+            source,
+            architecture,
+        } = choice
+        else {
+            panic!("expected a chosen AMI");
+        };
+        assert_eq!(ami, "ami-new");
+        assert_eq!(source, "amiFilters: newest eligible of 3 candidate(s)");
+        assert_eq!(architecture.as_deref(), Some("x86_64"));
+    }
+
+    #[test]
+    fn nothing_found_names_the_cluster_and_owners() {
+        let selector = Selector::for_cluster("opsy");
+        let owners = ["self".to_owned(), "111122223333".to_owned()];
+        let choice =
+            found(Vec::new(), Vec::new(), &selector, &owners).newest(&EligibilityPolicy::expiring_after(WEEK), now());
+        let Choice::NoEligible(why) = choice else {
+            panic!("expected no eligible AMI");
+        };
+        assert_eq!(
+            why,
+            "no AMI of cluster opsy matches amiFilters from owners self,111122223333"
+        );
+    }
+
+    #[test]
+    fn only_ineligible_candidates_are_each_explained() {
+        let selector = Selector::for_cluster("opsy");
+        let owners = ["self".to_owned()];
+        // Tagged, but not by this operator for this cluster: a forgery is never chosen, however new.
+        let mut forged = shared("ami-forged", "2026-12-01T00:00:00Z");
+        forged.tags.insert("cluster-name".into(), "opsy".into());
+        let too_old = shared("ami-too-old", "2026-10-01T00:00:00Z");
+        let choice = found(vec![forged], vec![too_old], &selector, &owners)
+            .newest(&EligibilityPolicy::expiring_after(WEEK), now());
+        let Choice::NoEligible(why) = choice else {
+            panic!("expected no eligible AMI");
+        };
+        assert!(why.starts_with("none of 2 candidate AMI(s) is eligible: "), "{why}");
+        assert!(why.contains("ami-forged") && why.contains("ami-too-old"), "{why}");
     }
 
     #[test]

@@ -311,8 +311,106 @@ fn announcement(status: &PackerBuilderStatus) -> Option<(EventType, String, Stri
     Some((type_, c.reason.clone(), c.message.clone()))
 }
 
-/// Announces the state when it differs from the last announced one (recorded in status, so a restart neither
-/// repeats nor skips an announcement), then writes the status if anything changed.
+/// The last announced transition as status records it (`lastNotifiedTransition`): `<phase>/<reason>/<build ID>`.
+/// Parsed and written only here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AnnouncedKey {
+    phase: Option<PackerBuilderPhase>,
+    reason: String,
+    build: String,
+}
+
+impl AnnouncedKey {
+    fn parse(key: &str) -> Self {
+        let mut parts = key.splitn(3, '/');
+        let phase = parts
+            .next()
+            .and_then(|p| serde_json::from_value(serde_json::Value::String(p.to_owned())).ok());
+        Self {
+            phase,
+            reason: parts.next().unwrap_or_default().to_owned(),
+            build: parts.next().unwrap_or_default().to_owned(),
+        }
+    }
+
+    fn render(&self) -> String {
+        let phase = self.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+        format!("{phase}/{}/{}", self.reason, self.build)
+    }
+}
+
+/// One transition to announce (Event and notification), with the key status records once it is announced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Announcement {
+    type_: EventType,
+    transition: crate::notify::Transition,
+    key: AnnouncedKey,
+}
+
+/// What to announce after this reconcile (pure), in order: the start of a build an earlier process recorded but
+/// never announced (killed between the status write and the Event), then the current state when it differs from the
+/// last announced one. `hint` supplies the message when the state's condition has none.
+fn announcements(
+    old: &PackerBuilderStatus,
+    status: &PackerBuilderStatus,
+    hint: Option<(EventType, &'static str, String)>,
+) -> Vec<Announcement> {
+    let last = old.last_notified_transition.as_deref().map(AnnouncedKey::parse);
+    let mut out = Vec::new();
+    if let Some(build) = old.build_id.as_deref()
+        && status.build_id.as_deref() == Some(build)
+        && status.phase != Some(PackerBuilderPhase::Building)
+        && last.as_ref().is_none_or(|k| k.build != build)
+    {
+        out.push(Announcement {
+            type_: EventType::Normal,
+            transition: crate::notify::Transition {
+                from: None,
+                to: Some(PackerBuilderPhase::Building),
+                reason: reasons::BUILD_STARTED.to_owned(),
+                message: format!("build {build} started (announced late: the controller restarted during the build)"),
+                warning: false,
+            },
+            key: AnnouncedKey {
+                phase: Some(PackerBuilderPhase::Building),
+                reason: reasons::BUILD_STARTED.to_owned(),
+                build: build.to_owned(),
+            },
+        });
+    }
+    let Some((type_, reason, message)) = announcement(status) else {
+        return out;
+    };
+    let key = AnnouncedKey {
+        phase: status.phase,
+        reason: reason.clone(),
+        build: status.build_id.clone().unwrap_or_default(),
+    };
+    let previous = out.last().map(|a| &a.key).or(last.as_ref());
+    if previous == Some(&key) {
+        return out;
+    }
+    let message = if message.is_empty() {
+        hint.map(|(_, _, m)| m).unwrap_or_default()
+    } else {
+        message
+    };
+    out.push(Announcement {
+        type_,
+        transition: crate::notify::Transition {
+            from: last.and_then(|k| k.phase),
+            to: status.phase,
+            reason,
+            message,
+            warning: matches!(type_, EventType::Warning),
+        },
+        key,
+    });
+    out
+}
+
+/// Announces each transition [`announcements`] names (Event, then notification), records the last one in status
+/// (so a restart neither repeats nor skips an announcement), then writes the status if anything changed.
 async fn report(
     pb: &PackerBuilder,
     ctx: &Context,
@@ -321,75 +419,21 @@ async fn report(
     hint: Option<(EventType, &'static str, String)>,
 ) -> Result<()> {
     let mut status = status.clone();
-    // A build recorded by an earlier process that stopped before announcing it (killed between the status write
-    // and the Event): announce its start now, before whatever state it reached, so no transition is skipped.
-    if let Some(build) = old.build_id.as_deref()
-        && status.build_id.as_deref() == Some(build)
-        && status.phase != Some(PackerBuilderPhase::Building)
-        && !old
-            .last_notified_transition
-            .as_deref()
-            .is_some_and(|k| k.ends_with(&format!("/{build}")))
-    {
-        let message = format!("build {build} started (announced late: the controller restarted during the build)");
+    for a in announcements(old, &status, hint) {
         let event = Event {
-            type_: EventType::Normal,
-            reason: reasons::BUILD_STARTED.to_owned(),
-            note: Some(message.clone()),
+            type_: a.type_,
+            reason: a.transition.reason.clone(),
+            note: Some(a.transition.message.clone()),
             action: "Reconcile".to_owned(),
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
             tracing::warn!(%error, "could not publish an Event");
         }
-        let transition = crate::notify::Transition {
-            from: None,
-            to: Some(PackerBuilderPhase::Building),
-            reason: reasons::BUILD_STARTED.to_owned(),
-            message,
-            warning: false,
-        };
         let mut announced = pb.clone();
         announced.status = Some(status.clone());
-        ctx.notifier.notify(&announced, &transition).await;
-        status.last_notified_transition = Some(format!("Building/{}/{build}", reasons::BUILD_STARTED));
-    }
-    if let Some((type_, reason, message)) = announcement(&status) {
-        let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-        let key = format!("{phase}/{reason}/{}", status.build_id.as_deref().unwrap_or_default());
-        if status.last_notified_transition.as_deref() != Some(key.as_str()) {
-            let message = if message.is_empty() {
-                hint.map(|(_, _, m)| m).unwrap_or_default()
-            } else {
-                message
-            };
-            let event = Event {
-                type_,
-                reason: reason.clone(),
-                note: Some(message.clone()),
-                action: "Reconcile".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
-                tracing::warn!(%error, "could not publish an Event");
-            }
-            let from = old
-                .last_notified_transition
-                .as_deref()
-                .and_then(|k| k.split('/').next())
-                .map(str::to_owned);
-            let transition = crate::notify::Transition {
-                from: from.and_then(|f| serde_json::from_value(serde_json::json!(f)).ok()),
-                to: status.phase,
-                reason,
-                message,
-                warning: matches!(type_, EventType::Warning),
-            };
-            let mut announced = pb.clone();
-            announced.status = Some(status.clone());
-            ctx.notifier.notify(&announced, &transition).await;
-            status.last_notified_transition = Some(key);
-        }
+        ctx.notifier.notify(&announced, &a.transition).await;
+        status.last_notified_transition = Some(a.key.render());
     }
     let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
     controller_runtime::write_status(&api, &pb.name_any(), old, &status).await?;
@@ -622,19 +666,7 @@ fn kept_status(
 ) -> Outcome {
     let (image, recheck) = (facts.image, facts.recheck);
     if !lifecycle.incomplete.is_empty() {
-        status.phase = Some(PackerBuilderPhase::Distributing);
-        status.last_run_built_image_id = Some(image.to_owned());
-        let (reason, message) = match &lifecycle.failure {
-            Some(failure) => (
-                reasons::COPY_FAILED,
-                format!("AMI {image} is active; {failure} (retried with back-off)"),
-            ),
-            None => (
-                reasons::COPY_PENDING,
-                format!("AMI {image} is active; copying to {}", lifecycle.incomplete.join(", ")),
-            ),
-        };
-        condition(status, types::READY, false, reason, message, generation, now);
+        distributing(status, image, lifecycle, generation, now);
         return Outcome {
             requeue: recheck,
             event: None,
@@ -660,23 +692,7 @@ fn kept_status(
             event: None,
         };
     }
-    let message = if facts.base_unknown {
-        format!("AMI {image} is active and not expired (its base AMI is not recorded)")
-    } else {
-        format!("AMI {image} is active and not expired")
-    };
-    let mut regions: Vec<&str> = status.distributed_images.iter().map(|e| e.region.as_str()).collect();
-    regions.dedup();
-    let (ready_reason, message) = if facts.adopted {
-        (reasons::AMI_ADOPTED, message)
-    } else if regions.is_empty() {
-        (reasons::AMI_AVAILABLE, message)
-    } else {
-        (
-            reasons::IMAGES_DISTRIBUTED,
-            format!("{message}; its copies are available in {}", regions.join(", ")),
-        )
-    };
+    let (ready_reason, message) = ready_because(status, facts);
     status.last_run_built_image_id = Some(image.to_owned());
     if !status.last_run_built_image_ids.iter().any(|i| i == image) {
         status.last_run_built_image_ids.clear();
@@ -702,6 +718,51 @@ fn kept_status(
     Outcome {
         requeue: recheck,
         event: Some((EventType::Normal, ready_reason, message)),
+    }
+}
+
+/// `Distributing` and `Ready=False` while copies are missing: `CopyFailed` with the AWS message, else `CopyPending`.
+fn distributing(
+    status: &mut PackerBuilderStatus,
+    image: &str,
+    lifecycle: &crate::distribute::Lifecycle,
+    generation: i64,
+    now: Timestamp,
+) {
+    status.phase = Some(PackerBuilderPhase::Distributing);
+    status.last_run_built_image_id = Some(image.to_owned());
+    let (reason, message) = match &lifecycle.failure {
+        Some(failure) => (
+            reasons::COPY_FAILED,
+            format!("AMI {image} is active; {failure} (retried with back-off)"),
+        ),
+        None => (
+            reasons::COPY_PENDING,
+            format!("AMI {image} is active; copying to {}", lifecycle.incomplete.join(", ")),
+        ),
+    };
+    condition(status, types::READY, false, reason, message, generation, now);
+}
+
+/// The Ready reason and message of a kept AMI: how it came to be (adopted, built, built and copied).
+fn ready_because(status: &PackerBuilderStatus, facts: &KeptFacts<'_>) -> (&'static str, String) {
+    let image = facts.image;
+    let message = if facts.base_unknown {
+        format!("AMI {image} is active and not expired (its base AMI is not recorded)")
+    } else {
+        format!("AMI {image} is active and not expired")
+    };
+    let mut regions: Vec<&str> = status.distributed_images.iter().map(|e| e.region.as_str()).collect();
+    regions.dedup();
+    if facts.adopted {
+        (reasons::AMI_ADOPTED, message)
+    } else if regions.is_empty() {
+        (reasons::AMI_AVAILABLE, message)
+    } else {
+        (
+            reasons::IMAGES_DISTRIBUTED,
+            format!("{message}; its copies are available in {}", regions.join(", ")),
+        )
     }
 }
 
@@ -1353,6 +1414,96 @@ mod tests {
     fn ready(status: &PackerBuilderStatus) -> (String, String, String) {
         let c = get_condition(&status.conditions, types::READY).expect("ready");
         (c.status.clone(), c.reason.clone(), c.message.clone())
+    }
+
+    fn building(build: &str) -> PackerBuilderStatus {
+        let mut status = PackerBuilderStatus {
+            phase: Some(PackerBuilderPhase::Building),
+            build_id: Some(build.into()),
+            ..PackerBuilderStatus::default()
+        };
+        condition(
+            &mut status,
+            types::BUILDING,
+            true,
+            reasons::BUILD_STARTED,
+            format!("build {build}"),
+            1,
+            now(),
+        );
+        status
+    }
+
+    fn built(build: &str) -> PackerBuilderStatus {
+        let mut status = building(build);
+        kept_status(&mut status, &facts("ami-1", false), &lifecycle(&[], None), 1, now());
+        status
+    }
+
+    #[test]
+    fn a_new_state_is_announced_once_with_the_phase_it_came_from() {
+        let mut old = building("b1");
+        old.last_notified_transition = Some(format!("Building/{}/b1", reasons::BUILD_STARTED));
+        let new = built("b1");
+        let out = announcements(&old, &new, None);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let t = &out[0].transition;
+        assert_eq!(
+            (t.from, t.to),
+            (Some(PackerBuilderPhase::Building), Some(PackerBuilderPhase::Ready))
+        );
+        assert_eq!(t.reason, reasons::AMI_AVAILABLE);
+        assert_eq!(out[0].key.render(), format!("Ready/{}/b1", reasons::AMI_AVAILABLE));
+        // Once recorded, the same state announces nothing again.
+        let mut recorded = new.clone();
+        recorded.last_notified_transition = Some(out[0].key.render());
+        assert!(announcements(&recorded, &recorded, None).is_empty());
+    }
+
+    #[test]
+    fn a_build_recorded_but_never_announced_is_announced_late_before_its_end() {
+        // The last process recorded build b2 and was killed before announcing it; b1 was the last announced.
+        let mut old = building("b2");
+        old.last_notified_transition = Some(format!("Ready/{}/b1", reasons::AMI_AVAILABLE));
+        let out = announcements(&old, &built("b2"), None);
+        let reasons: Vec<&str> = out.iter().map(|a| a.transition.reason.as_str()).collect();
+        assert_eq!(reasons, [reasons::BUILD_STARTED, reasons::AMI_AVAILABLE]);
+        assert!(out[0].transition.message.contains("announced late"));
+        assert_eq!(out[1].key.build, "b2");
+    }
+
+    #[test]
+    fn a_state_without_a_message_takes_the_hint_and_a_pending_one_announces_nothing() {
+        let mut old = PackerBuilderStatus::default();
+        let mut status = PackerBuilderStatus {
+            phase: Some(PackerBuilderPhase::Failed),
+            ..PackerBuilderStatus::default()
+        };
+        condition(
+            &mut status,
+            types::READY,
+            false,
+            reasons::BUILD_FAILED,
+            String::new(),
+            1,
+            now(),
+        );
+        let hint = Some((EventType::Warning, reasons::BUILD_FAILED, "packer exited 1".to_owned()));
+        let out = announcements(&old, &status, hint);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].transition.message, "packer exited 1");
+        assert!(out[0].transition.warning);
+        old.phase = Some(PackerBuilderPhase::Pending);
+        assert!(announcements(&old, &old, None).is_empty());
+    }
+
+    #[test]
+    fn the_announced_key_round_trips_and_tolerates_an_unknown_phase() {
+        let key = AnnouncedKey::parse("Distributing/CopyFailed/b-1/x");
+        assert_eq!(key.phase, Some(PackerBuilderPhase::Distributing));
+        assert_eq!((key.reason.as_str(), key.build.as_str()), ("CopyFailed", "b-1/x"));
+        assert_eq!(key.render(), "Distributing/CopyFailed/b-1/x");
+        assert_eq!(AnnouncedKey::parse("Gone/X/b").phase, None);
     }
 
     #[test]
