@@ -12,7 +12,10 @@ use api_types::{
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
 use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, VpcConfigRequest};
 use aws_sim::{Account, AwsEmulator, Call, Fault, SeedImage};
-use control_plane::cluster::{ClusterOptions, TestCluster};
+use control_plane::{
+    cluster::{ClusterOptions, TestCluster},
+    process::Controllers,
+};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
@@ -52,8 +55,7 @@ struct World {
     cluster: TestCluster,
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
-    log: tempfile::NamedTempFile,
-    controllers: Vec<tokio::process::Child>,
+    controllers: Controllers,
     cluster_made: bool,
 }
 
@@ -103,8 +105,7 @@ impl World {
             cluster,
             client,
             kubeconfig,
-            log: tempfile::NamedTempFile::new().expect("log"),
-            controllers: Vec::new(),
+            controllers: Controllers::new(),
             cluster_made: false,
         }
     }
@@ -255,44 +256,31 @@ impl World {
     }
 
     fn start_controller_with(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log.path())
-            .expect("log file");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ami-refresh-controller"));
-        command
-            .env("KUBECONFIG", self.kubeconfig.path())
-            .env(
-                "RUST_LOG",
-                "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
-            )
-            .envs(self.aws.child_env_in(REGION, &Account(DEFAULT_ACCOUNT.into())))
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .env("LOG_FORMAT", "text")
-            .env("LEADER_ELECT", "false")
-            .env("POLL_INTERVAL", "200ms")
-            .env("RESYNC_INTERVAL", "1s")
-            .env("RETRY_BASE_DELAY", "200ms")
+        let mut vars: Vec<(String, String)> = vec![("KUBECONFIG".into(), self.kubeconfig.path().display().to_string())];
+        vars.extend(self.aws.child_env_in(REGION, &Account(DEFAULT_ACCOUNT.into())));
+        for (k, v) in [
+            ("LEADER_ELECT", "false"),
+            ("POLL_INTERVAL", "200ms"),
+            ("RESYNC_INTERVAL", "1s"),
+            ("RETRY_BASE_DELAY", "200ms"),
             // The fake webhook listens on http://127.0.0.1 (refused by default).
-            .env("WEBHOOK_ALLOW_HTTP", "true")
-            .env("WEBHOOK_ALLOW_PRIVATE", "true")
-            .envs(self.cluster.controller_env(&[]))
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .kill_on_drop(true);
-        self.controllers.push(command.spawn().expect("controller starts"));
+            ("WEBHOOK_ALLOW_HTTP", "true"),
+            ("WEBHOOK_ALLOW_PRIVATE", "true"),
+        ] {
+            vars.push((k.into(), v.into()));
+        }
+        vars.extend(self.cluster.controller_env(&[]));
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.controllers
+            .spawn(env!("CARGO_BIN_EXE_ami-refresh-controller"), vars);
     }
 
     async fn stop_controller(&mut self) {
-        for mut child in self.controllers.drain(..) {
-            let _ = child.kill().await;
-        }
+        self.controllers.stop().await;
     }
 
     fn controller_log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.controllers.log()
     }
 
     fn api(&self) -> Api<AMIRefresher> {
@@ -1318,6 +1306,67 @@ async fn more_than_a_hundred_node_groups_and_throttling() {
     assert_eq!(w.count("UpdateNodegroupVersion").await, 12);
 }
 
+/// AWS refusing with a 5xx (classified transient) is not a failed rollout: the reconcile fails, is retried with
+/// a back-off that doubles, and the group is updated once when AWS answers again. Never a `Failed` group, never a
+/// halt, never a `RolloutFailed` Event.
+#[tokio::test]
+async fn an_unavailable_eks_is_retried_with_growing_back_off_and_never_recorded_as_a_failed_rollout() {
+    let mut w = World::start().await;
+    let old = w.managed_ami("v1", 4).await;
+    let target = w.managed_ami("v2", 1).await;
+    w.nodegroup("ng-a", &old).await;
+    // Two attempts per AWS call and six refusals: three reconciles in a row fail, the fourth gets through.
+    w.aws
+        .inject(&Fault::error(
+            "eks",
+            "UpdateNodegroupVersion",
+            503,
+            "ServiceUnavailableException",
+            6,
+        ))
+        .await
+        .expect("fault");
+    w.start_controller_with(&[("AWS_MAX_ATTEMPTS", "2")]);
+    w.apply_seed(|_| {}).await;
+    let seen_failed = std::sync::Mutex::new(Vec::new());
+    let amr = w
+        .wait_for("Ready", |amr| {
+            let status = amr.status.clone().unwrap_or_default();
+            if status.node_groups.iter().any(|g| g.state == NodeGroupState::Failed)
+                || status.halted_target.is_some()
+                || phase(amr) == Some(AMIRefresherPhase::Degraded)
+            {
+                seen_failed.lock().expect("lock").push(status);
+            }
+            ready(amr)
+        })
+        .await;
+    assert!(
+        seen_failed.lock().expect("lock").is_empty(),
+        "a transient error was recorded as a failure: {seen_failed:#?}"
+    );
+    assert_eq!(group(&amr, "ng-a").state, NodeGroupState::Successful);
+    assert_eq!(w.nodegroup_image("ng-a").await.2, target);
+    let delays = control_plane::process::retry_delays(&w.controller_log(), "AWSUnavailable");
+    assert!(delays.len() >= 3, "three failed reconciles: {delays:?}");
+    assert_eq!(delays[..3], [200, 400, 800].map(Duration::from_millis), "growing back-off");
+    assert_eq!(w.aws.timeline().await.expect("timeline").len(), 1, "one update ran");
+    assert_eq!(
+        w.count("CreateLaunchTemplateVersion").await,
+        1,
+        "the retries reuse the version the first attempt made"
+    );
+    let failed = Api::<Event>::default_namespaced(w.client.clone())
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RolloutFailed"))
+        .count();
+    assert_eq!(failed, 0, "no failed rollout announced");
+}
+
 #[tokio::test]
 async fn a_self_managed_group_is_rolled_with_an_instance_refresh() {
     let mut w = World::start().await;
@@ -1499,7 +1548,7 @@ async fn a_refresh_never_started_before_a_crash_is_started_after_the_restart() {
     w.start_controller_with(&[("OPSY_FAILPOINT", "version-created")]);
     w.apply_seed(|doc| doc["spec"]["autoScalingGroups"] = json!(["workers-latest"]))
         .await;
-    let crashed = w.controllers.pop().expect("controller");
+    let crashed = w.controllers.children.pop().expect("controller");
     let mut crashed = crashed;
     tokio::time::timeout(WAIT, crashed.wait())
         .await
@@ -2041,7 +2090,7 @@ async fn two_replicas_one_leader_hand_over_and_metrics() {
     assert_eq!(lease.spec.and_then(|s| s.holder_identity).as_deref(), Some("amr-0"));
 
     // Kill the leader (no clean release): the standby takes over within the lease duration and finishes the job.
-    let mut leader = w.controllers.remove(0);
+    let mut leader = w.controllers.children.remove(0);
     leader.kill().await.expect("kill");
     let killed = std::time::Instant::now();
     let account = Account(DEFAULT_ACCOUNT.into());
@@ -2094,7 +2143,7 @@ async fn sigterm_releases_the_lease_and_exits_cleanly() {
         .spec
         .and_then(|s| s.holder_identity);
     assert_eq!(holder.as_deref(), Some("amr-0"));
-    let mut child = w.controllers.remove(0);
+    let mut child = w.controllers.children.remove(0);
     let pid = i32::try_from(child.id().expect("pid")).expect("pid");
     let sent = std::time::Instant::now();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");

@@ -6,7 +6,10 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use ami_tags_keys::*;
 use api_types::{PackerBuilder, conditions::get_condition};
 use aws_sim::{Account, AwsEmulator, SeedImage};
-use control_plane::cluster::{ClusterOptions, TestCluster};
+use control_plane::{
+    cluster::{ClusterOptions, TestCluster},
+    process::Controllers,
+};
 use k8s_openapi::api::{batch::v1::Job, core::v1::Secret};
 use kube::{
     Api, Client, CustomResourceExt, ResourceExt,
@@ -83,8 +86,7 @@ struct Harness {
     client: Client,
     kubeconfig: tempfile::NamedTempFile,
     repo: tempfile::TempDir,
-    log: tempfile::NamedTempFile,
-    controllers: Vec<tokio::process::Child>,
+    controllers: Controllers,
     slack_api: String,
     slack: SlackInbox,
 }
@@ -112,7 +114,6 @@ impl Harness {
         create_secrets(&cluster, &client, &ns).await;
         let repo = tempfile::tempdir().expect("repo");
         aws_sim::sample_packer_repo(repo.path(), "packer/generic-fips").expect("sample repo");
-        let log = tempfile::NamedTempFile::new().expect("log");
         let (slack_api, slack) = fake_slack().await;
         Self {
             aws,
@@ -121,8 +122,7 @@ impl Harness {
             client,
             kubeconfig,
             repo,
-            log,
-            controllers: Vec::new(),
+            controllers: Controllers::new(),
             slack_api,
             slack,
         }
@@ -151,34 +151,21 @@ impl Harness {
         self.start_controller_with(&[]);
     }
 
-    /// Starts the binary; its stdout and stderr go to `self.log` so tests can read what it logged.
+    /// Starts the binary; what it logs goes to the common log (`controller_log`).
     fn start_controller_with(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log.path())
-            .expect("log file");
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_packer-build-controller"));
-        command
-            .env("KUBECONFIG", self.kubeconfig.path())
-            .env(
-                "RUST_LOG",
-                "debug,kube=info,hyper=info,aws=info,tower=info,rustls=info,h2=info",
-            )
-            .envs(self.aws.child_env(REGION))
-            .env("LOG_FORMAT", "text")
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .env("SLACK_API_URL", &self.slack_api)
-            .envs(self.cluster.controller_env(&[]))
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .kill_on_drop(true);
-        self.controllers.push(command.spawn().expect("controller starts"));
+        let mut vars: Vec<(String, String)> = vec![
+            ("KUBECONFIG".into(), self.kubeconfig.path().display().to_string()),
+            ("SLACK_API_URL".into(), self.slack_api.clone()),
+        ];
+        vars.extend(self.aws.child_env(REGION));
+        vars.extend(self.cluster.controller_env(&[]));
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        self.controllers
+            .spawn(env!("CARGO_BIN_EXE_packer-build-controller"), vars);
     }
 
     fn controller_log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.controllers.log()
     }
 
     async fn base_lookups(&self, filter_value: &str) -> usize {
@@ -191,17 +178,11 @@ impl Harness {
 
     /// Waits for the last started controller process to exit by itself (a failpoint) and returns its status.
     async fn controller_exited(&mut self) -> std::process::ExitStatus {
-        let child = self.controllers.last_mut().expect("a controller");
-        tokio::time::timeout(Duration::from_secs(120), child.wait())
-            .await
-            .expect("the controller stops at its failpoint within 2 minutes")
-            .expect("wait")
+        self.controllers.exited(Duration::from_secs(120)).await
     }
 
     async fn stop_controller(&mut self) {
-        for mut child in self.controllers.drain(..) {
-            let _ = child.kill().await;
-        }
+        self.controllers.stop().await;
     }
 
     async fn seed_base(&self, name: &str, date: &str) -> String {
@@ -789,18 +770,19 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
     tokio::time::timeout(WAIT, complete)
         .await
         .expect("the build Job completes");
-    // The next four CreateTags are throttled: more than the SDK's own three attempts, so one reconcile fails.
+    // The next ten CreateTags are throttled: three times the SDK's own three attempts and one more, so three
+    // reconciles in a row fail.
     h.aws
         .inject(&aws_sim::Fault::error(
             "ec2",
             "CreateTags",
             400,
             "RequestLimitExceeded",
-            4,
+            10,
         ))
         .await
         .expect("fault");
-    h.start_controller();
+    h.start_controller_with(&[("RETRY_BASE_DELAY", "200ms")]);
     let pb = h.wait_built().await;
     let status = pb.status.expect("status");
     assert_eq!(status.failed_job_count, 0, "a throttled call is not a failed build");
@@ -810,8 +792,15 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
     let tags = h.image_tags(&ami).await;
     assert_eq!(tags["status"], "active");
     assert_eq!(tags["build-id"], status.build_id.expect("build id"));
-    let log = h.controller_log();
-    assert!(log.contains("AWSThrottled"), "the retry is logged with its category");
+    // Each failed reconcile waited twice as long as the one before (200 ms doubling), in the controller's own words.
+    let delays = control_plane::process::retry_delays(&h.controller_log(), "AWSThrottled");
+    assert!(delays.len() >= 3, "three throttled reconciles: {delays:?}");
+    assert_eq!(
+        delays[..3],
+        [200, 400, 800].map(Duration::from_millis),
+        "growing back-off"
+    );
+    assert!(h.event_notes("BuildFailed").await.is_empty(), "no failed build announced");
     h.stop_controller().await;
 }
 
@@ -1876,7 +1865,7 @@ async fn a_build_survives_a_crash_at(step: &str) {
         h.controller_log().contains(&format!("failpoint {step}")),
         "{step}: the crash was at the step"
     );
-    h.controllers.clear();
+    h.controllers.children.clear();
     let before = api
         .get("packer-builder-local")
         .await
@@ -2116,7 +2105,7 @@ async fn a_build_is_copied_to_two_regions_shared_and_published_and_a_restart_mid
     let exit = h.controller_exited().await;
     assert!(!exit.success(), "{exit:?}");
     assert!(h.controller_log().contains("failpoint copy-started"));
-    h.controllers.clear();
+    h.controllers.children.clear();
     let calls = h.aws.calls(&Account(DEFAULT_ACCOUNT.into())).await.expect("calls");
     assert_eq!(
         calls.iter().filter(|c| c.action == "CopyImage").count(),
@@ -2574,7 +2563,7 @@ async fn a_crash_between_deregistering_an_ami_and_deleting_its_snapshots_is_fini
     let exit = h.controller_exited().await;
     assert!(!exit.success(), "{exit:?}");
     assert!(h.controller_log().contains("failpoint image-deregistered"));
-    h.controllers.clear();
+    h.controllers.children.clear();
     assert!(
         h.image_in(REGION, DEFAULT_ACCOUNT, &b1).await.is_none(),
         "deregistered before the crash"

@@ -15,6 +15,7 @@
 //! processes die with the test process (`PR_SET_PDEATHSIG`), and a later start removes data dirs left behind.
 
 pub mod cluster;
+pub mod process;
 
 use std::{
     io::Write as _,
