@@ -7,11 +7,11 @@ use ami_tags::Image;
 use api_types::{AmiFilter, ami_refresher::NodeGroupKind};
 use aws_config::{Region, SdkConfig};
 use aws_sdk_autoscaling::types::{DesiredConfiguration, LaunchTemplateSpecification, RefreshPreferences};
-use aws_sdk_ec2::{error::ProvideErrorMetadata, types::Filter};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_eks::types::{
     LaunchTemplateSpecification as EksLaunchTemplate, NodegroupUpdateConfig, NodegroupUpdateStrategies,
 };
-use controller_runtime::aws::{AwsError, SdkFailure, to_image};
+use controller_runtime::aws::{AwsError, SdkFailure};
 use jiff::Timestamp;
 
 use crate::error::{Error, Result};
@@ -239,50 +239,17 @@ impl Aws {
         tag_filters: &[(String, String)],
         owners: &[String],
     ) -> Result<Vec<Image>> {
-        let filters: Vec<Filter> = filters
-            .iter()
-            .map(|f| {
-                Filter::builder()
-                    .name(&f.name)
-                    .set_values(Some(f.values.clone()))
-                    .build()
-            })
-            .chain(
-                tag_filters
-                    .iter()
-                    .map(|(name, value)| Filter::builder().name(name).values(value).build()),
-            )
-            .collect();
-        let mut pages = self
-            .clients(region)
-            .ec2
-            .describe_images()
-            .set_filters(Some(filters))
-            .set_owners(Some(owners.to_vec()))
-            .into_paginator()
-            .send();
-        let mut images = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws_error("DescribeImages", &e))?;
-            images.extend(page.images().iter().map(to_image));
-        }
-        Ok(images)
+        let filters = controller_runtime::aws::ec2_filters(filters, tag_filters);
+        Ok(controller_runtime::aws::describe_images(&self.clients(region).ec2, filters, owners, &[]).await?)
     }
 
     /// One image by ID; `None` when EC2 does not know it (or it is not visible to this account).
     pub async fn image(&self, region: &str, id: &str, owners: &[String]) -> Result<Option<Image>> {
-        let out = self
-            .clients(region)
-            .ec2
-            .describe_images()
-            .image_ids(id)
-            .set_owners((!owners.is_empty()).then(|| owners.to_vec()))
-            .send()
-            .await;
-        match out {
-            Ok(out) => Ok(out.images().iter().map(to_image).find(|i| i.id == id)),
-            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
-            Err(e) => Err(aws_error("DescribeImages", &e)),
+        let ids = [id.to_owned()];
+        match controller_runtime::aws::describe_images(&self.clients(region).ec2, Vec::new(), owners, &ids).await {
+            Ok(images) => Ok(images.into_iter().find(|i| i.id == id)),
+            Err(e) if controller_runtime::aws::is_unknown_image(&e) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -296,8 +263,14 @@ impl Aws {
                 .find(|i| i.image_id() == Some(id))
                 .and_then(|i| i.owner_id())
                 .map(str::to_owned)),
-            Err(e) if e.code().is_some_and(|c| c.starts_with("InvalidAMIID")) => Ok(None),
-            Err(e) => Err(aws_error("DescribeImages", &e)),
+            Err(e) => {
+                let e = AwsError::from_sdk("DescribeImages", &e);
+                if controller_runtime::aws::is_unknown_image(&e) {
+                    Ok(None)
+                } else {
+                    Err(e.into())
+                }
+            }
         }
     }
 

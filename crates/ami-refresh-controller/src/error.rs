@@ -1,4 +1,7 @@
 //! Errors of the controller. Each has a short category: it is the Event reason and the metric label.
+//!
+//! Each controller keeps its own enum (the variants beyond Kube/Aws/InvalidSpec differ); what both share, the
+//! typed [`controller_runtime::aws::AwsError`] and its classification, lives in `controller-runtime`.
 
 /// What went wrong in a reconcile.
 #[derive(Debug, thiserror::Error)]

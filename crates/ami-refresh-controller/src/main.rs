@@ -12,7 +12,7 @@ use clap::Parser;
 use futures::StreamExt;
 use kube::{
     Api, Client, ResourceExt,
-    runtime::{Controller, controller::Action, events::Reporter, reflector::ObjectRef, watcher},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
 };
 
 use crate::{error::Error, reconcile::Context};
@@ -50,13 +50,7 @@ struct Args {
 }
 
 fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller_runtime::backoff::requeue_after_error(
-        &ctx.errors,
-        &amr.namespace().unwrap_or_default(),
-        &amr.name_any(),
-        error.category(),
-        error,
-    )
+    controller_runtime::backoff::requeue_object(&ctx.errors, &*amr, error.category(), error)
 }
 
 #[tokio::main]
@@ -77,18 +71,8 @@ async fn main() -> anyhow::Result<()> {
             ),
         ],
     ));
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(controller_runtime::aws::timeouts())
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(args.aws_max_attempts.max(1)))
-        .load()
-        .await;
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: args.controller_name.clone(),
-            instance: args.runtime.pod_name.clone(),
-        },
-    );
+    let sdk = controller_runtime::aws::sdk_config(Some(args.aws_max_attempts)).await;
+    let recorder = args.runtime.recorder(&client, &args.controller_name);
     let notifier = controller_runtime::notify::NotificationQueue::start(controller_runtime::notify::ChannelNotifier {
         client: client.clone(),
         http: controller_runtime::notify::http_client(),
@@ -126,19 +110,8 @@ async fn main() -> anyhow::Result<()> {
     // Standbys are ready too: they are healthy replicas waiting for the Lease.
     readiness.set(true);
 
-    let scopes: Vec<(Api<AMIRefresher>, Api<PackerBuilder>)> = if args.runtime.namespaces.is_empty() {
-        vec![(Api::all(client.clone()), Api::all(client.clone()))]
-    } else {
-        args.runtime
-            .namespaces
-            .iter()
-            .map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)))
-            .collect()
-    };
-    let mut refresher_watch = watcher::Config::default();
-    if let Some(selector) = &args.runtime.label_selector {
-        refresher_watch = refresher_watch.labels(selector);
-    }
+    let scopes = args.runtime.scopes::<AMIRefresher, PackerBuilder>(&client);
+    let refresher_watch = args.runtime.watch_config();
     // Installed alone (without the PackerBuilder CRD), a PackerBuilder watch would only fail: skip it.
     let concurrency = args.runtime.concurrency;
     let watch_builders = args.watch_packer_builders && {

@@ -24,7 +24,7 @@ use api_types::{
         AMIRefresherPhase, NodeGroupKind, NodeGroupState, NodeGroupStatus, NodeGroupUpdateType, RETRY_ANNOTATION,
         UpdateStrategy,
     },
-    conditions::{ConditionStatus, ConditionUpdate, Time, reasons, set_condition, types},
+    conditions::{Time, reasons, types},
 };
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -964,17 +964,7 @@ fn condition(
     gen_: i64,
     now: Timestamp,
 ) {
-    set_condition(
-        &mut status.conditions,
-        ConditionUpdate {
-            type_,
-            status: ConditionStatus::from(value),
-            reason,
-            message,
-        },
-        Some(gen_),
-        now,
-    );
+    api_types::conditions::set_bool(&mut status.conditions, type_, value, reason, message, gen_, now);
 }
 
 fn windows(amr: &AMIRefresher) -> Result<Vec<Schedule>> {
@@ -1569,20 +1559,7 @@ mod tests {
     }
 
     fn group(state: NodeGroupState) -> NodeGroupStatus {
-        NodeGroupStatus {
-            name: "ng-a".into(),
-            kind: NodeGroupKind::Managed,
-            current_ami: None,
-            target_ami: None,
-            launch_template_id: None,
-            launch_template_version: None,
-            update_id: None,
-            update_type: None,
-            state,
-            message: None,
-            started_at: None,
-            finished_at: None,
-        }
+        NodeGroupStatus::new("ng-a", NodeGroupKind::Managed, state)
     }
 
     fn shared(id: &str, created: &str) -> ami_tags::Image {

@@ -10,8 +10,8 @@ use api_types::{
     conditions::get_condition,
 };
 use aws_sdk_ec2::types::RequestLaunchTemplateData;
-use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, VpcConfigRequest};
-use aws_sim::{Account, AwsEmulator, Call, Fault, SeedImage};
+use aws_sdk_eks::types::LaunchTemplateSpecification as EksLaunchTemplate;
+use aws_sim::{Account, AwsEmulator, Call, Fault, SeedImage, eks::TemplateSeed};
 use control_plane::{
     cluster::{ClusterOptions, TestCluster},
     process::Controllers,
@@ -149,24 +149,15 @@ impl World {
     }
 
     async fn template_typed(&self, name: &str, image: &str, instance_type: aws_sdk_ec2::types::InstanceType) -> String {
-        let lt = self
-            .ec2
-            .create_launch_template()
-            .launch_template_name(name)
-            .launch_template_data(
-                RequestLaunchTemplateData::builder()
-                    .image_id(image)
-                    .instance_type(instance_type)
-                    .user_data("IyEvYmluL2Jhc2gKZWNobyBrZWVwIG1l")
-                    .build(),
-            )
-            .send()
+        let seed = TemplateSeed {
+            name,
+            image,
+            instance_type: Some(instance_type),
+            user_data: Some("IyEvYmluL2Jhc2gKZWNobyBrZWVwIG1l"),
+        };
+        aws_sim::eks::launch_template(&self.ec2, &seed)
             .await
-            .expect("launch template");
-        lt.launch_template()
-            .and_then(|t| t.launch_template_id())
-            .expect("id")
-            .to_owned()
+            .expect("launch template")
     }
 
     /// A managed node group on its own launch template carrying `image`; returns the template ID.
@@ -183,32 +174,11 @@ impl World {
         instance_type: aws_sdk_ec2::types::InstanceType,
     ) -> String {
         if !self.cluster_made {
-            self.eks
-                .create_cluster()
-                .name(CLUSTER)
-                .role_arn("arn:aws:iam::123456789012:role/eks")
-                .resources_vpc_config(VpcConfigRequest::builder().build())
-                .send()
-                .await
-                .expect("cluster");
+            aws_sim::eks::cluster(&self.eks, CLUSTER).await.expect("cluster");
             self.cluster_made = true;
         }
         let lt = self.template_typed(&format!("lt-{name}"), image, instance_type).await;
-        self.eks
-            .create_nodegroup()
-            .cluster_name(CLUSTER)
-            .nodegroup_name(name)
-            .node_role("arn:aws:iam::123456789012:role/node")
-            .subnets("subnet-12345678")
-            .launch_template(EksLaunchTemplate::builder().id(&lt).build())
-            .scaling_config(
-                NodegroupScalingConfig::builder()
-                    .min_size(1)
-                    .max_size(2)
-                    .desired_size(1)
-                    .build(),
-            )
-            .send()
+        aws_sim::eks::nodegroup(&self.eks, CLUSTER, name, &lt, None, 1)
             .await
             .expect("nodegroup");
         lt
@@ -281,6 +251,11 @@ impl World {
 
     fn controller_log(&self) -> String {
         self.controllers.log()
+    }
+
+    /// The AMIRefresher's status as the API server stores it.
+    async fn stored_status(&self) -> serde_json::Value {
+        control_plane::cluster::stored_status::<AMIRefresher>(&self.client, self.cluster.namespace(), NAME).await
     }
 
     fn api(&self) -> Api<AMIRefresher> {
@@ -360,34 +335,16 @@ impl World {
     }
 
     async fn wait_for(&self, what: &str, done: impl Fn(&AMIRefresher) -> bool) -> AMIRefresher {
-        let api = self.api();
-        let wait = async {
-            loop {
-                if let Some(amr) = api.get_opt(NAME).await.expect("get")
-                    && done(&amr)
-                {
-                    return amr;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        match tokio::time::timeout(WAIT, wait).await {
+        let every = Duration::from_millis(100);
+        match control_plane::cluster::wait_for_object(&self.api(), NAME, WAIT, every, done).await {
             Ok(amr) => amr,
-            Err(_) => {
-                let amr = api.get(NAME).await.expect("get");
+            Err(last) => {
                 let log = self.controller_log();
-                let tail: String = log
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
                 panic!(
                     "{NAME} did not reach {what}; status: {:#?}\nlog tail:\n{tail}",
-                    amr.status
+                    last.and_then(|a| a.status)
                 )
             }
         }
@@ -624,11 +581,19 @@ async fn a_failed_update_stops_the_rollout_until_a_retry_is_asked_for() {
     );
     let (_, _, b_image) = w.nodegroup_image("ng-b").await;
     assert_ne!(b_image, target, "ng-b untouched");
+    let stored = w.stored_status().await;
+    assert_eq!(stored["haltedTarget"], json!(target), "{stored}");
 
     // The failure is cleared (the scripted outcome was used up); a retry continues with ng-a, then ng-b.
     w.ask_retry("1").await;
     let amr = w.wait_for("Ready after retry", ready).await;
     assert_eq!(condition(&amr, "Degraded").0, "False");
+    // The halt stopped being true: the stored object no longer has the field (not kept, not null).
+    let stored = w.stored_status().await;
+    assert!(
+        stored.get("haltedTarget").is_none(),
+        "status.haltedTarget removed: {stored}"
+    );
     assert_eq!(w.count("UpdateNodegroupVersion").await, 3);
     assert_eq!(
         w.count("CreateLaunchTemplateVersion").await,
@@ -1349,7 +1314,11 @@ async fn an_unavailable_eks_is_retried_with_growing_back_off_and_never_recorded_
     assert_eq!(w.nodegroup_image("ng-a").await.2, target);
     let delays = control_plane::process::retry_delays(&w.controller_log(), "AWSUnavailable");
     assert!(delays.len() >= 3, "three failed reconciles: {delays:?}");
-    assert_eq!(delays[..3], [200, 400, 800].map(Duration::from_millis), "growing back-off");
+    assert_eq!(
+        delays[..3],
+        [200, 400, 800].map(Duration::from_millis),
+        "growing back-off"
+    );
     assert_eq!(w.aws.timeline().await.expect("timeline").len(), 1, "one update ran");
     assert_eq!(
         w.count("CreateLaunchTemplateVersion").await,

@@ -351,6 +351,26 @@ pub struct NodeGroupStatus {
     pub finished_at: Option<Time>,
 }
 
+impl NodeGroupStatus {
+    /// A node group's entry in `state`, with nothing else known yet.
+    pub fn new(name: impl Into<String>, kind: NodeGroupKind, state: NodeGroupState) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            current_ami: None,
+            target_ami: None,
+            launch_template_id: None,
+            launch_template_version: None,
+            update_id: None,
+            update_type: None,
+            state,
+            message: None,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// The kind of EKS update being tracked, named as EKS names it (`Update.type`).
 #[derive(JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NodeGroupUpdateType {

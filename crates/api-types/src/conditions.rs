@@ -130,6 +130,26 @@ pub fn is_condition_true(conditions: &[Condition], type_: &str) -> bool {
     get_condition(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True.as_str())
 }
 
+/// A True/False condition observed at `generation`, through [`set_condition`]: the one condition helper of both
+/// controllers. Returns whether anything changed.
+pub fn set_bool(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) -> bool {
+    let update = ConditionUpdate {
+        type_,
+        status: ConditionStatus::from(value),
+        reason,
+        message,
+    };
+    set_condition(conditions, update, Some(generation), now)
+}
+
 /// Sets (inserts or updates) a condition. `lastTransitionTime` becomes `now` only when the condition is new or its
 /// status flips; reason, message and `observedGeneration` are always refreshed. Returns whether anything changed,
 /// so callers can skip a status patch that would change nothing.

@@ -122,4 +122,45 @@ impl RuntimeArgs {
     pub fn liveness(&self) -> crate::Liveness {
         crate::Liveness::new(self.liveness_stall_after)
     }
+
+    /// One pair of APIs per watched namespace (each controller then has its own cache), or one pair for the whole
+    /// cluster when no namespace is named: the watched kind and the second kind the controller watches with it.
+    pub fn scopes<A, B>(&self, client: &kube::Client) -> Vec<(kube::Api<A>, kube::Api<B>)>
+    where
+        A: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+        B: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>,
+    {
+        if self.namespaces.is_empty() {
+            return vec![(kube::Api::all(client.clone()), kube::Api::all(client.clone()))];
+        }
+        self.namespaces
+            .iter()
+            .map(|ns| {
+                (
+                    kube::Api::namespaced(client.clone(), ns),
+                    kube::Api::namespaced(client.clone(), ns),
+                )
+            })
+            .collect()
+    }
+
+    /// The watch of the controller's own kind: every object, or those matching `--label-selector`.
+    pub fn watch_config(&self) -> kube::runtime::watcher::Config {
+        let config = kube::runtime::watcher::Config::default();
+        match &self.label_selector {
+            Some(selector) => config.labels(selector),
+            None => config,
+        }
+    }
+
+    /// The Event recorder, reporting as `controller` from this pod.
+    pub fn recorder(&self, client: &kube::Client, controller: &str) -> kube::runtime::events::Recorder {
+        kube::runtime::events::Recorder::new(
+            client.clone(),
+            kube::runtime::events::Reporter {
+                controller: controller.to_owned(),
+                instance: self.pod_name.clone(),
+            },
+        )
+    }
 }

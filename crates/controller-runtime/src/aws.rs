@@ -222,6 +222,63 @@ pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
         .build()
 }
 
+/// The SDK configuration of both controllers: the standard chain (which honours `AWS_ENDPOINT_URL`), the
+/// [`timeouts`], and `max_attempts` per call in the SDK's standard retry mode when given.
+pub async fn sdk_config(max_attempts: Option<u32>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts());
+    if let Some(attempts) = max_attempts {
+        loader = loader.retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(attempts.max(1)));
+    }
+    loader.load().await
+}
+
+/// EC2 filters: the spec's `amiFilters` (name and values) and then `tag:<key>=<value>` pairs.
+pub fn ec2_filters(filters: &[api_types::AmiFilter], tags: &[(String, String)]) -> Vec<aws_sdk_ec2::types::Filter> {
+    use aws_sdk_ec2::types::Filter;
+    filters
+        .iter()
+        .map(|f| {
+            Filter::builder()
+                .name(&f.name)
+                .set_values(Some(f.values.clone()))
+                .build()
+        })
+        .chain(
+            tags.iter()
+                .map(|(name, value)| Filter::builder().name(name).values(value).build()),
+        )
+        .collect()
+}
+
+/// The one image adapter of both controllers: DescribeImages with `filters`, `owners` and `ids` (each left out
+/// when empty), every page, each image as the tag scheme sees it.
+pub async fn describe_images(
+    client: &aws_sdk_ec2::Client,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+    owners: &[String],
+    ids: &[String],
+) -> Result<Vec<ami_tags::Image>, AwsError> {
+    let mut pages = client
+        .describe_images()
+        .set_filters(Some(filters).filter(|f| !f.is_empty()))
+        .set_owners(Some(owners.to_vec()).filter(|o| !o.is_empty()))
+        .set_image_ids(Some(ids.to_vec()).filter(|i| !i.is_empty()))
+        .into_paginator()
+        .send();
+    let mut images = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| AwsError::from_sdk("DescribeImages", &e))?;
+        images.extend(page.images().iter().map(to_image));
+    }
+    Ok(images)
+}
+
+/// Whether a DescribeImages by ID failed because of the ID: EC2 does not know it (`InvalidAMIID.NotFound`), it is
+/// malformed or no longer available. The caller treats the AMI as absent.
+pub fn is_unknown_image(error: &AwsError) -> bool {
+    error.kind == AwsErrorKind::NotFound || error.code.as_deref().is_some_and(|c| c.starts_with("InvalidAMIID"))
+}
+
 /// An EC2 image as the tag scheme sees it.
 pub fn to_image(i: &aws_sdk_ec2::types::Image) -> ami_tags::Image {
     ami_tags::Image {

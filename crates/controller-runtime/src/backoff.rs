@@ -70,6 +70,22 @@ pub fn requeue_after_error(
     kube::runtime::controller::Action::requeue(delay)
 }
 
+/// [`requeue_after_error`] for an object: the `error_policy` both controllers pass to `Controller::run`.
+pub fn requeue_object<K: kube::ResourceExt>(
+    backoff: &ErrorBackoff,
+    object: &K,
+    category: &str,
+    error: &dyn std::fmt::Display,
+) -> kube::runtime::controller::Action {
+    requeue_after_error(
+        backoff,
+        &object.namespace().unwrap_or_default(),
+        &object.name_any(),
+        category,
+        error,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,20 +144,7 @@ impl Aws {
         owners: &[String],
         ids: &[String],
     ) -> Result<Vec<Image>> {
-        let mut images = Vec::new();
-        let mut pages = self
-            .ec2(region)
-            .describe_images()
-            .set_filters(Some(filters).filter(|f| !f.is_empty()))
-            .set_owners(Some(owners.to_vec()).filter(|o| !o.is_empty()))
-            .set_image_ids(Some(ids.to_vec()).filter(|i| !i.is_empty()))
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws_error("DescribeImages", &e))?;
-            images.extend(page.images().iter().map(controller_runtime::aws::to_image));
-        }
-        Ok(images)
+        Ok(controller_runtime::aws::describe_images(&self.ec2(region), filters, owners, ids).await?)
     }
 
     /// Candidates for the base AMI: the spec's filters and owners, every page; shared for [`BASE_LOOKUP_TTL`].
@@ -181,15 +168,7 @@ impl Aws {
         {
             return Ok(images.clone());
         }
-        let ec2_filters = filters
-            .iter()
-            .map(|f| {
-                Filter::builder()
-                    .name(&f.name)
-                    .set_values(Some(f.values.clone()))
-                    .build()
-            })
-            .collect();
+        let ec2_filters = controller_runtime::aws::ec2_filters(filters, &[]);
         let images = self.describe(region, ec2_filters, owners, &[]).await?;
         *cached = Some((Instant::now(), images.clone()));
         Ok(images)
@@ -263,11 +242,7 @@ impl Aws {
         {
             return Ok(images.clone());
         }
-        let filters = Selector::for_cluster(cluster)
-            .ec2_tag_filters()
-            .into_iter()
-            .map(|(name, value)| Filter::builder().name(name).values(value).build())
-            .collect();
+        let filters = controller_runtime::aws::ec2_filters(&[], &Selector::for_cluster(cluster).ec2_tag_filters());
         let images = self.describe(region, filters, &["self".to_owned()], &[]).await?;
         // Stamped with the generation read before the call: a write during the call makes it stale at once.
         *cached = Some((Instant::now(), generation, images.clone()));
@@ -281,9 +256,7 @@ impl Aws {
             .await
         {
             Ok(images) => Ok(images.into_iter().find(|i| i.id == id)),
-            Err(Error::Aws(e)) if e.kind == AwsErrorKind::NotFound || e.has_code(&["InvalidAMIID.Malformed"]) => {
-                Ok(None)
-            }
+            Err(Error::Aws(e)) if controller_runtime::aws::is_unknown_image(&e) => Ok(None),
             Err(e) => Err(e),
         }
     }

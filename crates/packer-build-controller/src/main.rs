@@ -16,8 +16,8 @@ use clap::Parser;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::{
-    Api, Client, ResourceExt,
-    runtime::{Controller, controller::Action, events::Reporter, watcher},
+    Client,
+    runtime::{Controller, controller::Action, watcher},
 };
 
 use crate::{error::Error, reconcile::Context};
@@ -70,13 +70,7 @@ fn parse_pod_defaults(text: &str) -> Result<api_types::packer_builder::BuildPodS
 }
 
 fn error_policy(pb: Arc<PackerBuilder>, error: &Error, ctx: Arc<Context>) -> Action {
-    controller_runtime::backoff::requeue_after_error(
-        &ctx.errors,
-        &pb.namespace().unwrap_or_default(),
-        &pb.name_any(),
-        error.category(),
-        error,
-    )
+    controller_runtime::backoff::requeue_object(&ctx.errors, &*pb, error.category(), error)
 }
 
 #[tokio::main]
@@ -84,17 +78,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     args.runtime.init_logging();
     let client = Client::try_default().await?;
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(controller_runtime::aws::timeouts())
-        .load()
-        .await;
-    let recorder = kube::runtime::events::Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: args.controller_name.clone(),
-            instance: args.runtime.pod_name.clone(),
-        },
-    );
+    let sdk = controller_runtime::aws::sdk_config(None).await;
+    let recorder = args.runtime.recorder(&client, &args.controller_name);
     let mut context = Context::new(
         client.clone(),
         aws::Aws::new(sdk, args.base_ami_cache_ttl).with_managed_ttl(args.managed_ami_cache_ttl),
@@ -112,19 +97,8 @@ async fn main() -> anyhow::Result<()> {
     context.namespaces = args.runtime.namespaces.clone();
     let election = args.runtime.election(&args.lease_name, "packer-build-controller")?;
     // One Controller per watched namespace (each with its own cache), or one for the whole cluster.
-    let scopes: Vec<(Api<PackerBuilder>, Api<Job>)> = if args.runtime.namespaces.is_empty() {
-        vec![(Api::all(client.clone()), Api::all(client.clone()))]
-    } else {
-        args.runtime
-            .namespaces
-            .iter()
-            .map(|ns| (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)))
-            .collect()
-    };
-    let mut builder_watch = watcher::Config::default();
-    if let Some(selector) = &args.runtime.label_selector {
-        builder_watch = builder_watch.labels(selector);
-    }
+    let scopes = args.runtime.scopes::<PackerBuilder, Job>(&client);
+    let builder_watch = args.runtime.watch_config();
     let job_watch =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", packer_job::job::MANAGED_BY));
     let readiness = controller_runtime::Readiness::default();

@@ -12,7 +12,7 @@ use std::{sync::Arc, time::Duration};
 use ami_tags::{BuildRecord, Identity, Selector, build_tags, deprecation_tags, newest_base_image};
 use api_types::{
     PackerBuilder, PackerBuilderStatus,
-    conditions::{ConditionStatus, ConditionUpdate, get_condition, reasons, set_condition, types},
+    conditions::{get_condition, reasons, types},
     packer_builder::PackerBuilderPhase,
 };
 use jiff::Timestamp;
@@ -155,17 +155,7 @@ fn condition(
     generation: i64,
     now: Timestamp,
 ) {
-    set_condition(
-        &mut status.conditions,
-        ConditionUpdate {
-            type_,
-            status: ConditionStatus::from(value),
-            reason,
-            message,
-        },
-        Some(generation),
-        now,
-    );
+    api_types::conditions::set_bool(&mut status.conditions, type_, value, reason, message, generation, now);
 }
 
 /// Reconciles one PackerBuilder and records the reconcile's metrics.

@@ -266,20 +266,10 @@ impl Harness {
         done: impl Fn(&PackerBuilder) -> bool,
     ) -> PackerBuilder {
         let api: Api<PackerBuilder> = Api::namespaced(self.client.clone(), namespace);
-        let wait = async {
-            loop {
-                if let Some(pb) = api.get_opt(name).await.expect("get")
-                    && done(&pb)
-                {
-                    return pb;
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        };
-        match tokio::time::timeout(WAIT, wait).await {
+        let every = Duration::from_millis(250);
+        match control_plane::cluster::wait_for_object(&api, name, WAIT, every, done).await {
             Ok(pb) => pb,
-            Err(_) => {
-                let pb = api.get(name).await.expect("get");
+            Err(last) => {
                 let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(self.client.clone(), namespace);
                 let containers: Vec<_> = pods
                     .list(&ListParams::default())
@@ -301,7 +291,7 @@ impl Harness {
                     .collect();
                 panic!(
                     "{name} did not reach {what}; status: {:#?}\npods: {containers:#?}",
-                    pb.status
+                    last.and_then(|pb| pb.status)
                 )
             }
         }
@@ -800,7 +790,10 @@ async fn a_throttled_create_tags_after_a_good_build_is_retried_and_never_counted
         [200, 400, 800].map(Duration::from_millis),
         "growing back-off"
     );
-    assert!(h.event_notes("BuildFailed").await.is_empty(), "no failed build announced");
+    assert!(
+        h.event_notes("BuildFailed").await.is_empty(),
+        "no failed build announced"
+    );
     h.stop_controller().await;
 }
 
@@ -2207,7 +2200,6 @@ async fn a_build_is_copied_to_two_regions_shared_and_published_and_a_restart_mid
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_keeps_two_builds_per_region_deletes_snapshots_and_never_an_ami_a_node_group_uses() {
-    use aws_sdk_eks::types::{LaunchTemplateSpecification, NodegroupScalingConfig, VpcConfigRequest};
     let mut h = Harness::start().await;
     h.seed_default_base().await;
     h.aws
@@ -2244,44 +2236,17 @@ async fn retention_keeps_two_builds_per_region_deletes_snapshots_and_never_an_am
     let sdk = h.aws.sdk_config(COPY_REGIONS[0]).await;
     let account = Account(DEFAULT_ACCOUNT.into());
     let ec2 = h.aws.ec2(&sdk, &account);
-    let lt = ec2
-        .create_launch_template()
-        .launch_template_name("workers")
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(&b1_copy)
-                .build(),
-        )
-        .send()
+    let template = aws_sim::eks::TemplateSeed {
+        name: "workers",
+        image: &b1_copy,
+        ..Default::default()
+    };
+    let lt_id = aws_sim::eks::launch_template(&ec2, &template)
         .await
         .expect("launch template");
-    let lt_id = lt
-        .launch_template()
-        .and_then(|t| t.launch_template_id())
-        .expect("id")
-        .to_owned();
     let eks = h.aws.eks(&sdk, &account);
-    eks.create_cluster()
-        .name("workloads")
-        .role_arn("arn:aws:iam::123456789012:role/eks")
-        .resources_vpc_config(VpcConfigRequest::builder().build())
-        .send()
-        .await
-        .expect("cluster");
-    eks.create_nodegroup()
-        .cluster_name("workloads")
-        .nodegroup_name("pinned")
-        .node_role("arn:aws:iam::123456789012:role/node")
-        .subnets("subnet-12345678")
-        .launch_template(LaunchTemplateSpecification::builder().id(&lt_id).version("1").build())
-        .scaling_config(
-            NodegroupScalingConfig::builder()
-                .min_size(1)
-                .max_size(1)
-                .desired_size(1)
-                .build(),
-        )
-        .send()
+    aws_sim::eks::cluster(&eks, "workloads").await.expect("cluster");
+    aws_sim::eks::nodegroup(&eks, "workloads", "pinned", &lt_id, Some("1"), 1)
         .await
         .expect("node group");
 
@@ -2598,6 +2563,10 @@ async fn a_crash_between_deregistering_an_ami_and_deleting_its_snapshots_is_fini
         .await;
     let status = pb.status.expect("status");
     assert_ne!(status.last_run_built_image_id.as_deref(), Some(b1.as_str()));
+    // The field that stopped being true is gone from the stored object, not kept or left as null.
+    let stored = control_plane::cluster::stored_status::<PackerBuilder>(&h.client, &h.ns, "packer-builder-local").await;
+    assert!(stored.get("lastRunBuiltImageID").is_some(), "{stored}");
+    assert!(stored.get("retention").is_none(), "status.retention removed: {stored}");
     assert_eq!(h.jobs().await.len(), 2, "two builds, none added by the restart");
     h.stop_controller().await;
 }

@@ -158,18 +158,11 @@ pub fn halt_holds(record: &HaltRecord, target: &str, retry: Option<&str>) -> boo
 
 fn entry(o: &Observed, target: &str, state: NodeGroupState) -> NodeGroupStatus {
     NodeGroupStatus {
-        name: o.name.clone(),
-        kind: o.kind,
         current_ami: o.current_ami.clone(),
         target_ami: Some(target.to_owned()),
         launch_template_id: o.launch_template_id.clone(),
         launch_template_version: o.launch_template_version.clone(),
-        update_id: None,
-        update_type: None,
-        state,
-        message: None,
-        started_at: None,
-        finished_at: None,
+        ..NodeGroupStatus::new(o.name.clone(), o.kind, state)
     }
 }
 
@@ -207,13 +200,9 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         observed,
         previous,
         canary,
-        canary_soak,
-        parallelism,
-        paused,
-        dry_run,
-        window,
         halted,
         now,
+        ..
     } = inputs;
     let mut order: Vec<&Observed> = observed.iter().collect();
     if let Some(canary) = canary
@@ -222,82 +211,19 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         let first = order.remove(i);
         order.insert(0, first);
     }
-    let mut busy_untracked = false;
-    let node_groups: Vec<NodeGroupStatus> = order
+    let mut node_groups: Vec<NodeGroupStatus> = order
         .iter()
-        .map(|o| {
-            let same = |p: &&NodeGroupStatus| p.name == o.name && p.kind == o.kind;
-            let prev = previous
-                .iter()
-                .filter(same)
-                .find(|p| p.target_ami.as_deref() == Some(target));
-            // In flight, for this target or an earlier one: tracked with the recorded update ID until it ends,
-            // whatever the image currently says; never a second update on top of it.
-            let flying = previous
-                .iter()
-                .filter(same)
-                .find(|p| p.state == NodeGroupState::InProgress && p.update_id.is_some());
-            if let Some(p) = flying {
-                let mut e = p.clone();
-                e.current_ami = o.current_ami.clone();
-                return e;
-            }
-            if let Some(update) = &o.running_update {
-                // Started by us before a restart lost the status write: adopt it instead of starting another, even
-                // when the group is skipped now (excluded, ineligible): it runs, so it is tracked to its end.
-                let mut e = entry(o, target, NodeGroupState::InProgress);
-                e.update_id = Some(update.clone());
-                e.message = Some("update found running in AWS; tracking it".into());
-                e.started_at = Some(api_types::conditions::Time(now));
-                return e;
-            }
-            if let Some(reason) = &o.skip {
-                let mut e = entry(o, target, NodeGroupState::Skipped);
-                e.message = Some(reason.clone());
-                return e;
-            }
-            if o.current_ami.as_deref() == Some(target) {
-                return match prev {
-                    Some(p) if p.state == NodeGroupState::Successful => {
-                        let mut e = p.clone();
-                        e.current_ami = o.current_ami.clone();
-                        e
-                    }
-                    _ => entry(o, target, NodeGroupState::UpToDate),
-                };
-            }
-            // While halted, a failure is kept whatever AMI it was rolling to: a target that changed during the
-            // update must not turn the failed group into a fresh `Pending` that starts at once.
-            if halted
-                && let Some(p) = previous
-                    .iter()
-                    .filter(same)
-                    .find(|p| matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
-            {
-                let mut e = p.clone();
-                e.current_ami = o.current_ami.clone();
-                return e;
-            }
-            let mut e = entry(o, target, NodeGroupState::Pending);
-            // The update config was applied for this target (a finished ConfigUpdate): remember it, so the version
-            // update follows and the config is never issued again, even if AWS reports it differently.
-            if let Some(p) = prev.filter(|p| config_applied(p)) {
-                e.update_id.clone_from(&p.update_id);
-                e.update_type = p.update_type;
-                e.message.clone_from(&p.message);
-                e.finished_at.clone_from(&p.finished_at);
-            }
-            if o.busy {
-                busy_untracked = true;
-                e.message = Some("the node group is being updated by someone else; waiting".into());
-            }
-            e
-        })
+        .map(|o| group_entry(o, previous, target, halted, now))
         .collect();
+    // A group that would start but is busy with an update nobody tracks (only the last branch of `group_entry`
+    // makes an entry `Pending`).
+    let busy_untracked = order
+        .iter()
+        .zip(&node_groups)
+        .any(|(o, e)| o.busy && e.state == NodeGroupState::Pending);
     // Groups no longer observed (deleted, excluded, dropped from autoScalingGroups) keep their update in status
     // while it is in flight (it still counts against parallelism) and their failure while the rollout is halted,
     // so an outcome is never dropped with the group.
-    let mut node_groups = node_groups;
     node_groups.extend(
         previous
             .iter()
@@ -308,7 +234,105 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
             })
             .cloned(),
     );
+    let (start, hold) = starts(&inputs, &node_groups, busy_untracked);
+    let phase = phase_of(&inputs, &node_groups, &start, hold.as_ref());
+    let total = node_groups
+        .iter()
+        .filter(|n| n.state != NodeGroupState::Skipped)
+        .count();
+    let done = node_groups.iter().filter(|n| on_target(n.state)).count();
+    Plan {
+        node_groups,
+        start,
+        hold,
+        phase,
+        done,
+        total,
+    }
+}
 
+/// The status entry of one observed group.
+fn group_entry(
+    o: &Observed,
+    previous: &[NodeGroupStatus],
+    target: &str,
+    halted: bool,
+    now: Timestamp,
+) -> NodeGroupStatus {
+    let same = |p: &&NodeGroupStatus| p.name == o.name && p.kind == o.kind;
+    let prev = previous
+        .iter()
+        .filter(same)
+        .find(|p| p.target_ami.as_deref() == Some(target));
+    // In flight, for this target or an earlier one: tracked with the recorded update ID until it ends, whatever the
+    // image currently says; never a second update on top of it.
+    let flying = previous
+        .iter()
+        .filter(same)
+        .find(|p| p.state == NodeGroupState::InProgress && p.update_id.is_some());
+    if let Some(p) = flying {
+        let mut e = p.clone();
+        e.current_ami = o.current_ami.clone();
+        return e;
+    }
+    if let Some(update) = &o.running_update {
+        // Started by us before a restart lost the status write: adopt it instead of starting another, even when
+        // the group is skipped now (excluded, ineligible): it runs, so it is tracked to its end.
+        let mut e = entry(o, target, NodeGroupState::InProgress);
+        e.update_id = Some(update.clone());
+        e.message = Some("update found running in AWS; tracking it".into());
+        e.started_at = Some(api_types::conditions::Time(now));
+        return e;
+    }
+    if let Some(reason) = &o.skip {
+        let mut e = entry(o, target, NodeGroupState::Skipped);
+        e.message = Some(reason.clone());
+        return e;
+    }
+    if o.current_ami.as_deref() == Some(target) {
+        return match prev {
+            Some(p) if p.state == NodeGroupState::Successful => {
+                let mut e = p.clone();
+                e.current_ami = o.current_ami.clone();
+                e
+            }
+            _ => entry(o, target, NodeGroupState::UpToDate),
+        };
+    }
+    // While halted, a failure is kept whatever AMI it was rolling to: a target that changed during the update must
+    // not turn the failed group into a fresh `Pending` that starts at once.
+    if halted
+        && let Some(p) = previous
+            .iter()
+            .filter(same)
+            .find(|p| matches!(p.state, NodeGroupState::Failed | NodeGroupState::Cancelled))
+    {
+        let mut e = p.clone();
+        e.current_ami = o.current_ami.clone();
+        return e;
+    }
+    let mut e = entry(o, target, NodeGroupState::Pending);
+    // The update config was applied for this target (a finished ConfigUpdate): remember it, so the version update
+    // follows and the config is never issued again, even if AWS reports it differently.
+    if let Some(p) = prev.filter(|p| config_applied(p)) {
+        e.update_id.clone_from(&p.update_id);
+        e.update_type = p.update_type;
+        e.message.clone_from(&p.message);
+        e.finished_at.clone_from(&p.finished_at);
+    }
+    if o.busy {
+        e.message = Some("the node group is being updated by someone else; waiting".into());
+    }
+    e
+}
+
+/// Which pending groups start now, and what holds the others.
+fn starts(
+    inputs: &PlanInputs<'_>,
+    node_groups: &[NodeGroupStatus],
+    busy_untracked: bool,
+) -> (Vec<String>, Option<Hold>) {
+    let canary = inputs.canary;
     let in_flight = node_groups
         .iter()
         .filter(|n| n.state == NodeGroupState::InProgress)
@@ -317,75 +341,87 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         .iter()
         .filter(|n| n.state == NodeGroupState::Pending)
         .collect();
+    if pending.is_empty() {
+        return (Vec::new(), None);
+    }
     let failed = node_groups
         .iter()
         .any(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
-    let total = node_groups
-        .iter()
-        .filter(|n| n.state != NodeGroupState::Skipped)
-        .count();
-    let done = node_groups.iter().filter(|n| on_target(n.state)).count();
-
-    let mut start = Vec::new();
-    let gate = if halted && failed {
+    let gate = if inputs.halted && failed {
         Some(Hold::Failed)
-    } else if dry_run {
+    } else if inputs.dry_run {
         Some(Hold::DryRun)
-    } else if paused {
+    } else if inputs.paused {
         Some(Hold::Paused)
-    } else if let WindowState::Closed { opens_at } = window {
+    } else if let WindowState::Closed { opens_at } = inputs.window {
         Some(Hold::OutsideWindow { opens_at })
     } else {
         None
     };
-    let mut hold = None;
-    if !pending.is_empty() {
-        // A canary that cannot roll (a typo, a group without a custom launch template) must hold the rollout:
-        // going on without it would roll every group unprobed.
-        let canary_unavailable = canary.is_some_and(|c| {
-            node_groups
-                .iter()
-                .find(|n| n.name == c)
-                .is_none_or(|n| n.state == NodeGroupState::Skipped)
-        });
-        if let Some(gate) = gate {
-            hold = Some(gate);
-        } else if canary_unavailable {
-            hold = Some(Hold::CanaryUnavailable);
-        } else if let Some(until) = soaking_until(&node_groups, canary, canary_soak, now) {
-            hold = Some(Hold::CanarySoak { until });
-        } else {
-            let canary_pending = canary.and_then(|c| node_groups.iter().find(|n| n.name == c && !on_target(n.state)));
-            let capacity = match canary_pending {
-                // The canary goes alone; the others wait until it succeeded.
-                Some(c) if c.state == NodeGroupState::Pending && in_flight == 0 => 1,
-                Some(_) => 0,
-                None => parallelism.max(1).saturating_sub(in_flight),
-            };
-            start = pending
-                .iter()
-                // A group busy with somebody else's update waits.
-                .filter(|n| !observed.iter().any(|o| o.busy && o.name == n.name && o.kind == n.kind))
-                .take(capacity)
-                .map(|n| n.name.clone())
-                .collect();
-            if start.len() < pending.len() {
-                hold = Some(if start.is_empty() && busy_untracked && in_flight == 0 {
-                    Hold::Busy
-                } else {
-                    Hold::InFlight
-                });
-            }
-        }
+    // A canary that cannot roll (a typo, a group without a custom launch template) must hold the rollout: going
+    // on without it would roll every group unprobed.
+    let canary_unavailable = canary.is_some_and(|c| {
+        node_groups
+            .iter()
+            .find(|n| n.name == c)
+            .is_none_or(|n| n.state == NodeGroupState::Skipped)
+    });
+    if let Some(gate) = gate {
+        return (Vec::new(), Some(gate));
     }
+    if canary_unavailable {
+        return (Vec::new(), Some(Hold::CanaryUnavailable));
+    }
+    if let Some(until) = soaking_until(node_groups, canary, inputs.canary_soak, inputs.now) {
+        return (Vec::new(), Some(Hold::CanarySoak { until }));
+    }
+    let canary_pending = canary.and_then(|c| node_groups.iter().find(|n| n.name == c && !on_target(n.state)));
+    let capacity = match canary_pending {
+        // The canary goes alone; the others wait until it succeeded.
+        Some(c) if c.state == NodeGroupState::Pending && in_flight == 0 => 1,
+        Some(_) => 0,
+        None => inputs.parallelism.max(1).saturating_sub(in_flight),
+    };
+    let start: Vec<String> = pending
+        .iter()
+        // A group busy with somebody else's update waits.
+        .filter(|n| {
+            !inputs
+                .observed
+                .iter()
+                .any(|o| o.busy && o.name == n.name && o.kind == n.kind)
+        })
+        .take(capacity)
+        .map(|n| n.name.clone())
+        .collect();
+    let waiting = if start.is_empty() && busy_untracked && in_flight == 0 {
+        Hold::Busy
+    } else {
+        Hold::InFlight
+    };
+    let hold = (start.len() < pending.len()).then_some(waiting);
+    (start, hold)
+}
 
-    let phase = if halted && failed {
+/// The phase that follows from the entries, what starts and what holds.
+fn phase_of(
+    inputs: &PlanInputs<'_>,
+    node_groups: &[NodeGroupStatus],
+    start: &[String],
+    hold: Option<&Hold>,
+) -> AMIRefresherPhase {
+    let failed = node_groups
+        .iter()
+        .any(|n| matches!(n.state, NodeGroupState::Failed | NodeGroupState::Cancelled));
+    let in_flight = node_groups.iter().any(|n| n.state == NodeGroupState::InProgress);
+    let pending = node_groups.iter().any(|n| n.state == NodeGroupState::Pending);
+    if inputs.halted && failed {
         AMIRefresherPhase::Degraded
-    } else if in_flight > 0 || !start.is_empty() {
+    } else if in_flight || !start.is_empty() {
         AMIRefresherPhase::Progressing
-    } else if pending.is_empty() {
+    } else if !pending {
         AMIRefresherPhase::Ready
-    } else if dry_run {
+    } else if inputs.dry_run {
         AMIRefresherPhase::Planned
     } else if matches!(
         hold,
@@ -394,14 +430,6 @@ pub fn plan(inputs: PlanInputs<'_>) -> Plan {
         AMIRefresherPhase::Waiting
     } else {
         AMIRefresherPhase::Progressing
-    };
-    Plan {
-        node_groups,
-        start,
-        hold,
-        phase,
-        done,
-        total,
     }
 }
 

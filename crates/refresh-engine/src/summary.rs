@@ -99,61 +99,8 @@ pub fn summarize(plan: &Plan, facts: StepFacts<'_>) -> Summary {
                 .map(|f| format!("{}: {}", f.name, f.message.as_deref().unwrap_or("failed")))
                 .unwrap_or_default(),
         ),
-        AMIRefresherPhase::Planned => {
-            let would_roll: Vec<String> = plan
-                .node_groups
-                .iter()
-                .filter(|n| n.state == NodeGroupState::Pending)
-                .map(|n| {
-                    format!(
-                        "{} ({} -> {target})",
-                        n.name,
-                        n.current_ami.as_deref().unwrap_or("unknown")
-                    )
-                })
-                .collect();
-            ConditionText::new(
-                false,
-                reasons::DRY_RUN,
-                format!("would roll: {}", would_roll.join(", ")),
-            )
-        }
-        AMIRefresherPhase::Waiting => match plan.hold {
-            Some(Hold::CanaryUnavailable) => {
-                let canary = canary.unwrap_or_default();
-                let message = match plan.node_groups.iter().find(|n| n.name == canary) {
-                    Some(n) => format!(
-                        "canary {canary} cannot be rolled ({}); {pending} node group(s) wait",
-                        n.message.as_deref().unwrap_or("skipped")
-                    ),
-                    None => format!(
-                        "canary {canary} is not a node group of the cluster (or is excluded); {pending} node group(s) wait"
-                    ),
-                };
-                ConditionText::new(false, reasons::CANARY_UNAVAILABLE, message)
-            }
-            Some(Hold::CanarySoak { until }) => ConditionText::new(
-                false,
-                reasons::CANARY_SOAKING,
-                format!(
-                    "canary {} succeeded; {pending} node group(s) start at {until} (refreshConfig.canarySoak)",
-                    canary.unwrap_or_default()
-                ),
-            ),
-            Some(Hold::OutsideWindow { opens_at }) => ConditionText::new(
-                false,
-                reasons::OUTSIDE_MAINTENANCE_WINDOW,
-                match opens_at {
-                    Some(t) => format!("{pending} node group(s) wait for the window opening at {t}"),
-                    None => format!("{pending} node group(s) wait; no maintenance window opens again"),
-                },
-            ),
-            _ => ConditionText::new(
-                false,
-                reasons::PAUSED,
-                format!("{pending} node group(s) wait: spec.paused is set"),
-            ),
-        },
+        AMIRefresherPhase::Planned => would_roll(plan, target),
+        AMIRefresherPhase::Waiting => waiting(plan, canary, pending),
         _ => ConditionText::new(
             false,
             reasons::ROLLING_OUT,
@@ -193,6 +140,67 @@ pub fn summarize(plan: &Plan, facts: StepFacts<'_>) -> Summary {
     }
 }
 
+/// `Ready` of a dry run: which groups would roll, from what.
+fn would_roll(plan: &Plan, target: &str) -> ConditionText {
+    let would_roll: Vec<String> = plan
+        .node_groups
+        .iter()
+        .filter(|n| n.state == NodeGroupState::Pending)
+        .map(|n| {
+            format!(
+                "{} ({} -> {target})",
+                n.name,
+                n.current_ami.as_deref().unwrap_or("unknown")
+            )
+        })
+        .collect();
+    ConditionText::new(
+        false,
+        reasons::DRY_RUN,
+        format!("would roll: {}", would_roll.join(", ")),
+    )
+}
+
+/// `Ready` while the rollout waits: for the canary, its soak, the maintenance window, or `spec.paused`.
+fn waiting(plan: &Plan, canary: Option<&str>, pending: usize) -> ConditionText {
+    match plan.hold {
+        Some(Hold::CanaryUnavailable) => {
+            let canary = canary.unwrap_or_default();
+            let message = match plan.node_groups.iter().find(|n| n.name == canary) {
+                Some(n) => format!(
+                    "canary {canary} cannot be rolled ({}); {pending} node group(s) wait",
+                    n.message.as_deref().unwrap_or("skipped")
+                ),
+                None => format!(
+                    "canary {canary} is not a node group of the cluster (or is excluded); {pending} node group(s) wait"
+                ),
+            };
+            ConditionText::new(false, reasons::CANARY_UNAVAILABLE, message)
+        }
+        Some(Hold::CanarySoak { until }) => ConditionText::new(
+            false,
+            reasons::CANARY_SOAKING,
+            format!(
+                "canary {} succeeded; {pending} node group(s) start at {until} (refreshConfig.canarySoak)",
+                canary.unwrap_or_default()
+            ),
+        ),
+        Some(Hold::OutsideWindow { opens_at }) => ConditionText::new(
+            false,
+            reasons::OUTSIDE_MAINTENANCE_WINDOW,
+            match opens_at {
+                Some(t) => format!("{pending} node group(s) wait for the window opening at {t}"),
+                None => format!("{pending} node group(s) wait; no maintenance window opens again"),
+            },
+        ),
+        _ => ConditionText::new(
+            false,
+            reasons::PAUSED,
+            format!("{pending} node group(s) wait: spec.paused is set"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use api_types::ami_refresher::{NodeGroupKind, NodeGroupStatus};
@@ -203,18 +211,9 @@ mod tests {
 
     fn group(name: &str, state: NodeGroupState) -> NodeGroupStatus {
         NodeGroupStatus {
-            name: name.into(),
-            kind: NodeGroupKind::Managed,
             current_ami: Some("ami-0000000000000000a".into()),
             target_ami: Some(TARGET.into()),
-            launch_template_id: None,
-            launch_template_version: None,
-            update_id: None,
-            update_type: None,
-            state,
-            message: None,
-            started_at: None,
-            finished_at: None,
+            ..NodeGroupStatus::new(name, NodeGroupKind::Managed, state)
         }
     }
 

@@ -13,6 +13,8 @@
 //! Python comes from `OPSY_AWS_EMULATOR_PYTHON` (set by `cargo xtask test`, which creates the venv with the pinned
 //! moto) or `<target>/tools/venv/bin/python`.
 
+pub mod eks;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,

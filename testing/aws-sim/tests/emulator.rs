@@ -6,9 +6,7 @@ use aws_sdk_ec2::{
     error::ProvideErrorMetadata,
     types::{Filter, RequestLaunchTemplateData},
 };
-use aws_sdk_eks::types::{
-    LaunchTemplateSpecification as EksLaunchTemplate, NodegroupScalingConfig, UpdateStatus, VpcConfigRequest,
-};
+use aws_sdk_eks::types::{LaunchTemplateSpecification as EksLaunchTemplate, UpdateStatus};
 use aws_sim::{Account, AwsEmulator, Fault, SeedImage};
 
 const REGION: &str = "us-west-2";
@@ -49,57 +47,20 @@ fn eks_image(name: &str, date: &str) -> SeedImage {
 
 /// A cluster with one managed node group on a launch template; returns (template id, ASG name).
 async fn cluster_with_nodegroup(w: &World, image: &str) -> (String, String) {
-    let lt = w
-        .ec2
-        .create_launch_template()
-        .launch_template_name("workers")
-        .launch_template_data(
-            RequestLaunchTemplateData::builder()
-                .image_id(image)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Medium)
-                .build(),
-        )
-        .send()
+    let template = aws_sim::eks::TemplateSeed {
+        name: "workers",
+        image,
+        instance_type: Some(aws_sdk_ec2::types::InstanceType::T3Medium),
+        user_data: None,
+    };
+    let lt_id = aws_sim::eks::launch_template(&w.ec2, &template)
         .await
         .expect("launch template");
-    let lt_id = lt
-        .launch_template()
-        .and_then(|t| t.launch_template_id())
-        .expect("id")
-        .to_owned();
-    w.eks
-        .create_cluster()
-        .name("opsy-gitops")
-        .role_arn("arn:aws:iam::123456789012:role/eks")
-        .resources_vpc_config(VpcConfigRequest::builder().build())
-        .send()
-        .await
-        .expect("cluster");
-    let ng = w
-        .eks
-        .create_nodegroup()
-        .cluster_name("opsy-gitops")
-        .nodegroup_name("workers")
-        .node_role("arn:aws:iam::123456789012:role/node")
-        .subnets("subnet-12345678")
-        .launch_template(EksLaunchTemplate::builder().id(&lt_id).build())
-        .scaling_config(
-            NodegroupScalingConfig::builder()
-                .min_size(1)
-                .max_size(2)
-                .desired_size(1)
-                .build(),
-        )
-        .send()
+    aws_sim::eks::cluster(&w.eks, "opsy-gitops").await.expect("cluster");
+    let asg = aws_sim::eks::nodegroup(&w.eks, "opsy-gitops", "workers", &lt_id, None, 1)
         .await
         .expect("nodegroup");
-    let asg = ng
-        .nodegroup()
-        .and_then(|n| n.resources())
-        .and_then(|r| r.auto_scaling_groups().first())
-        .and_then(|g| g.name())
-        .expect("node group backed by an ASG")
-        .to_owned();
+    assert!(!asg.is_empty(), "node group backed by an ASG");
     (lt_id, asg)
 }
 

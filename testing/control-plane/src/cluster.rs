@@ -283,3 +283,48 @@ impl TestCluster {
             .await
     }
 }
+
+/// The `status` of an object exactly as the API server stores it (JSON, not the typed view, so a test can tell a
+/// field that is absent from one the typed view would default): `Null` when the object or its status is missing.
+pub async fn stored_status<K>(client: &Client, namespace: &str, name: &str) -> serde_json::Value
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let resource = kube::api::ApiResource::erase::<K>(&());
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    api.get_opt(name)
+        .await
+        .expect("get")
+        .and_then(|o| o.data.get("status").cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// Reads `name` every `every` until `done` holds and returns it; after `within`, `Err` with the object as last
+/// read (`None`: it never existed). The callers add what explains a timeout (their controller's log, Pods).
+pub async fn wait_for_object<K>(
+    api: &Api<K>,
+    name: &str,
+    within: std::time::Duration,
+    every: std::time::Duration,
+    done: impl Fn(&K) -> bool,
+) -> Result<K, Option<K>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut last = None;
+    let wait = async {
+        loop {
+            if let Some(object) = api.get_opt(name).await.expect("get") {
+                if done(&object) {
+                    return object;
+                }
+                last = Some(object);
+            }
+            tokio::time::sleep(every).await;
+        }
+    };
+    match tokio::time::timeout(within, wait).await {
+        Ok(object) => Ok(object),
+        Err(_) => Err(last),
+    }
+}

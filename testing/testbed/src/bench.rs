@@ -463,40 +463,15 @@ async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) 
             let (ec2, eks, ami) = (w.ec2.clone(), w.eks.clone(), amis[j].clone());
             async move {
                 let cluster = format!("c-{j}");
-                eks.create_cluster()
-                    .name(&cluster)
-                    .role_arn("arn:aws:iam::123456789012:role/eks")
-                    .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-                    .send()
-                    .await?;
+                aws_sim::eks::cluster(&eks, &cluster).await?;
                 for g in 0..5 {
-                    let lt = ec2
-                        .create_launch_template()
-                        .launch_template_name(format!("{cluster}-ng-{g}"))
-                        .launch_template_data(
-                            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                                .image_id(&ami)
-                                .build(),
-                        )
-                        .send()
-                        .await?;
-                    let id = lt
-                        .launch_template()
-                        .and_then(|t| t.launch_template_id())
-                        .unwrap_or_default()
-                        .to_owned();
-                    eks.create_nodegroup()
-                        .cluster_name(&cluster)
-                        .nodegroup_name(format!("ng-{g}"))
-                        .node_role("arn:aws:iam::123456789012:role/node")
-                        .subnets("subnet-0123456789abcdef0")
-                        .launch_template(
-                            aws_sdk_eks::types::LaunchTemplateSpecification::builder()
-                                .id(id)
-                                .build(),
-                        )
-                        .send()
-                        .await?;
+                    let template = aws_sim::eks::TemplateSeed {
+                        name: &format!("{cluster}-ng-{g}"),
+                        image: &ami,
+                        ..Default::default()
+                    };
+                    let id = aws_sim::eks::launch_template(&ec2, &template).await?;
+                    aws_sim::eks::nodegroup(&eks, &cluster, &format!("ng-{g}"), &id, None, 1).await?;
                 }
                 anyhow::Ok(())
             }

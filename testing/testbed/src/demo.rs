@@ -161,49 +161,20 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         .await
         .map_err(|e| step_failed("seed base AMIs", e))?;
     let (old_base, new_base) = (bases[0].clone(), bases[1].clone());
-    eks.create_cluster()
-        .name(CLUSTER)
-        .role_arn("arn:aws:iam::123456789012:role/eks")
-        .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-        .send()
+    aws_sim::eks::cluster(&eks, CLUSTER)
         .await
         .map_err(|e| step_failed("create the EKS cluster", e))?;
     for ng in NODE_GROUPS {
-        let lt = ec2
-            .create_launch_template()
-            .launch_template_name(format!("{ng}-lt"))
-            .launch_template_data(
-                aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                    .image_id(&old_base)
-                    .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
-                    .build(),
-            )
-            .send()
+        let template = aws_sim::eks::TemplateSeed {
+            name: &format!("{ng}-lt"),
+            image: &old_base,
+            instance_type: Some(aws_sdk_ec2::types::InstanceType::M5Large),
+            user_data: None,
+        };
+        let lt_id = aws_sim::eks::launch_template(&ec2, &template)
             .await
             .map_err(|e| step_failed("create launch templates", e))?;
-        let lt_id = lt
-            .launch_template()
-            .and_then(|t| t.launch_template_id())
-            .unwrap_or_default()
-            .to_owned();
-        eks.create_nodegroup()
-            .cluster_name(CLUSTER)
-            .nodegroup_name(ng)
-            .node_role("arn:aws:iam::123456789012:role/node")
-            .subnets("subnet-0123456789abcdef0")
-            .launch_template(
-                aws_sdk_eks::types::LaunchTemplateSpecification::builder()
-                    .id(lt_id)
-                    .build(),
-            )
-            .scaling_config(
-                aws_sdk_eks::types::NodegroupScalingConfig::builder()
-                    .min_size(1)
-                    .max_size(3)
-                    .desired_size(2)
-                    .build(),
-            )
-            .send()
+        aws_sim::eks::nodegroup(&eks, CLUSTER, ng, &lt_id, None, 2)
             .await
             .map_err(|e| step_failed("create node groups", e))?;
     }
