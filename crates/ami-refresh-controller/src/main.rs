@@ -2,8 +2,13 @@
 //! groups onto the chosen AMI, tracked, resumable and one node group at a time. See `reconcile` for the steps.
 
 mod aws;
+mod capabilities;
 mod error;
+#[cfg(test)]
+mod fake;
 mod reconcile;
+#[cfg(test)]
+mod rollout_tests;
 
 use std::{sync::Arc, time::Duration};
 
@@ -85,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let mut context = Context::new(
         client.clone(),
-        aws::Aws::new(sdk, metrics.clone()),
+        Arc::new(aws::Aws::new(sdk, metrics.clone())),
         recorder,
         metrics.clone(),
         notifier,

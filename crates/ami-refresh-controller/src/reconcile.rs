@@ -38,7 +38,8 @@ use kube::{
 use refresh_engine::{Observed, PlanInputs, Schedule, WindowState, plan, window_state};
 
 use crate::{
-    aws::{Aws, NodegroupInfo, Progress, RefreshPrefs, UpdateConfig},
+    aws::{NodegroupInfo, Progress, RefreshPrefs, UpdateConfig},
+    capabilities::RolloutAws,
     error::{Error, Result},
 };
 
@@ -46,8 +47,8 @@ use crate::{
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// AWS edge.
-    pub aws: Aws,
+    /// AWS, by capability (the SDK in production, in memory in the reconcile-level tests).
+    pub aws: Arc<dyn RolloutAws>,
     /// Event recorder.
     pub recorder: Recorder,
     /// Metrics.
@@ -72,7 +73,7 @@ impl Context {
     /// A context with default timings.
     pub fn new(
         client: Client,
-        aws: Aws,
+        aws: Arc<dyn RolloutAws>,
         recorder: Recorder,
         metrics: Arc<controller_runtime::Metrics>,
         notifier: controller_runtime::notify::NotificationQueue,

@@ -445,6 +445,41 @@ mod tests {
         }
 
         #[test]
+        fn an_ami_of_the_original_operator_is_adopted_with_the_tags_it_lacks() {
+            let id = identity();
+            // What the Go operator tagged: no namespace, no build ID, no base AMI.
+            let mut original = ami("ami-go", &id, "2026-11-30T00:00:00Z", "ami-base-1");
+            for key in [
+                ami_tags::keys::CREATED_BY_NAMESPACE,
+                ami_tags::keys::BUILD_ID,
+                ami_tags::keys::BASE_AMI,
+            ] {
+                original.tags.remove(key);
+            }
+            let images = [original];
+            let d = decide(observed(&images, &id), &durations(), now());
+            let Decision::Keep {
+                image,
+                add_tags,
+                base_unknown,
+                ..
+            } = d
+            else {
+                panic!("expected the AMI to be adopted: {d:?}");
+            };
+            assert_eq!(image.id, "ami-go");
+            assert_eq!(
+                add_tags.get(ami_tags::keys::CREATED_BY_NAMESPACE).map(String::as_str),
+                Some("team-a"),
+                "{add_tags:?}"
+            );
+            assert!(
+                base_unknown,
+                "its base is not recorded, so a base change cannot be seen"
+            );
+        }
+
+        #[test]
         fn another_namespaces_ami_is_not_ours_so_a_build_is_needed() {
             let id = identity();
             let other = ami_tags::Identity::new("prod", "node-ami", "team-b", "https://git.example/p.git", "main");

@@ -1,0 +1,341 @@
+//! Reconcile-level tests: the controller's real `reconcile` against the in-memory AWS of [`crate::fake`] (calls
+//! recorded, faults injected) and an in-process Kubernetes API server (kube-sim; the real control plane with
+//! `OPSY_TEST_CLUSTER=real`). Each step is one reconcile, so a scenario is driven exactly, in milliseconds; the
+//! end-to-end suite (`tests/rollout.rs`) proves the same behaviour over the SDK, the emulator and the binary.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use api_types::{
+    AMIRefresher, PackerBuilder,
+    ami_refresher::{AMIRefresherPhase, NodeGroupState, NodeGroupStatus},
+};
+use control_plane::cluster::{ClusterOptions, TestCluster};
+use jiff::{SignedDuration, Timestamp};
+use kube::{
+    Api, Client, CustomResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::events::{Recorder, Reporter},
+};
+use serde_json::json;
+
+use crate::{
+    fake::FakeAws,
+    reconcile::{Context, reconcile},
+};
+
+const CLUSTER: &str = "opsy";
+const NAME: &str = "roll";
+
+struct Bed {
+    _cluster: TestCluster,
+    namespace: String,
+    client: Client,
+    aws: Arc<FakeAws>,
+    ctx: Arc<Context>,
+}
+
+fn ago(hours: i64) -> Timestamp {
+    controller_runtime::clock::now() - SignedDuration::from_hours(hours)
+}
+
+impl Bed {
+    async fn start() -> Self {
+        let cluster = TestCluster::start(ClusterOptions::default()).await.expect("api server");
+        let client = cluster.client().await.expect("client");
+        cluster
+            .install_crds(&client, &[AMIRefresher::crd(), PackerBuilder::crd()])
+            .await
+            .expect("CRDs");
+        let namespace = cluster.namespace().to_owned();
+        cluster.create_namespace(&client, &namespace).await.expect("namespace");
+        let aws = Arc::new(FakeAws::default());
+        let metrics = Arc::new(controller_runtime::Metrics::new(
+            "ami_refresh_controller",
+            &[("rollouts", "rollouts"), ("config_updates", "config updates")],
+        ));
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "ami-refresh-controller".into(),
+                instance: None,
+            },
+        );
+        let notifier =
+            controller_runtime::notify::NotificationQueue::start(controller_runtime::notify::ChannelNotifier {
+                client: client.clone(),
+                http: controller_runtime::notify::http_client(),
+                slack_api: "http://127.0.0.1:9".into(),
+                recorder: recorder.clone(),
+                metrics: metrics.clone(),
+                sdk: aws_config::SdkConfig::builder().build(),
+                url_policy: Default::default(),
+                aws_allowlist: Default::default(),
+            });
+        let ctx = Context::new(client.clone(), aws.clone(), recorder, metrics, notifier);
+        Self {
+            _cluster: cluster,
+            namespace,
+            client,
+            aws,
+            ctx: Arc::new(ctx),
+        }
+    }
+
+    fn api(&self) -> Api<AMIRefresher> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// An AMI this operator built for the cluster, `hours` old.
+    fn ami(&self, id: &str, hours: i64) -> String {
+        let created = ago(hours);
+        let stamp = created.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let tags: BTreeMap<String, String> = [
+            ("brought-to-you-by", "opsy-the-ami-operator"),
+            ("cluster-name", CLUSTER),
+            ("created-by", "node-ami"),
+            ("created-by-namespace", self.namespace.as_str()),
+            ("create-timestamp", stamp.as_str()),
+            ("status", "active"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        self.aws.add_image(ami_tags::Image {
+            id: id.into(),
+            name: Some(format!("eks-node-{id}")),
+            creation_date: Some(created),
+            state: Some("available".into()),
+            architecture: Some("x86_64".into()),
+            tags,
+            ..ami_tags::Image::default()
+        });
+        id.to_owned()
+    }
+
+    async fn apply(&self) {
+        let amr: AMIRefresher = serde_json::from_value(json!({
+            "apiVersion": "ami.refresh.ops/v1alpha1",
+            "kind": "AMIRefresher",
+            "metadata": {"name": NAME, "namespace": self.namespace},
+            "spec": {
+                "region": "us-west-2",
+                "clusterName": CLUSTER,
+                "amiFilters": [{"name": "name", "values": ["eks-node-*"]}],
+                "amiOwners": ["self"],
+                "expiresIn": "1w",
+            }
+        }))
+        .expect("typed");
+        self.api().create(&PostParams::default(), &amr).await.expect("create");
+    }
+
+    /// One reconcile, as the controller runs it (a fresh GET, then one step).
+    async fn step(&self) -> crate::error::Result<kube::runtime::controller::Action> {
+        let amr = self.api().get(NAME).await.expect("get");
+        reconcile(Arc::new(amr), self.ctx.clone()).await
+    }
+
+    async fn status(&self) -> api_types::AMIRefresherStatus {
+        self.api().get(NAME).await.expect("get").status.unwrap_or_default()
+    }
+
+    async fn stored(&self) -> serde_json::Value {
+        control_plane::cluster::stored_status::<AMIRefresher>(&self.client, &self.namespace, NAME).await
+    }
+
+    fn update_of(&self, group: &str) -> String {
+        self.aws
+            .updates()
+            .into_iter()
+            .rev()
+            .find(|u| u.group.1 == group)
+            .map(|u| u.id)
+            .unwrap_or_else(|| panic!("no update of {group}"))
+    }
+}
+
+fn group<'a>(status: &'a api_types::AMIRefresherStatus, name: &str) -> &'a NodeGroupStatus {
+    status
+        .node_groups
+        .iter()
+        .find(|g| g.name == name)
+        .unwrap_or_else(|| panic!("no entry for {name}: {status:#?}"))
+}
+
+#[tokio::test]
+async fn groups_roll_one_at_a_time_onto_the_newest_ami_and_the_rollout_ends_ready() {
+    let bed = Bed::start().await;
+    let old = bed.ami("ami-old", 48);
+    let new = bed.ami("ami-new", 2);
+    bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+    bed.aws.add_nodegroup(CLUSTER, "ng-b", &old);
+    bed.apply().await;
+
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.target_ami.as_deref(), Some(new.as_str()));
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Progressing));
+    assert_eq!(group(&status, "ng-a").state, NodeGroupState::InProgress);
+    assert_eq!(group(&status, "ng-b").state, NodeGroupState::Pending);
+    // A step while the update runs starts nothing more.
+    bed.step().await.expect("reconcile");
+    assert_eq!(bed.aws.count("UpdateNodegroupVersion"), 1);
+
+    bed.aws.finish(&bed.update_of("ng-a"), "Successful", "");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(group(&status, "ng-a").state, NodeGroupState::Successful);
+    assert_eq!(group(&status, "ng-b").state, NodeGroupState::InProgress);
+
+    bed.aws.finish(&bed.update_of("ng-b"), "Successful", "");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Ready), "{status:#?}");
+    assert_eq!(status.progress.as_deref(), Some("2/2"));
+    for name in ["ng-a", "ng-b"] {
+        assert_eq!(bed.aws.running_image(CLUSTER, name), new, "{name}");
+    }
+    let mutating: Vec<&str> = bed
+        .aws
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(*c, "CreateLaunchTemplateVersion" | "UpdateNodegroupVersion"))
+        .collect();
+    assert_eq!(
+        mutating,
+        [
+            "CreateLaunchTemplateVersion",
+            "UpdateNodegroupVersion",
+            "CreateLaunchTemplateVersion",
+            "UpdateNodegroupVersion"
+        ],
+        "a version with the image, then the update, per group"
+    );
+}
+
+/// Throttled (`ThrottlingException`) and transient (`ServerException`, 5xx) refusals fail the reconcile, so the
+/// controller retries it with its growing back-off; neither is ever written as a failed group or a halt.
+#[tokio::test]
+async fn throttled_or_unavailable_aws_is_retried_and_never_recorded_as_a_failed_rollout() {
+    for (code, status_code, category) in [
+        ("ThrottlingException", 400, "AWSThrottled"),
+        ("ServerException", 500, "AWSUnavailable"),
+    ] {
+        let bed = Bed::start().await;
+        let old = bed.ami("ami-old", 48);
+        bed.ami("ami-new", 2);
+        bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+        bed.apply().await;
+        bed.aws.fail("UpdateNodegroupVersion", code, status_code, 2);
+
+        for attempt in 1..=2 {
+            let error = bed.step().await.expect_err("the refusal fails the reconcile");
+            assert_eq!(error.category(), category, "{code}, attempt {attempt}: {error}");
+            let status = bed.status().await;
+            assert_ne!(
+                group(&status, "ng-a").state,
+                NodeGroupState::Failed,
+                "{code}: {status:#?}"
+            );
+            assert_eq!(status.halted_target, None, "{code}");
+            assert_ne!(status.phase, Some(AMIRefresherPhase::Degraded), "{code}");
+        }
+        bed.step().await.expect("AWS answers again");
+        let status = bed.status().await;
+        assert_eq!(group(&status, "ng-a").state, NodeGroupState::InProgress, "{code}");
+        assert_eq!(
+            bed.aws.count("UpdateNodegroupVersion"),
+            3,
+            "{code}: two refused, one started"
+        );
+        assert_eq!(
+            bed.aws.count("CreateLaunchTemplateVersion"),
+            1,
+            "{code}: the retries reuse the version made by the first attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_update_refused_as_invalid_fails_the_group_and_halts_the_rollout() {
+    let bed = Bed::start().await;
+    let old = bed.ami("ami-old", 48);
+    let new = bed.ami("ami-new", 2);
+    bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+    bed.aws.add_nodegroup(CLUSTER, "ng-b", &old);
+    bed.apply().await;
+    bed.aws
+        .fail("UpdateNodegroupVersion", "InvalidParameterException", 400, 1);
+
+    bed.step().await.expect("a refused request is a result, not a retry");
+    let status = bed.status().await;
+    assert_eq!(group(&status, "ng-a").state, NodeGroupState::Failed, "{status:#?}");
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Degraded));
+    assert_eq!(status.halted_target.as_deref(), Some(new.as_str()));
+    bed.step().await.expect("reconcile");
+    assert_eq!(
+        bed.aws.count("UpdateNodegroupVersion"),
+        1,
+        "halted: ng-b is not started and ng-a not retried"
+    );
+}
+
+/// The failure of an update whose target changed while it ran halts the rollout (it is not lost), and a retry
+/// removes `haltedTarget` from the object the API server stores.
+#[tokio::test]
+async fn a_failure_after_the_target_changed_halts_and_a_retry_removes_the_halt() {
+    let bed = Bed::start().await;
+    let old = bed.ami("ami-old", 48);
+    bed.ami("ami-new", 2);
+    bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+    bed.apply().await;
+    bed.step().await.expect("reconcile");
+    let first = bed.update_of("ng-a");
+
+    let newer = bed.ami("ami-newer", 1);
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.target_ami.as_deref(), Some(newer.as_str()));
+    assert_eq!(
+        group(&status, "ng-a").update_id.as_deref(),
+        Some(first.as_str()),
+        "still tracked"
+    );
+
+    bed.aws
+        .finish(&first, "Failed", "NodeCreationFailure: instances failed to join");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Degraded), "{status:#?}");
+    assert_eq!(group(&status, "ng-a").state, NodeGroupState::Failed);
+    assert!(bed.stored().await.get("haltedTarget").is_some());
+    bed.step().await.expect("reconcile");
+    assert_eq!(
+        bed.aws.count("UpdateNodegroupVersion"),
+        1,
+        "halted: nothing issued again"
+    );
+
+    bed.api()
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"ami.refresh.ops/retry": "1"}}})),
+        )
+        .await
+        .expect("annotate");
+    bed.step().await.expect("reconcile");
+    let stored = bed.stored().await;
+    assert!(
+        stored.get("haltedTarget").is_none(),
+        "removed from the stored object: {stored}"
+    );
+    let status = bed.status().await;
+    assert_eq!(group(&status, "ng-a").state, NodeGroupState::InProgress);
+    assert_eq!(bed.aws.count("UpdateNodegroupVersion"), 2);
+    assert_eq!(
+        bed.aws.running_image(CLUSTER, "ng-a"),
+        old,
+        "the failed update changed nothing"
+    );
+}
