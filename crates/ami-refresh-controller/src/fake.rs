@@ -8,18 +8,15 @@
 //! - DescribeNodegroup / DescribeUpdate of an unknown node group or update: `ResourceNotFoundException`.
 //! - DescribeLaunchTemplateVersions of an unknown template: `InvalidLaunchTemplateId.NotFound` (answered as `None`
 //!   by the production adapter, so here too); `$Latest` is the highest number, `$Default` version 1.
-//! - DescribeImages: filters `name` (with `*` wildcards), `owner-id` and `tag:<key>` are evaluated; any other
-//!   filter name is refused (`InvalidParameterValue`) rather than ignored; owners `self` means this account.
+//! - DescribeImages filters as [`aws_sim::filters`] evaluates them (`name`, `owner-id`, `tag:<key>`; any other
+//!   filter is refused with `InvalidParameterValue`, never ignored); owners `self` means this account.
 //! - Self-managed Auto Scaling groups and instance refreshes are not modelled: no group exists.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Mutex,
-};
+use std::{collections::BTreeMap, sync::Mutex};
 
 use ami_tags::Image;
 use api_types::{AmiFilter, ami_refresher::NodeGroupKind};
-use controller_runtime::aws::{AwsError, classify};
+use controller_runtime::aws::AwsError;
 use futures::future::BoxFuture;
 use jiff::Timestamp;
 
@@ -79,8 +76,6 @@ struct World {
     nodegroups: BTreeMap<(String, String), Nodegroup>,
     templates: BTreeMap<String, Vec<Version>>,
     updates: Vec<Update>,
-    calls: Vec<&'static str>,
-    faults: HashMap<&'static str, Vec<AwsError>>,
     next: u32,
 }
 
@@ -88,35 +83,11 @@ struct World {
 #[derive(Debug, Default)]
 pub struct FakeAws {
     world: Mutex<World>,
+    script: aws_sim::script::Script<AwsError>,
 }
 
 fn not_found(operation: &'static str, code: &str, what: &str) -> Error {
-    Error::Aws(AwsError {
-        operation,
-        code: Some(code.to_owned()),
-        message: format!("{code}: {what} not found"),
-        kind: classify(Some(code), Some(404)),
-    })
-}
-
-fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            let Some(r) = rest.strip_prefix(part) else { return false };
-            rest = r;
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            let Some(at) = rest.find(part) else { return false };
-            rest = &rest[at + part.len()..];
-        }
-    }
-    true
+    Error::Aws(AwsError::from_code(operation, code, 404, &format!("{what} not found")))
 }
 
 impl FakeAws {
@@ -126,41 +97,23 @@ impl FakeAws {
 
     /// Records the call and answers the next fault injected for it, if any.
     fn enter(&self, operation: &'static str) -> Result<()> {
-        let mut world = self.world();
-        world.calls.push(operation);
-        match world
-            .faults
-            .get_mut(operation)
-            .and_then(|f| (!f.is_empty()).then(|| f.remove(0)))
-        {
-            Some(fault) => Err(Error::Aws(fault)),
-            None => Ok(()),
-        }
+        self.script.enter(operation).map_err(Error::Aws)
     }
 
     /// The next `times` calls of `operation` fail with `code` and HTTP `status`, classified as production does.
     pub fn fail(&self, operation: &'static str, code: &str, status: u16, times: usize) {
-        let fault = AwsError {
-            operation,
-            code: Some(code.to_owned()),
-            message: format!("{code}: injected by the test"),
-            kind: classify(Some(code), Some(status)),
-        };
-        self.world()
-            .faults
-            .entry(operation)
-            .or_default()
-            .extend(std::iter::repeat_n(fault, times));
+        let fault = AwsError::from_code(operation, code, status, "injected by the test");
+        self.script.fail(operation, fault, times);
     }
 
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<&'static str> {
-        self.world().calls.clone()
+        self.script.calls()
     }
 
     /// How many times `operation` was called.
     pub fn count(&self, operation: &str) -> usize {
-        self.world().calls.iter().filter(|c| **c == operation).count()
+        self.script.count(operation)
     }
 
     /// An AMI of this account.
@@ -242,12 +195,12 @@ impl FakeAws {
             .iter()
             .any(|u| u.group == group && u.status == "InProgress")
         {
-            return Err(Error::Aws(AwsError {
+            return Err(Error::Aws(AwsError::from_code(
                 operation,
-                code: Some("ResourceInUseException".into()),
-                message: format!("ResourceInUseException: node group {name} has an update in progress"),
-                kind: classify(Some("ResourceInUseException"), Some(409)),
-            }));
+                "ResourceInUseException",
+                409,
+                &format!("node group {name} has an update in progress"),
+            )));
         }
         world.next += 1;
         let id = format!("update-{}", world.next);
@@ -288,36 +241,28 @@ impl ImageCatalog for FakeAws {
             let mut checks: Vec<(String, Vec<String>)> =
                 filters.iter().map(|f| (f.name.clone(), f.values.clone())).collect();
             checks.extend(tag_filters.iter().map(|(k, v)| (k.clone(), vec![v.clone()])));
-            if let Some((name, _)) = checks
-                .iter()
-                .find(|(n, _)| n != "name" && n != "owner-id" && !n.starts_with("tag:"))
-            {
-                return Err(Error::Aws(AwsError {
-                    operation: "DescribeImages",
-                    code: Some("InvalidParameterValue".into()),
-                    message: format!("InvalidParameterValue: the fake does not model filter {name}"),
-                    kind: classify(Some("InvalidParameterValue"), Some(400)),
-                }));
-            }
             let world = self.world();
-            Ok(world
-                .images
-                .iter()
-                .filter(|(_, owner)| {
-                    owners.is_empty() || owners.iter().any(|o| o == owner || (o == "self" && owner == ACCOUNT))
-                })
-                .filter(|(image, owner)| {
-                    checks.iter().all(|(name, values)| {
-                        let value = match name.as_str() {
-                            "name" => image.name.clone(),
-                            "owner-id" => Some(owner.clone()),
-                            tag => image.tags.get(&tag["tag:".len()..]).cloned(),
-                        };
-                        value.is_some_and(|v| values.iter().any(|p| glob(p, &v)))
-                    })
-                })
-                .map(|(image, _)| image.clone())
-                .collect())
+            let mut out = Vec::new();
+            for (image, owner) in &world.images {
+                let described = aws_sim::filters::Described {
+                    name: image.name.as_deref(),
+                    owner,
+                    tags: &image.tags,
+                };
+                match aws_sim::filters::matches(described, &checks, owners, ACCOUNT) {
+                    Ok(true) => out.push(image.clone()),
+                    Ok(false) => {}
+                    Err(why) => {
+                        return Err(Error::Aws(AwsError::from_code(
+                            "DescribeImages",
+                            "InvalidParameterValue",
+                            400,
+                            &format!("{why} by the fake"),
+                        )));
+                    }
+                }
+            }
+            Ok(out)
         });
         ready(answer)
     }
@@ -707,14 +652,4 @@ impl InstanceRefreshes for FakeAws {
     fn active_refresh<'a>(&'a self, _region: &'a str, _asg: &'a str) -> BoxFuture<'a, Result<Running>> {
         ready(self.enter("DescribeInstanceRefreshes").map(|()| None))
     }
-}
-
-#[test]
-fn glob_matches_like_ec2_wildcards() {
-    assert!(glob("amazon-eks-node-*", "amazon-eks-node-1.30-v1"));
-    assert!(glob("*-v1", "amazon-eks-node-1.30-v1"));
-    assert!(glob("a*b*c", "aXXbYYc"));
-    assert!(!glob("a*b*c", "aXXbYY"));
-    assert!(glob("exact", "exact"));
-    assert!(!glob("exact", "exactly"));
 }

@@ -107,6 +107,17 @@ impl AwsError {
         }
     }
 
+    /// A service's answer `code` with HTTP `status` and `message`, classified by [`classify`] (what
+    /// [`AwsError::from_sdk`] makes of such an answer).
+    pub fn from_code(operation: &'static str, code: &str, status: u16, message: &str) -> Self {
+        Self {
+            operation,
+            code: Some(code.to_owned()),
+            message: format!("{code}: {message}"),
+            kind: classify(Some(code), Some(status)),
+        }
+    }
+
     /// Short CamelCase category: Event reason and metric label.
     pub fn category(&self) -> &'static str {
         self.kind.category()

@@ -2,9 +2,14 @@
 //! tagged AMI per PackerBuilder. See `reconcile` for the steps.
 
 mod aws;
+#[cfg(test)]
+mod build_tests;
+mod capabilities;
 mod decide;
 mod distribute;
 mod error;
+#[cfg(test)]
+mod fake;
 mod lifecycle;
 mod notify;
 mod reconcile;

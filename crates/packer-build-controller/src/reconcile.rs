@@ -38,6 +38,7 @@ use packer_job::{
 
 use crate::{
     aws::Aws,
+    capabilities::PackerAws,
     decide::{Decision, Durations, validate},
     error::{Error, Result},
 };
@@ -53,8 +54,8 @@ pub const FIELD_MANAGER: &str = "packer-build-controller";
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// AWS edge.
-    pub aws: Aws,
+    /// AWS, by capability (the SDK in production, in memory in the reconcile-level tests).
+    pub aws: Arc<dyn PackerAws>,
     /// Event recorder.
     pub recorder: Recorder,
     /// git-sync image when the spec sets none.
@@ -124,7 +125,7 @@ impl Context {
         ));
         Self {
             client,
-            aws,
+            aws: Arc::new(aws),
             recorder,
             git_sync_image: DEFAULT_GIT_SYNC_IMAGE.to_owned(),
             retry_base: crate::decide::RETRY_BASE,

@@ -14,6 +14,8 @@
 //! moto) or `<target>/tools/venv/bin/python`.
 
 pub mod eks;
+pub mod filters;
+pub mod script;
 
 use std::{
     path::{Path, PathBuf},
