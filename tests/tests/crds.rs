@@ -258,3 +258,67 @@ fn duration_lower_bounds_agree_between_the_schema_and_the_controllers_parser() {
     }
     assert_eq!(checked, cases.len() * values.len());
 }
+
+/// Every duration field without a lower bound: the schema (pattern and CEL) accepts exactly what the controllers'
+/// parser accepts, so no value passes `kubectl apply` to fail in the controller. Zero in any spelling is refused
+/// by both (an instance warm-up, a soak or a canary soak of zero is no setting; leave the field out).
+#[test]
+fn unbounded_duration_fields_accept_exactly_what_the_controllers_parse() {
+    use api_types::HumanDuration;
+    use serde_json::json;
+    let amr = |path: &str, value: &str| {
+        let mut doc = json!({"apiVersion": "ami.refresh.ops/v1alpha1", "kind": "AMIRefresher", "metadata": {"name": "r"},
+            "spec": {"clusterName": "c", "region": "us-west-2", "ami": "ami-0123456789abcdef0"}});
+        match path {
+            "soakTime" => doc["spec"]["soakTime"] = json!(value),
+            "refreshConfig.canarySoak" => {
+                doc["spec"]["refreshConfig"] = json!({"canary": "ng-a", "canarySoak": value});
+            }
+            _ => doc["spec"]["refreshConfig"] = json!({"instanceRefresh": {"instanceWarmup": value}}),
+        }
+        doc
+    };
+    let validator = integration_tests::validator_for("AMIRefresher");
+    let values = [
+        "0s",
+        "0",
+        "0m",
+        "0h",
+        "0.0s",
+        "00s",
+        "0ms",
+        "0 seconds",
+        "0d",
+        "1s",
+        "1ms",
+        "1ns",
+        "300s",
+        "5m",
+        "1h",
+        "1 hour",
+        "2d",
+        "1w",
+        "90 minutes",
+        "-1s",
+        "1x",
+        "",
+        " ",
+    ];
+    let mut mismatches = Vec::new();
+    for path in [
+        "soakTime",
+        "refreshConfig.canarySoak",
+        "refreshConfig.instanceRefresh.instanceWarmup",
+    ] {
+        for value in values {
+            let schema = validator.validate(&amr(path, value)).is_ok();
+            let parser = HumanDuration::new(value).parse().is_ok();
+            if schema != parser {
+                mismatches.push(format!(
+                    "{path}={value:?}: schema accepts {schema}, parser accepts {parser}"
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}

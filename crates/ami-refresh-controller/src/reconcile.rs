@@ -32,7 +32,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
     },
 };
 use refresh_engine::{Observed, PlanInputs, Schedule, WindowState, plan, window_state};
@@ -1015,7 +1015,7 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
             ),
             NodeGroupState::InProgress => (
                 EventType::Normal,
-                "NodeGroupUpdateStarted",
+                reasons::NODE_GROUP_UPDATE_STARTED,
                 format!(
                     "{} rolling from {} to {target} (update {})",
                     n.name,
@@ -1025,12 +1025,12 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
             ),
             NodeGroupState::Successful => (
                 EventType::Normal,
-                "NodeGroupUpdated",
+                reasons::NODE_GROUP_UPDATED,
                 format!("{} now runs {target}", n.name),
             ),
             NodeGroupState::Failed | NodeGroupState::Cancelled => (
                 EventType::Warning,
-                "NodeGroupUpdateFailed",
+                reasons::NODE_GROUP_UPDATE_FAILED,
                 format!(
                     "{} did not reach {target}: {}; remaining node groups are left alone",
                     n.name,
@@ -1059,9 +1059,9 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
             _ if claimed => (EventType::Warning, reasons::NODE_GROUP_CLAIMED),
             Some(AMIRefresherPhase::NoEligibleAMI) => (EventType::Warning, reasons::NO_ELIGIBLE_AMI),
             Some(AMIRefresherPhase::Invalid) => (EventType::Warning, reasons::INVALID_SPEC),
-            Some(AMIRefresherPhase::Planned) => (EventType::Normal, "RolloutPlanned"),
-            Some(AMIRefresherPhase::Ready) if old.phase.is_some() => (EventType::Normal, "RolloutComplete"),
-            Some(AMIRefresherPhase::Waiting) => (EventType::Normal, "RolloutHeld"),
+            Some(AMIRefresherPhase::Planned) => (EventType::Normal, reasons::ROLLOUT_PLANNED),
+            Some(AMIRefresherPhase::Ready) if old.phase.is_some() => (EventType::Normal, reasons::ROLLOUT_COMPLETE),
+            Some(AMIRefresherPhase::Waiting) => (EventType::Normal, reasons::ROLLOUT_HELD),
             _ => return out,
         };
         out.push(Announcement {
@@ -1076,60 +1076,48 @@ fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announ
     out
 }
 
-async fn announce(ctx: &Context, amr: &AMIRefresher, status: &AMIRefresherStatus, a: Announcement) {
-    let object = amr.object_ref(&());
-    let event = Event {
-        type_: a.type_,
-        reason: a.reason.to_owned(),
-        note: Some(a.message.clone()),
-        action: "Rollout".into(),
-        // The node group as the related object: the recorder aggregates Events by (reason, regarding, related),
-        // so without it the second node group's Event would be folded into the first one's series.
-        secondary: a
-            .node_group
-            .as_ref()
-            .map(|name| k8s_openapi::api::core::v1::ObjectReference {
-                api_version: Some("eks.amazonaws.com/v1".into()),
-                kind: Some(
-                    match status.node_groups.iter().find(|n| &n.name == name).map(|n| n.kind) {
-                        Some(NodeGroupKind::SelfManaged) => "AutoScalingGroup".into(),
-                        _ => "Nodegroup".into(),
-                    },
-                ),
-                name: Some(name.clone()),
-                ..Default::default()
-            }),
-    };
-    if let Err(error) = ctx.recorder.publish(&event, &object).await {
-        tracing::warn!(%error, "could not publish an Event");
-    }
+/// The Event and notification of one transition (pure). The node group is the Event's related object: kube's
+/// Recorder folds Events by (reason, regarding, related), so without it the second node group's Event would be
+/// folded into the first one's series.
+fn announcement(
+    amr: &AMIRefresher,
+    status: &AMIRefresherStatus,
+    a: Announcement,
+) -> controller_runtime::report::Announcement {
+    let related = a.node_group.as_ref().map(|name| {
+        let kind = match status.node_groups.iter().find(|n| &n.name == name).map(|n| n.kind) {
+            Some(NodeGroupKind::SelfManaged) => "AutoScalingGroup",
+            _ => "Nodegroup",
+        };
+        controller_runtime::report::related("eks.amazonaws.com/v1", kind, name)
+    });
     let severity = match (a.type_, a.to.as_str()) {
         (EventType::Warning, "Failed" | "Cancelled") => notifier::Severity::Failure,
         (EventType::Warning, _) => notifier::Severity::Warning,
         (_, "Successful" | "Ready") => notifier::Severity::Success,
         _ => notifier::Severity::Info,
     };
-    let namespace = amr.namespace().unwrap_or_default();
-    let n = notifier::Notification {
+    let notification = notifier::Notification {
         kind: "AMIRefresher".into(),
-        namespace: namespace.clone(),
+        namespace: amr.namespace().unwrap_or_default(),
         name: amr.name_any(),
         from: a.from,
         to: a.to,
         reason: a.reason.to_owned(),
-        message: a.message,
+        message: a.message.clone(),
         severity,
         base_ami: None,
         ami: status.target_ami.clone(),
         node_group: a.node_group,
     };
-    let target = controller_runtime::notify::Target {
-        object: &object,
-        namespace: &namespace,
-        region: &amr.spec.region,
-        spec: amr.spec.notifier.as_ref(),
-    };
-    ctx.notifier.deliver(target, &n);
+    controller_runtime::report::Announcement {
+        type_: a.type_,
+        reason: a.reason.to_owned(),
+        note: a.message,
+        action: "Rollout",
+        related,
+        notification: Some(notification),
+    }
 }
 
 /// Writes the status when it changed (a merge patch that also clears removed fields), then announces each
@@ -1141,12 +1129,25 @@ async fn report(
     status: &AMIRefresherStatus,
 ) -> Result<()> {
     let api: Api<AMIRefresher> = Api::namespaced(ctx.client.clone(), &amr.namespace().unwrap_or_default());
-    if !controller_runtime::write_status(&api, &amr.name_any(), old, status).await? {
-        return Ok(());
-    }
-    for a in transitions(old, status) {
-        announce(ctx, amr, status, a).await;
-    }
+    let (object, namespace) = (amr.object_ref(&()), amr.namespace().unwrap_or_default());
+    let target = controller_runtime::notify::Target {
+        object: &object,
+        namespace: &namespace,
+        region: &amr.spec.region,
+        spec: amr.spec.notifier.as_ref(),
+    };
+    let announcements = transitions(old, status)
+        .into_iter()
+        .map(|a| announcement(amr, status, a))
+        .collect();
+    controller_runtime::report::report(
+        (&api, &amr.name_any()),
+        (old, status),
+        (&ctx.recorder, &ctx.notifier),
+        target,
+        announcements,
+    )
+    .await?;
     Ok(())
 }
 

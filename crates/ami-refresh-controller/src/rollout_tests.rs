@@ -143,6 +143,25 @@ impl Bed {
         control_plane::cluster::stored_status::<AMIRefresher>(&self.client, &self.namespace, NAME).await
     }
 
+    /// (reason, related object name) of every Event on the AMIRefresher, sorted (Events carry whole seconds, so
+    /// their order within a fast test is not known).
+    async fn events(&self) -> Vec<(String, String)> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut out: Vec<(String, String)> = events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .map(|e| {
+                let related = e.related.and_then(|r| r.name).unwrap_or_default();
+                (e.reason.unwrap_or_default(), related)
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     fn update_of(&self, group: &str) -> String {
         self.aws
             .updates()
@@ -195,6 +214,18 @@ async fn groups_roll_one_at_a_time_onto_the_newest_ami_and_the_rollout_ends_read
     for name in ["ng-a", "ng-b"] {
         assert_eq!(bed.aws.running_image(CLUSTER, name), new, "{name}");
     }
+    // Each transition announced once, naming its node group; a step that changed nothing announced nothing.
+    let pair = |r: &str, g: &str| (r.to_owned(), g.to_owned());
+    assert_eq!(
+        bed.events().await,
+        [
+            pair("NodeGroupUpdateStarted", "ng-a"),
+            pair("NodeGroupUpdateStarted", "ng-b"),
+            pair("NodeGroupUpdated", "ng-a"),
+            pair("NodeGroupUpdated", "ng-b"),
+            pair("RolloutComplete", ""),
+        ]
+    );
     let mutating: Vec<&str> = bed
         .aws
         .calls()

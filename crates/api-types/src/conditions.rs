@@ -77,6 +77,20 @@ pub mod reasons {
     pub const RETENTION_DRY_RUN: &str = "RetentionDryRun";
     /// A condition that does not currently apply.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// Event: a node group update (or instance refresh) started.
+    pub const NODE_GROUP_UPDATE_STARTED: &str = "NodeGroupUpdateStarted";
+    /// Event: a node group runs the target AMI.
+    pub const NODE_GROUP_UPDATED: &str = "NodeGroupUpdated";
+    /// Event (Warning): a node group update failed or was cancelled; the rollout halts.
+    pub const NODE_GROUP_UPDATE_FAILED: &str = "NodeGroupUpdateFailed";
+    /// Event: a dry run planned what would roll.
+    pub const ROLLOUT_PLANNED: &str = "RolloutPlanned";
+    /// Event: every node group runs the target.
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    /// Event: the rollout waits (paused, outside its window, canary).
+    pub const ROLLOUT_HELD: &str = "RolloutHeld";
+    /// Event (Warning): a notification could not be delivered.
+    pub const NOTIFICATION_FAILED: &str = "NotificationFailed";
 }
 
 /// The three values a condition status can take.

@@ -14,6 +14,7 @@ pub mod leader;
 pub mod liveness;
 pub mod metrics;
 pub mod notify;
+pub mod report;
 
 use std::{
     net::SocketAddr,

@@ -162,7 +162,7 @@ impl ChannelNotifier {
         tracing::warn!(target: "notification", channel, reason = %why, "notification not delivered");
         let event = Event {
             type_: EventType::Warning,
-            reason: "NotificationFailed".into(),
+            reason: api_types::conditions::reasons::NOTIFICATION_FAILED.into(),
             note: Some(format!("{channel}: {why}")),
             action: "Notify".into(),
             secondary: None,

@@ -123,6 +123,21 @@ impl Bed {
         self.api().get(NAME).await.expect("get").status.unwrap_or_default()
     }
 
+    /// The reasons of the Events on the PackerBuilder, sorted.
+    async fn event_reasons(&self) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(self.client.clone(), NS);
+        let mut out: Vec<String> = events
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        out.sort();
+        out
+    }
+
     async fn jobs(&self) -> Vec<Job> {
         Api::<Job>::namespaced(self.client.clone(), NS)
             .list(&ListParams::default())
@@ -213,6 +228,16 @@ async fn a_build_starts_once_and_its_verified_ami_is_tagged_and_kept_without_ano
     bed.step().await.expect("reconcile");
     assert_eq!(bed.jobs().await.len(), 1, "no second build");
     assert_eq!(bed.status().await.phase, Some(PackerBuilderPhase::Ready));
+    // Each transition announced once, after its status write; re-checks announce nothing.
+    assert_eq!(bed.event_reasons().await, ["BuildStarted", "BuildSucceeded"]);
+    assert_eq!(
+        bed.status()
+            .await
+            .last_notified_transition
+            .as_deref()
+            .map(|k| k.starts_with("Ready/BuildSucceeded/")),
+        Some(true)
+    );
 }
 
 /// Throttled (`RequestLimitExceeded`) and transient (`Unavailable`, 5xx) refusals of the tagging after a good build

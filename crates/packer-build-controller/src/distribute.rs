@@ -18,11 +18,7 @@ use api_types::{
 };
 use controller_runtime::failpoint::failpoint;
 use jiff::Timestamp;
-use kube::{
-    Api, Resource, ResourceExt,
-    api::ListParams,
-    runtime::events::{Event, EventType},
-};
+use kube::{Api, Resource, ResourceExt, api::ListParams, runtime::events::EventType};
 
 use crate::{
     aws::CopyRequest,
@@ -573,19 +569,24 @@ async fn deregister(
 /// node groups are: kube's Recorder folds Events with the same type, reason, action and related object into one
 /// series and keeps the first note, so without it a second deregistered AMI would only bump the first one's count.
 async fn announce(ctx: &Context, pb: &PackerBuilder, type_: EventType, reason: &str, image: &str, note: String) {
-    let event = Event {
+    let (object, namespace) = (pb.object_ref(&()), pb.namespace().unwrap_or_default());
+    let target = controller_runtime::notify::Target {
+        object: &object,
+        namespace: &namespace,
+        region: &pb.spec.region,
+        spec: None,
+    };
+    let announcement = controller_runtime::report::Announcement {
         type_,
         reason: reason.to_owned(),
-        note: Some(note),
-        action: "Retention".to_owned(),
-        secondary: Some(k8s_openapi::api::core::v1::ObjectReference {
-            api_version: Some("ec2.amazonaws.com/v1".into()),
-            kind: Some("Image".into()),
-            name: Some(image.to_owned()),
-            ..Default::default()
-        }),
+        note,
+        action: "Retention",
+        related: Some(controller_runtime::report::related(
+            "ec2.amazonaws.com/v1",
+            "Image",
+            image,
+        )),
+        notification: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
-        tracing::warn!(%error, "could not publish an Event");
-    }
+    controller_runtime::report::announce(&ctx.recorder, &ctx.notifier, target, vec![announcement]).await;
 }

@@ -25,7 +25,7 @@ use kube::{
     api::{ListParams, LogParams, PostParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
     },
 };
 use packer_job::{
@@ -64,8 +64,8 @@ pub struct Context {
     pub retry_base: Duration,
     /// Reconcile metrics.
     pub metrics: Arc<controller_runtime::Metrics>,
-    /// Where transitions are announced.
-    pub notifier: Arc<dyn crate::notify::Notifier>,
+    /// Where notifications of transitions are queued for delivery.
+    pub notifier: controller_runtime::notify::NotificationQueue,
     /// Build Pod settings a PackerBuilder's `builder.pod` does not set.
     pub build_pod_defaults: api_types::packer_builder::BuildPodSpec,
     /// Re-check every PackerBuilder at least this often, whatever its `timeOuts.controllerTimer` (`None`: the
@@ -111,7 +111,7 @@ impl Context {
             ],
         ));
         aws.count_calls(metrics.clone());
-        let notifier = Arc::new(crate::notify::SinkNotifier(
+        let notifier =
             controller_runtime::notify::NotificationQueue::start(controller_runtime::notify::ChannelNotifier {
                 client: client.clone(),
                 http: controller_runtime::notify::http_client(),
@@ -121,8 +121,7 @@ impl Context {
                 sdk: aws.sdk().clone(),
                 url_policy,
                 aws_allowlist,
-            }),
-        ));
+            });
         Self {
             client,
             aws: Arc::new(aws),
@@ -400,8 +399,9 @@ fn announcements(
     out
 }
 
-/// Announces each transition [`announcements`] names (Event, then notification), records the last one in status
-/// (so a restart neither repeats nor skips an announcement), then writes the status if anything changed.
+/// Records the last transition [`announcements`] names in status (so a restart neither repeats nor skips one),
+/// writes the status, then announces each (Event, then notification): the shared reporting path of both
+/// controllers, `controller_runtime::report`.
 async fn report(
     pb: &PackerBuilder,
     ctx: &Context,
@@ -410,24 +410,39 @@ async fn report(
     hint: Option<(EventType, &'static str, String)>,
 ) -> Result<()> {
     let mut status = status.clone();
-    for a in announcements(old, &status, hint) {
-        let event = Event {
+    let planned = announcements(old, &status, hint);
+    if let Some(last) = planned.last() {
+        status.last_notified_transition = Some(last.key.render());
+    }
+    let mut announced = pb.clone();
+    announced.status = Some(status.clone());
+    let out = planned
+        .into_iter()
+        .map(|a| controller_runtime::report::Announcement {
             type_: a.type_,
             reason: a.transition.reason.clone(),
-            note: Some(a.transition.message.clone()),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &pb.object_ref(&())).await {
-            tracing::warn!(%error, "could not publish an Event");
-        }
-        let mut announced = pb.clone();
-        announced.status = Some(status.clone());
-        ctx.notifier.notify(&announced, &a.transition).await;
-        status.last_notified_transition = Some(a.key.render());
-    }
+            note: a.transition.message.clone(),
+            action: "Reconcile",
+            related: None,
+            notification: Some(crate::notify::model(&announced, &a.transition)),
+        })
+        .collect();
     let api: Api<PackerBuilder> = Api::namespaced(ctx.client.clone(), &pb.namespace().unwrap_or_default());
-    controller_runtime::write_status(&api, &pb.name_any(), old, &status).await?;
+    let (object, namespace) = (pb.object_ref(&()), pb.namespace().unwrap_or_default());
+    let target = controller_runtime::notify::Target {
+        object: &object,
+        namespace: &namespace,
+        region: &pb.spec.region,
+        spec: pb.spec.notifier.as_ref(),
+    };
+    controller_runtime::report::report(
+        (&api, &pb.name_any()),
+        (old, &status),
+        (&ctx.recorder, &ctx.notifier),
+        target,
+        out,
+    )
+    .await?;
     Ok(())
 }
 
