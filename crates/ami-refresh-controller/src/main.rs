@@ -54,6 +54,7 @@ struct Args {
     lease_name: String,
 }
 
+// Each binary keeps its own one-line error_policy: controller_runtime::backoff::requeue_object typed by its Error.
 fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Action {
     controller_runtime::backoff::requeue_object(&ctx.errors, &*amr, error.category(), error)
 }

@@ -984,105 +984,13 @@ fn windows(amr: &AMIRefresher) -> Result<Vec<Schedule>> {
         .collect()
 }
 
-/// A status change to announce: Event type, reason, message, node group.
-struct Announcement {
-    type_: EventType,
-    reason: &'static str,
-    message: String,
-    node_group: Option<String>,
-    from: Option<String>,
-    to: String,
-}
-
-fn transitions(old: &AMIRefresherStatus, new: &AMIRefresherStatus) -> Vec<Announcement> {
-    let mut out = Vec::new();
-    for n in &new.node_groups {
-        let before = old.node_groups.iter().find(|p| p.name == n.name && p.kind == n.kind);
-        let same_update = before.is_some_and(|b| b.update_id == n.update_id && b.state == n.state);
-        if same_update {
-            continue;
-        }
-        let target = n.target_ami.clone().unwrap_or_default();
-        let (type_, reason, message) = match n.state {
-            NodeGroupState::InProgress if n.update_type == Some(NodeGroupUpdateType::ConfigUpdate) => (
-                EventType::Normal,
-                reasons::NODE_GROUP_CONFIG_UPDATE_STARTED,
-                format!(
-                    "{} applying the update config of refreshConfig before rolling to {target} (update {})",
-                    n.name,
-                    n.update_id.as_deref().unwrap_or_default()
-                ),
-            ),
-            NodeGroupState::InProgress => (
-                EventType::Normal,
-                reasons::NODE_GROUP_UPDATE_STARTED,
-                format!(
-                    "{} rolling from {} to {target} (update {})",
-                    n.name,
-                    n.current_ami.as_deref().unwrap_or("unknown"),
-                    n.update_id.as_deref().unwrap_or_default()
-                ),
-            ),
-            NodeGroupState::Successful => (
-                EventType::Normal,
-                reasons::NODE_GROUP_UPDATED,
-                format!("{} now runs {target}", n.name),
-            ),
-            NodeGroupState::Failed | NodeGroupState::Cancelled => (
-                EventType::Warning,
-                reasons::NODE_GROUP_UPDATE_FAILED,
-                format!(
-                    "{} did not reach {target}: {}; remaining node groups are left alone",
-                    n.name,
-                    n.message.as_deref().unwrap_or("failed")
-                ),
-            ),
-            _ => continue,
-        };
-        out.push(Announcement {
-            type_,
-            reason,
-            message,
-            node_group: Some(n.name.clone()),
-            from: before.map(|b| format!("{:?}", b.state)),
-            to: format!("{:?}", n.state),
-        });
-    }
-    let ready_reason = |s: &AMIRefresherStatus| {
-        api_types::conditions::get_condition(&s.conditions, types::READY).map(|c| (c.reason.clone(), c.message.clone()))
-    };
-    if old.phase != new.phase || ready_reason(old).map(|r| r.0) != ready_reason(new).map(|r| r.0) {
-        let message = ready_reason(new).map(|r| r.1).unwrap_or_default();
-        let phase = |p: Option<AMIRefresherPhase>| p.map(|p| format!("{p:?}"));
-        let claimed = ready_reason(new).is_some_and(|r| r.0 == reasons::NODE_GROUP_CLAIMED);
-        let (type_, reason) = match new.phase {
-            _ if claimed => (EventType::Warning, reasons::NODE_GROUP_CLAIMED),
-            Some(AMIRefresherPhase::NoEligibleAMI) => (EventType::Warning, reasons::NO_ELIGIBLE_AMI),
-            Some(AMIRefresherPhase::Invalid) => (EventType::Warning, reasons::INVALID_SPEC),
-            Some(AMIRefresherPhase::Planned) => (EventType::Normal, reasons::ROLLOUT_PLANNED),
-            Some(AMIRefresherPhase::Ready) if old.phase.is_some() => (EventType::Normal, reasons::ROLLOUT_COMPLETE),
-            Some(AMIRefresherPhase::Waiting) => (EventType::Normal, reasons::ROLLOUT_HELD),
-            _ => return out,
-        };
-        out.push(Announcement {
-            type_,
-            reason,
-            message,
-            node_group: None,
-            from: phase(old.phase),
-            to: phase(new.phase).unwrap_or_default(),
-        });
-    }
-    out
-}
-
 /// The Event and notification of one transition (pure). The node group is the Event's related object: kube's
 /// Recorder folds Events by (reason, regarding, related), so without it the second node group's Event would be
 /// folded into the first one's series.
 fn announcement(
     amr: &AMIRefresher,
     status: &AMIRefresherStatus,
-    a: Announcement,
+    a: refresh_engine::transitions::Transition,
 ) -> controller_runtime::report::Announcement {
     let related = a.node_group.as_ref().map(|name| {
         let kind = match status.node_groups.iter().find(|n| &n.name == name).map(|n| n.kind) {
@@ -1091,9 +999,14 @@ fn announcement(
         };
         controller_runtime::report::related("eks.amazonaws.com/v1", kind, name)
     });
-    let severity = match (a.type_, a.to.as_str()) {
-        (EventType::Warning, "Failed" | "Cancelled") => notifier::Severity::Failure,
-        (EventType::Warning, _) => notifier::Severity::Warning,
+    let type_ = if a.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    let severity = match (a.warning, a.to.as_str()) {
+        (true, "Failed" | "Cancelled") => notifier::Severity::Failure,
+        (true, _) => notifier::Severity::Warning,
         (_, "Successful" | "Ready") => notifier::Severity::Success,
         _ => notifier::Severity::Info,
     };
@@ -1111,7 +1024,7 @@ fn announcement(
         node_group: a.node_group,
     };
     controller_runtime::report::Announcement {
-        type_: a.type_,
+        type_,
         reason: a.reason.to_owned(),
         note: a.message,
         action: "Rollout",
@@ -1136,7 +1049,7 @@ async fn report(
         region: &amr.spec.region,
         spec: amr.spec.notifier.as_ref(),
     };
-    let announcements = transitions(old, status)
+    let announcements = refresh_engine::transitions::transitions(old, status)
         .into_iter()
         .map(|a| announcement(amr, status, a))
         .collect();

@@ -26,6 +26,7 @@ use crate::{
 const CLUSTER: &str = "opsy";
 const NAME: &str = "roll";
 
+// One bed per controller on purpose: each wires its own fake and its own Context; only the struct's shape is alike.
 struct Bed {
     _cluster: TestCluster,
     namespace: String,

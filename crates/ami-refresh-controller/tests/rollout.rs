@@ -126,10 +126,9 @@ impl World {
             ..SeedImage::default()
         };
         self.aws
-            .seed_images(&Account(DEFAULT_ACCOUNT.into()), REGION, &[image])
+            .seed_image(&Account(DEFAULT_ACCOUNT.into()), REGION, image)
             .await
             .expect("seed")
-            .remove(0)
     }
 
     /// A managed AMI matching the seed filters, made `minutes` ago.

@@ -675,8 +675,8 @@ pub struct PackerBuilderStatus {
     /// Summary for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<PackerBuilderPhase>,
-    /// The last transition announced with an Event and notifications (`<phase>/<reason>/<buildID>`), so a
-    /// controller restart neither repeats nor skips one.
+    /// The last transition announced with an Event and notifications (`<phase>/<reason>/<buildID>`), written with
+    /// the status that reaches it and before its Event, so a controller restart never repeats one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_notified_transition: Option<String>,
     /// The copies of the active AMI(s), one entry per `distribution.regions` region and built AMI.

@@ -28,6 +28,7 @@ const EKS_OWNER: &str = "602401143452";
 /// The AMI the simulated build makes (an ID of EC2's shape: Packer's artifact parser accepts no other).
 const BUILT: &str = "ami-0123456789abcdef0";
 
+// One bed per controller on purpose: each wires its own fake and its own Context; only the struct's shape is alike.
 struct Bed {
     _server: kube_sim::ApiServer,
     client: Client,

@@ -62,6 +62,8 @@ impl FakeAws {
         self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    // The call log and faults live in `aws_sim::script::Script`, shared by both fakes; the wrappers here only turn
+    // its errors into this controller's own `Error` (each controller has its own error enum).
     fn enter(&self, operation: &'static str) -> Result<()> {
         self.script.enter(operation).map_err(Error::Aws)
     }

@@ -74,6 +74,7 @@ fn parse_pod_defaults(text: &str) -> Result<api_types::packer_builder::BuildPodS
     serde_json::from_str(text).map_err(|e| format!("BUILD_POD_DEFAULTS is not a builder.pod object: {e}"))
 }
 
+// Each binary keeps its own one-line error_policy: controller_runtime::backoff::requeue_object typed by its Error.
 fn error_policy(pb: Arc<PackerBuilder>, error: &Error, ctx: Arc<Context>) -> Action {
     controller_runtime::backoff::requeue_object(&ctx.errors, &*pb, error.category(), error)
 }

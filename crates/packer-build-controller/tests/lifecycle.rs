@@ -194,11 +194,7 @@ impl Harness {
             public: true,
             ..SeedImage::default()
         };
-        self.aws
-            .seed_images(&account, REGION, &[image])
-            .await
-            .expect("seed")
-            .remove(0)
+        self.aws.seed_image(&account, REGION, image).await.expect("seed")
     }
 
     /// The base AMI most tests build from: the seed filters match it.
@@ -238,10 +234,9 @@ impl Harness {
             ..SeedImage::default()
         };
         self.aws
-            .seed_images(&Account(DEFAULT_ACCOUNT.into()), REGION, &[image])
+            .seed_image(&Account(DEFAULT_ACCOUNT.into()), REGION, image)
             .await
             .expect("seed")
-            .remove(0)
     }
 
     fn seed_builder(&self) -> PackerBuilder {

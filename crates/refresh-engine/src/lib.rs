@@ -17,6 +17,7 @@ pub mod marker;
 pub mod plan;
 pub mod summary;
 pub mod target;
+pub mod transitions;
 pub mod window;
 
 pub use plan::{Hold, Observed, Plan, PlanInputs, plan};

@@ -416,6 +416,17 @@ impl AwsEmulator {
         Ok(serde_json::from_value(out["imageIds"].clone()).unwrap_or_default())
     }
 
+    /// Seeds one image; returns its ID.
+    pub async fn seed_image(&self, account: &Account, region: &str, image: SeedImage) -> Result<String, EmulatorError> {
+        self.seed_images(account, region, std::slice::from_ref(&image))
+            .await?
+            .pop()
+            .ok_or_else(|| EmulatorError::Control {
+                path: "/_ext/seed/images".into(),
+                message: "no image ID in the answer".into(),
+            })
+    }
+
     /// Seeds SSM parameters (including `/aws/service/...` names, which callers cannot create).
     pub async fn seed_ssm(
         &self,

@@ -340,6 +340,68 @@ async fn all_builders_ready(client: &Client, n: usize) -> Result<bool> {
         == n)
 }
 
+/// What scenarios 1 and 4 report besides the common fields: reconciles and status writes per period, shared
+/// lookups, and the Go operator's count for the same window.
+fn builder_extras(
+    s: &mut Scenario,
+    n: usize,
+    window_periods: u32,
+    window: Duration,
+    calls: &[aws_sim::Call],
+    calls0: usize,
+    requests: &[kube_sim::RequestRecord],
+) {
+    s.settings.insert("filter sets".into(), FILTER_SETS.to_string());
+    let mutating = ["CreateImage", "CreateTags", "RunInstances", "DeregisterImage"];
+    let gets = requests
+        .iter()
+        .filter(|r| r.verb == "get" && r.resource == "packerbuilders")
+        .count();
+    let status_writes = requests
+        .iter()
+        .filter(|r| r.resource == "packerbuilders" && r.subresource == "status")
+        .count();
+    let periods = f64::from(window_periods);
+    s.extra.insert(
+        "reconciles_per_object_per_period".into(),
+        json!(gets as f64 / (n as f64 * periods)),
+    );
+    s.extra.insert("status_writes_in_window".into(), json!(status_writes));
+    s.extra.insert(
+        "mutating_aws_calls_total".into(),
+        json!(calls.iter().filter(|c| mutating.contains(&c.action.as_str())).count()),
+    );
+    let base_lookups = calls[calls0..]
+        .iter()
+        .filter(|c| c.action == "DescribeImages" && c.params.values().any(|v| v.starts_with("bench-base-")))
+        .count();
+    s.extra
+        .insert("base_describe_images_in_window".into(), json!(base_lookups));
+    s.extra.insert(
+        "base_describe_images_per_filter_set_per_ttl".into(),
+        json!(base_lookups as f64 / (FILTER_SETS as f64 * (window.as_secs_f64() / 60.0).max(1.0))),
+    );
+    let managed_lookups = calls[calls0..]
+        .iter()
+        .filter(|c| {
+            c.action == "DescribeImages"
+                && c.params
+                    .values()
+                    .any(|v| v.starts_with("bench-") && !v.starts_with("bench-base-"))
+        })
+        .count();
+    s.extra
+        .insert("managed_describe_images_in_window".into(), json!(managed_lookups));
+    s.settings.insert("clusters".into(), CLUSTERS.to_string());
+    // The Go operator's pattern, from its code: every reconcile (each controllerTimer) makes two unfiltered,
+    // unpaginated DescribeImages calls.
+    let go_calls = 2.0 * n as f64 * periods;
+    let ours = calls.len().saturating_sub(calls0);
+    s.extra
+        .insert("go_operator_aws_calls_in_window".into(), json!(go_calls));
+    s.extra.insert("our_aws_calls_in_window".into(), json!(ours));
+}
+
 /// Scenario 1 (and 4 with a short timer): N PackerBuilders, nothing to build.
 async fn steady_builders(
     bin: &Path,
@@ -384,55 +446,15 @@ async fn steady_builders(
         ..Scenario::default()
     };
     s.settings.insert("resyncInterval".into(), timer);
-    s.settings.insert("filter sets".into(), FILTER_SETS.to_string());
-    let mutating = ["CreateImage", "CreateTags", "RunInstances", "DeregisterImage"];
-    let gets = requests[requests0..]
-        .iter()
-        .filter(|r| r.verb == "get" && r.resource == "packerbuilders")
-        .count();
-    let status_writes = requests[requests0..]
-        .iter()
-        .filter(|r| r.resource == "packerbuilders" && r.subresource == "status")
-        .count();
-    let periods = f64::from(window_periods);
-    s.extra.insert(
-        "reconciles_per_object_per_period".into(),
-        json!(gets as f64 / (n as f64 * periods)),
+    builder_extras(
+        &mut s,
+        n,
+        window_periods,
+        window,
+        &calls,
+        calls0,
+        &requests[requests0..],
     );
-    s.extra.insert("status_writes_in_window".into(), json!(status_writes));
-    s.extra.insert(
-        "mutating_aws_calls_total".into(),
-        json!(calls.iter().filter(|c| mutating.contains(&c.action.as_str())).count()),
-    );
-    let base_lookups = calls[calls0..]
-        .iter()
-        .filter(|c| c.action == "DescribeImages" && c.params.values().any(|v| v.starts_with("bench-base-")))
-        .count();
-    s.extra
-        .insert("base_describe_images_in_window".into(), json!(base_lookups));
-    s.extra.insert(
-        "base_describe_images_per_filter_set_per_ttl".into(),
-        json!(base_lookups as f64 / (FILTER_SETS as f64 * (window.as_secs_f64() / 60.0).max(1.0))),
-    );
-    let managed_lookups = calls[calls0..]
-        .iter()
-        .filter(|c| {
-            c.action == "DescribeImages"
-                && c.params
-                    .values()
-                    .any(|v| v.starts_with("bench-") && !v.starts_with("bench-base-"))
-        })
-        .count();
-    s.extra
-        .insert("managed_describe_images_in_window".into(), json!(managed_lookups));
-    s.settings.insert("clusters".into(), CLUSTERS.to_string());
-    // The Go operator's pattern, from its code: every reconcile (each controllerTimer) makes two unfiltered,
-    // unpaginated DescribeImages calls.
-    let go_calls = 2.0 * n as f64 * periods;
-    let ours = calls.len().saturating_sub(calls0);
-    s.extra
-        .insert("go_operator_aws_calls_in_window".into(), json!(go_calls));
-    s.extra.insert("our_aws_calls_in_window".into(), json!(ours));
     s.extra.insert(
         "bench_process_cpu_seconds_until_ready".into(),
         json!(bench_cpu_until_ready),
@@ -442,9 +464,8 @@ async fn steady_builders(
     Ok(s)
 }
 
-/// Scenario 2: M AMIRefreshers, each on a cluster whose 5 node groups already run the target.
-async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) -> Result<Scenario> {
-    let w = World::start(work).await?;
+/// M clusters of 5 node groups each, already on the newest AMI of their cluster, and one AMIRefresher per cluster.
+async fn seed_refresher_clusters(w: &World, m: usize) -> Result<()> {
     let account = Account(ACCOUNT.into());
     let images: Vec<SeedImage> = (0..m)
         .map(|j| {
@@ -495,6 +516,13 @@ async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) 
         }))?;
         api.create(&PostParams::default(), &amr).await?;
     }
+    Ok(())
+}
+
+/// Scenario 2: M AMIRefreshers, each on a cluster whose 5 node groups already run the target.
+async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) -> Result<Scenario> {
+    let w = World::start(work).await?;
+    seed_refresher_clusters(&w, m).await?;
     let resync = format!("{resync_secs}s");
     let mut controller = Controller::start(
         bin,
@@ -536,6 +564,20 @@ async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) 
         ..Scenario::default()
     };
     s.settings.insert("resyncInterval".into(), resync);
+    refresher_extras(&mut s, m, &calls, calls0, &requests[requests0..]);
+    let _ = controller.child.kill().await;
+    Ok(s)
+}
+
+/// What scenario 2 reports besides the common fields: calls per action in the window, the Go operator's count,
+/// mutations (none expected) and status writes.
+fn refresher_extras(
+    s: &mut Scenario,
+    m: usize,
+    calls: &[aws_sim::Call],
+    calls0: usize,
+    requests: &[kube_sim::RequestRecord],
+) {
     s.settings.insert("node groups".into(), (m * 5).to_string());
     let window_calls = &calls[calls0..];
     for action in [
@@ -566,15 +608,8 @@ async fn steady_refreshers(bin: &Path, work: &Path, m: usize, resync_secs: u64) 
     );
     s.extra.insert(
         "status_writes_in_window".into(),
-        json!(
-            requests[requests0..]
-                .iter()
-                .filter(|r| r.subresource == "status")
-                .count()
-        ),
+        json!(requests.iter().filter(|r| r.subresource == "status").count()),
     );
-    let _ = controller.child.kill().await;
-    Ok(s)
 }
 
 /// Scenario 3: one new base AMI shared by N PackerBuilders.

@@ -145,10 +145,63 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         .map_err(|e| step_failed("configure the emulator", e))?;
     let sdk = aws.sdk_config(REGION).await;
     let account = Account(ACCOUNT.into());
-    let ec2 = aws.ec2(&sdk, &account);
-    let eks = aws.eks(&sdk, &account);
-
+    let (ec2, eks) = (aws.ec2(&sdk, &account), aws.eks(&sdk, &account));
     stage.say("seeding: public EKS-optimized base AMIs (owner 602401143452), cluster opsy-demo, 3 node groups");
+    let seeded = seed_world(&aws, &account, &ec2, &eks).await?;
+
+    stage.say("starting the in-memory Kubernetes API server with the local Job executor");
+    let (_server, kubeconfig, client) = start_api_server(&aws, &work).await?;
+    stage.say("installing the CRDs from deploy/crds/");
+    install_crds(root, &client).await?;
+    let repo = work.join("packer-repo");
+    aws_sim::sample_packer_repo(&repo, "packer/eks-node")
+        .map_err(|e| step_failed("prepare the Packer repository", e))?;
+    let logs = work.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let controllers = start_controllers(&stage, &aws, bin_dir, &kubeconfig, &logs)?;
+    stage.say("applying examples/demo/");
+    apply_examples(root, &client, &format!("file://{}", repo.display()), aws.endpoint()).await?;
+
+    let (built, amr) = match watch(&stage, &client, &ec2, &eks, &seeded.before, options.timeout).await {
+        Ok(done) => done,
+        Err(error) => {
+            eprintln!("\n{error:#}");
+            for name in CONTROLLERS {
+                let path = logs.join(format!("{name}.log"));
+                eprintln!("\n--- last lines of {} ---\n{}", path.display(), tail(&path, 15));
+            }
+            eprintln!("\nlogs: {}", logs.display());
+            return Err(error);
+        }
+    };
+    summarize(&stage, &ec2, &eks, &seeded, &built, &amr).await?;
+    println!("\nThe loop completed: base AMI -> Packer build -> tagged AMI -> node groups rolled.");
+    if options.keep {
+        keep_running(tools, &kubeconfig, &aws, &controllers.metrics, &logs).await?;
+    }
+    for mut child in controllers.children {
+        let _ = child.kill().await;
+    }
+    Ok(())
+}
+
+/// The two controllers, in the order they are started.
+const CONTROLLERS: [&str; 2] = ["packer-build-controller", "ami-refresh-controller"];
+
+/// What the demo seeded.
+struct Seeded {
+    new_base: String,
+    /// The AMI each node group ran before.
+    before: BTreeMap<&'static str, String>,
+}
+
+/// Two public EKS base AMIs, the cluster, and its node groups on launch templates carrying the older base.
+async fn seed_world(
+    aws: &AwsEmulator,
+    account: &Account,
+    ec2: &aws_sdk_ec2::Client,
+    eks: &aws_sdk_eks::Client,
+) -> Result<Seeded> {
     let base_images = ["v20261001", "v20261101"].map(|v| SeedImage {
         name: format!("amazon-eks-node-al2023-x86_64-standard-1.30-{v}"),
         owner_id: "602401143452".into(),
@@ -157,33 +210,38 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         ..SeedImage::default()
     });
     let bases = aws
-        .seed_images(&account, REGION, &base_images)
+        .seed_images(account, REGION, &base_images)
         .await
         .map_err(|e| step_failed("seed base AMIs", e))?;
-    let (old_base, new_base) = (bases[0].clone(), bases[1].clone());
-    aws_sim::eks::cluster(&eks, CLUSTER)
+    aws_sim::eks::cluster(eks, CLUSTER)
         .await
         .map_err(|e| step_failed("create the EKS cluster", e))?;
     for ng in NODE_GROUPS {
         let template = aws_sim::eks::TemplateSeed {
             name: &format!("{ng}-lt"),
-            image: &old_base,
+            image: &bases[0],
             instance_type: Some(aws_sdk_ec2::types::InstanceType::M5Large),
             user_data: None,
         };
-        let lt_id = aws_sim::eks::launch_template(&ec2, &template)
+        let lt_id = aws_sim::eks::launch_template(ec2, &template)
             .await
             .map_err(|e| step_failed("create launch templates", e))?;
-        aws_sim::eks::nodegroup(&eks, CLUSTER, ng, &lt_id, None, 2)
+        aws_sim::eks::nodegroup(eks, CLUSTER, ng, &lt_id, None, 2)
             .await
             .map_err(|e| step_failed("create node groups", e))?;
     }
     let mut before = BTreeMap::new();
     for ng in NODE_GROUPS {
-        before.insert(ng, image_of(&ec2, &eks, ng).await?);
+        before.insert(ng, image_of(ec2, eks, ng).await?);
     }
+    Ok(Seeded {
+        new_base: bases[1].clone(),
+        before,
+    })
+}
 
-    stage.say("starting the in-memory Kubernetes API server with the local Job executor");
+/// kube-sim with its Job executor (build Pods run Packer locally against the emulator); its kubeconfig and a client.
+async fn start_api_server(aws: &AwsEmulator, work: &Path) -> Result<(ApiServer, std::path::PathBuf, Client)> {
     let server = ApiServer::start(ServerOptions {
         executor: Some(ExecutorOptions {
             extra_env: aws.packer_job_env(REGION),
@@ -198,8 +256,11 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     let kubeconfig = work.join("kubeconfig");
     server.write_kubeconfig(&kubeconfig)?;
     let client = Client::try_from(Config::new(server.url().parse()?))?;
+    Ok((server, kubeconfig, client))
+}
 
-    stage.say("installing the CRDs from deploy/crds/");
+/// The generated CRDs of `deploy/crds/`, as a user installs them.
+async fn install_crds(root: &Path, client: &Client) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for entry in std::fs::read_dir(root.join("deploy/crds"))? {
         let text = std::fs::read_to_string(entry?.path())?;
@@ -208,21 +269,29 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
             .await
             .map_err(|e| step_failed("install the CRDs", e))?;
     }
+    Ok(())
+}
 
-    let repo = work.join("packer-repo");
-    aws_sim::sample_packer_repo(&repo, "packer/eks-node")
-        .map_err(|e| step_failed("prepare the Packer repository", e))?;
-    let logs = work.join("logs");
-    std::fs::create_dir_all(&logs)?;
+/// The controller processes and their metrics ports.
+struct Controllers {
+    children: Vec<tokio::process::Child>,
+    metrics: [u16; 2],
+}
+
+/// Starts both controller binaries of `bin_dir`, each logging to `logs/<name>.log`.
+fn start_controllers(
+    stage: &Stage,
+    aws: &AwsEmulator,
+    bin_dir: &Path,
+    kubeconfig: &Path,
+    logs: &Path,
+) -> Result<Controllers> {
     let metrics = [free_port()?, free_port()?];
     let mut children = Vec::new();
-    for (i, name) in ["packer-build-controller", "ami-refresh-controller"]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, name) in CONTROLLERS.into_iter().enumerate() {
         let log = std::fs::File::create(logs.join(format!("{name}.log")))?;
         let child = tokio::process::Command::new(bin_dir.join(name))
-            .env("KUBECONFIG", &kubeconfig)
+            .env("KUBECONFIG", kubeconfig)
             .envs(aws.child_env(REGION))
             .env("METRICS_ADDR", format!("127.0.0.1:{}", metrics[i]))
             .env("POD_NAME", format!("{name}-demo"))
@@ -233,20 +302,22 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| step_failed(&format!("start {name}"), e))?;
-        children.push(child);
         stage.say(format!(
             "started {name} (pid {}, metrics http://127.0.0.1:{}/metrics)",
-            children[i].id().unwrap_or_default(),
+            child.id().unwrap_or_default(),
             metrics[i]
         ));
+        children.push(child);
     }
+    Ok(Controllers { children, metrics })
+}
 
-    stage.say("applying examples/demo/");
-    let repo_url = format!("file://{}", repo.display());
+/// Applies `examples/demo/` with the sample repository and the emulator's endpoint filled in.
+async fn apply_examples(root: &Path, client: &Client, repo_url: &str, endpoint: &str) -> Result<()> {
     for file in ["aws-creds.yaml", "packerbuilder.yaml", "amirefresher.yaml"] {
         let text = std::fs::read_to_string(root.join("examples/demo").join(file))?
-            .replace("file:///opsy-demo/packer-repo", &repo_url)
-            .replace("http://aws-emulator.invalid", aws.endpoint());
+            .replace("file:///opsy-demo/packer-repo", repo_url)
+            .replace("http://aws-emulator.invalid", endpoint);
         let doc: serde_json::Value = serde_norway::from_str(&text)?;
         let pp = PostParams::default();
         let created = match doc["kind"].as_str() {
@@ -266,24 +337,22 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         };
         created.map_err(|e| step_failed(&format!("apply examples/demo/{file}"), e))?;
     }
+    Ok(())
+}
 
-    let outcome = watch(&stage, &client, &ec2, &eks, &before, options.timeout).await;
-    let (built, amr) = match outcome {
-        Ok(done) => done,
-        Err(error) => {
-            eprintln!("\n{error:#}");
-            for name in ["packer-build-controller", "ami-refresh-controller"] {
-                let path = logs.join(format!("{name}.log"));
-                eprintln!("\n--- last lines of {} ---\n{}", path.display(), tail(&path, 15));
-            }
-            eprintln!("\nlogs: {}", logs.display());
-            return Err(error);
-        }
-    };
-
+/// Prints the built AMI with its tags and each node group before and after; fails when a group that should run
+/// the built AMI does not, or the excluded one was touched.
+async fn summarize(
+    stage: &Stage,
+    ec2: &aws_sdk_ec2::Client,
+    eks: &aws_sdk_eks::Client,
+    seeded: &Seeded,
+    built: &str,
+    amr: &AMIRefresher,
+) -> Result<()> {
     let tags = ec2
         .describe_images()
-        .image_ids(&built)
+        .image_ids(built)
         .send()
         .await?
         .images()
@@ -300,10 +369,11 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
         .unwrap_or_default();
     let mut after = BTreeMap::new();
     for ng in NODE_GROUPS {
-        after.insert(ng, image_of(&ec2, &eks, ng).await?);
+        after.insert(ng, image_of(ec2, eks, ng).await?);
     }
+    let before = &seeded.before;
     println!("\nSummary");
-    println!("  base AMI (newest of 2 public EKS AMIs): {new_base}");
+    println!("  base AMI (newest of 2 public EKS AMIs): {}", seeded.new_base);
     println!("  built AMI:                              {built}");
     for t in &tags {
         println!("      {t}");
@@ -337,35 +407,100 @@ async fn run_loop(root: &Path, target: &Path, tools: &Path, bin_dir: &Path, opti
     if !ok {
         bail!("step \"verify the node groups\" failed: see the table");
     }
-    println!("\nThe loop completed: base AMI -> Packer build -> tagged AMI -> node groups rolled.");
+    Ok(())
+}
 
-    if options.keep {
-        let kubectl = tools.join("kubectl");
-        println!("\nEverything keeps running; Ctrl-C stops it.\n");
-        println!("  export KUBECONFIG={}", kubeconfig.display());
-        println!("  {} get pb,amr -w", kubectl.display());
-        println!("  {} get pb demo-builder -o yaml", kubectl.display());
-        println!("  # publish a newer base AMI: the PackerBuilder rebuilds, the AMIRefresher rolls again");
-        println!(
-            "  curl -s -X POST {}/_ext/seed/images -H 'content-type: application/json' -d '{{\"account\":\"{ACCOUNT}\",\"region\":\"{REGION}\",\"images\":[{{\"name\":\"amazon-eks-node-al2023-x86_64-standard-1.30-v20261201\",\"ownerId\":\"602401143452\",\"creationDate\":\"2026-12-01T00:00:00Z\",\"public\":true}}]}}'",
-            aws.endpoint()
-        );
-        println!(
-            "  curl -s http://127.0.0.1:{}/metrics   # packer-build-controller",
-            metrics[0]
-        );
-        println!(
-            "  curl -s http://127.0.0.1:{}/metrics   # ami-refresh-controller",
-            metrics[1]
-        );
-        println!("  logs: {}", logs.display());
-        tokio::signal::ctrl_c().await?;
-        println!("stopping");
-    }
-    for mut child in children {
-        let _ = child.kill().await;
+/// `--keep`: prints how to look at the running system and waits for Ctrl-C.
+async fn keep_running(
+    tools: &Path,
+    kubeconfig: &Path,
+    aws: &AwsEmulator,
+    metrics: &[u16; 2],
+    logs: &Path,
+) -> Result<()> {
+    let kubectl = tools.join("kubectl");
+    println!("\nEverything keeps running; Ctrl-C stops it.\n");
+    println!("  export KUBECONFIG={}", kubeconfig.display());
+    println!("  {} get pb,amr -w", kubectl.display());
+    println!("  {} get pb demo-builder -o yaml", kubectl.display());
+    println!("  # publish a newer base AMI: the PackerBuilder rebuilds, the AMIRefresher rolls again");
+    println!(
+        "  curl -s -X POST {}/_ext/seed/images -H 'content-type: application/json' -d '{{\"account\":\"{ACCOUNT}\",\"region\":\"{REGION}\",\"images\":[{{\"name\":\"amazon-eks-node-al2023-x86_64-standard-1.30-v20261201\",\"ownerId\":\"602401143452\",\"creationDate\":\"2026-12-01T00:00:00Z\",\"public\":true}}]}}'",
+        aws.endpoint()
+    );
+    println!(
+        "  curl -s http://127.0.0.1:{}/metrics   # packer-build-controller",
+        metrics[0]
+    );
+    println!(
+        "  curl -s http://127.0.0.1:{}/metrics   # ami-refresh-controller",
+        metrics[1]
+    );
+    println!("  logs: {}", logs.display());
+    tokio::signal::ctrl_c().await?;
+    println!("stopping");
+    Ok(())
+}
+
+/// Prints the last lines of the build Pod's Packer output.
+async fn show_packer_tail(stage: &Stage, pods: &Api<Pod>, job: &str) -> Result<()> {
+    let Some(pod) = pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await?
+        .items
+        .into_iter()
+        .next()
+    else {
+        return Ok(());
+    };
+    let name = pod.metadata.name.unwrap_or_default();
+    let params = LogParams {
+        container: Some("packer-build".into()),
+        tail_lines: Some(4),
+        ..LogParams::default()
+    };
+    if let Ok(text) = pods.logs(&name, &params).await {
+        stage.say("Packer output (tail):");
+        for l in text.lines() {
+            println!("           | {l}");
+        }
     }
     Ok(())
+}
+
+/// Prints the AMIRefresher's line and each node group's state change since the last call.
+fn show_rollout(
+    stage: &Stage,
+    s: &api_types::AMIRefresherStatus,
+    last_amr: &mut String,
+    last_groups: &mut BTreeMap<String, String>,
+) {
+    let line = format!(
+        "AMIRefresher demo-refresher: phase={} target={} progress={}",
+        s.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "-".into()),
+        s.target_ami.as_deref().unwrap_or("-"),
+        s.progress.as_deref().unwrap_or("-")
+    );
+    if line != *last_amr {
+        stage.say(&line);
+        *last_amr = line;
+    }
+    for n in &s.node_groups {
+        let state = format!("{:?}", n.state);
+        if last_groups.get(&n.name) != Some(&state) {
+            let update = n
+                .update_id
+                .as_deref()
+                .map(|u| format!(" update {u}"))
+                .unwrap_or_default();
+            stage.say(format!(
+                "  node group {}: {} -> {state}{update}",
+                n.name,
+                last_groups.get(&n.name).map_or("-", String::as_str)
+            ));
+            last_groups.insert(n.name.clone(), state);
+        }
+    }
 }
 
 /// Prints progress until the loop completes; returns the built AMI and the final AMIRefresher.
@@ -423,58 +558,14 @@ async fn watch(
             && let Some(job) = &status.job_name
         {
             shown_log = true;
-            if let Some(pod) = pods
-                .list(&ListParams::default().labels(&format!("job-name={job}")))
-                .await?
-                .items
-                .into_iter()
-                .next()
-            {
-                let name = pod.metadata.name.unwrap_or_default();
-                let params = LogParams {
-                    container: Some("packer-build".into()),
-                    tail_lines: Some(4),
-                    ..LogParams::default()
-                };
-                if let Ok(text) = pods.logs(&name, &params).await {
-                    stage.say("Packer output (tail):");
-                    for l in text.lines() {
-                        println!("           | {l}");
-                    }
-                }
-            }
+            show_packer_tail(stage, &pods, job).await?;
             if let Some(ami) = &status.last_run_built_image_id {
                 stage.say(format!("AMI {ami} built, verified and tagged status=active"));
             }
         }
         if let Some(amr) = refreshers.get_opt("demo-refresher").await? {
             let s = amr.status.clone().unwrap_or_default();
-            let line = format!(
-                "AMIRefresher demo-refresher: phase={} target={} progress={}",
-                s.phase.map(|p| format!("{p:?}")).unwrap_or_else(|| "-".into()),
-                s.target_ami.as_deref().unwrap_or("-"),
-                s.progress.as_deref().unwrap_or("-")
-            );
-            if line != last_amr {
-                stage.say(&line);
-                last_amr = line;
-            }
-            for n in &s.node_groups {
-                let state = format!("{:?}", n.state);
-                if last_groups.get(&n.name) != Some(&state) {
-                    let update = n
-                        .update_id
-                        .as_deref()
-                        .map(|u| format!(" update {u}"))
-                        .unwrap_or_default();
-                    stage.say(format!(
-                        "  node group {}: {} -> {state}{update}",
-                        n.name,
-                        last_groups.get(&n.name).map_or("-", String::as_str)
-                    ));
-                    last_groups.insert(n.name.clone(), state);
-                }
-            }
+            show_rollout(stage, &s, &mut last_amr, &mut last_groups);
             if s.phase == Some(api_types::ami_refresher::AMIRefresherPhase::Degraded) {
                 return Err(step_failed("roll the node groups", "the rollout failed (Degraded)"));
             }
