@@ -59,6 +59,37 @@ fn error_policy(amr: Arc<AMIRefresher>, error: &Error, ctx: Arc<Context>) -> Act
     controller_runtime::backoff::requeue_object(&ctx.errors, &*amr, error.category(), error)
 }
 
+/// Whether the PackerBuilder kind is served: installed alone (without its CRD), a PackerBuilder watch would only
+/// fail, so it is skipped and `packerBuilderRef` is resolved at resync only.
+async fn packer_builders_served(client: &Client, namespaces: &[String]) -> bool {
+    let probe: Api<PackerBuilder> = match namespaces.first() {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match probe.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            tracing::warn!("the PackerBuilder CRD is not installed: packerBuilderRef is resolved at resync only");
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The AMIRefreshers that reference `pb` (same namespace), from the controller's cache: a PackerBuilder that changes
+/// (a new AMI) wakes them.
+fn referencing(
+    store: &kube::runtime::reflector::Store<AMIRefresher>,
+    pb: &PackerBuilder,
+) -> Vec<ObjectRef<AMIRefresher>> {
+    let (ns, name) = (pb.namespace(), pb.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|amr| amr.namespace() == ns && amr.spec.packer_builder_ref.as_ref().is_some_and(|r| r.name == name))
+        .map(|amr| ObjectRef::from_obj(&*amr))
+        .collect()
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -118,51 +149,22 @@ async fn main() -> anyhow::Result<()> {
 
     let scopes = args.runtime.scopes::<AMIRefresher, PackerBuilder>(&client);
     let refresher_watch = args.runtime.watch_config();
-    // Installed alone (without the PackerBuilder CRD), a PackerBuilder watch would only fail: skip it.
     let concurrency = args.runtime.concurrency;
-    let watch_builders = args.watch_packer_builders && {
-        let probe: Api<PackerBuilder> = match args.runtime.namespaces.first() {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        match probe.list(&kube::api::ListParams::default().limit(1)).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => {
-                tracing::warn!("the PackerBuilder CRD is not installed: packerBuilderRef is resolved at resync only");
-                false
-            }
-            _ => true,
-        }
-    };
+    let watch_builders = args.watch_packer_builders && packer_builders_served(&client, &args.runtime.namespaces).await;
     let controllers = scopes.into_iter().map(|(refreshers, builders)| {
-        let liveness = context.liveness.clone();
         let mut controller = Controller::new(refreshers, refresher_watch.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
         if watch_builders {
             let store = controller.store();
             // A PackerBuilder that changes (a new AMI) wakes the AMIRefreshers that reference it.
             controller = controller.watches(builders, watcher::Config::default(), move |pb: PackerBuilder| {
-                let ns = pb.namespace();
-                let name = pb.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|amr| {
-                        amr.namespace() == ns && amr.spec.packer_builder_ref.as_ref().is_some_and(|r| r.name == name)
-                    })
-                    .map(|amr| ObjectRef::from_obj(&*amr))
-                    .collect::<Vec<_>>()
+                referencing(&store, &pb)
             });
         }
         controller
             .shutdown_on_signal()
             .run(reconcile::reconcile, error_policy, context.clone())
-            .for_each(move |result| {
-                liveness.observe(&result);
-                if let Err(error) = result {
-                    tracing::debug!(%error, "reconcile error");
-                }
-                futures::future::ready(())
-            })
+            .for_each(context.liveness.observer())
     });
     controller_runtime::run_as_leader(client, election, async move {
         futures::future::join_all(controllers).await;

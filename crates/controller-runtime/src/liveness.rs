@@ -132,6 +132,27 @@ impl Liveness {
         }
     }
 
+    /// The `for_each` of both controllers' `Controller::run` streams: [`Liveness::observe`] each item, log its error
+    /// at debug level (a failed reconcile was already logged by the error policy).
+    pub fn observer<T, E>(
+        &self,
+    ) -> impl FnMut(
+        Result<T, kube::runtime::controller::Error<E, kube::runtime::watcher::Error>>,
+    ) -> std::future::Ready<()>
+    + use<T, E>
+    where
+        E: std::error::Error + 'static,
+    {
+        let liveness = self.clone();
+        move |result| {
+            liveness.observe(&result);
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+            std::future::ready(())
+        }
+    }
+
     /// `Err` with the reason when the controller is stuck.
     pub fn check(&self) -> Result<(), Stall> {
         lock(&self.state)

@@ -120,19 +120,12 @@ async fn main() -> anyhow::Result<()> {
     readiness.set(true);
     let context = Arc::new(context);
     let controllers = scopes.into_iter().map(|(builders, jobs)| {
-        let liveness = context.liveness.clone();
         Controller::new(builders, builder_watch.clone())
             .with_config(kube::runtime::controller::Config::default().concurrency(args.runtime.concurrency))
             .owns(jobs, job_watch.clone())
             .shutdown_on_signal()
             .run(reconcile::reconcile, error_policy, context.clone())
-            .for_each(move |result| {
-                liveness.observe(&result);
-                if let Err(error) = result {
-                    tracing::debug!(%error, "reconcile error");
-                }
-                futures::future::ready(())
-            })
+            .for_each(context.liveness.observer())
     });
     let controller = async move {
         futures::future::join_all(controllers).await;
