@@ -101,6 +101,11 @@ impl Bed {
 
     /// The seed PackerBuilder of the original README, without the Secrets it names (none exist here).
     async fn apply(&self) {
+        self.apply_with(|_| {}).await;
+    }
+
+    /// [`Bed::apply`] with `edit` applied to the spec.
+    async fn apply_with(&self, edit: impl FnOnce(&mut serde_json::Value)) {
         let text = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/packerbuilder-000.yaml"),
         )
@@ -111,6 +116,7 @@ impl Bed {
         spec.remove("notifier");
         spec["gitSync"].as_object_mut().expect("gitSync").remove("secret");
         spec["builder"].as_object_mut().expect("builder").remove("secret");
+        edit(&mut doc["spec"]);
         let pb: PackerBuilder = serde_json::from_value(doc).expect("typed");
         self.api().create(&PostParams::default(), &pb).await.expect("create");
     }
@@ -292,4 +298,94 @@ async fn a_failed_build_is_counted_and_the_next_waits_for_the_back_off() {
     bed.step().await.expect("reconcile");
     let names: Vec<String> = bed.jobs().await.iter().map(ResourceExt::name_any).collect();
     assert_eq!(names, [job], "no retry before the back-off");
+}
+
+/// A copy in progress keeps the PackerBuilder `Distributing` (`CopyPending`); once EC2 says it is available the
+/// builder is Ready (`ImagesDistributed`) and the copy carries the source's tags plus `source-image`. A throttled
+/// CopyImage is retried with back-off, never a failed copy; a refused one (invalid) is `CopyFailed` with AWS's words.
+#[tokio::test]
+async fn a_copy_is_pending_until_ec2_finishes_it_and_throttling_is_never_a_failed_copy() {
+    let bed = Bed::start().await;
+    bed.base("1", 240);
+    bed.apply_with(|spec| spec["distribution"] = json!({"regions": ["us-east-1"]}))
+        .await;
+    bed.step().await.expect("reconcile");
+    bed.build_succeeds(BUILT).await;
+    bed.aws.fail("CopyImage", "RequestLimitExceeded", 400, 1);
+    // The build's step records it and says copies are due; the copies start at the next step.
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(PackerBuilderPhase::Distributing), "{status:#?}");
+    assert_eq!(bed.aws.count("CopyImage"), 0);
+
+    let error = bed.step().await.expect_err("a throttled copy fails the reconcile");
+    assert_eq!(error.category(), "AWSThrottled", "{error}");
+    let status = bed.status().await;
+    assert!(
+        status
+            .distributed_images
+            .iter()
+            .all(|d| d.state != "failed" && d.failures == 0),
+        "not a failed copy: {status:#?}"
+    );
+    assert_ne!(ready_reason(&status).as_deref(), Some("CopyFailed"));
+
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(PackerBuilderPhase::Distributing), "{status:#?}");
+    assert_eq!(ready_reason(&status).as_deref(), Some("CopyPending"));
+    bed.step().await.expect("reconcile");
+    assert_eq!(
+        bed.aws.count("CopyImage"),
+        2,
+        "one refused, one accepted; a pending copy is not copied again"
+    );
+
+    bed.aws.complete_copies();
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(PackerBuilderPhase::Ready), "{status:#?}");
+    assert_eq!(ready_reason(&status).as_deref(), Some("ImagesDistributed"));
+    let copies = bed.aws.own_images_in("us-east-1");
+    assert_eq!(copies.len(), 1, "{copies:#?}");
+    let copy = &copies[0];
+    assert_eq!(
+        copy.tags.get("source-image").map(String::as_str),
+        Some(format!("{REGION}/{BUILT}").as_str())
+    );
+    assert_eq!(copy.tags.get("build-id"), status.build_id.as_ref());
+}
+
+#[tokio::test]
+async fn a_copy_aws_refuses_as_invalid_is_copy_failed_with_the_aws_message() {
+    let bed = Bed::start().await;
+    bed.base("1", 240);
+    bed.apply_with(|spec| spec["distribution"] = json!({"regions": ["us-east-1"]}))
+        .await;
+    bed.step().await.expect("reconcile");
+    bed.build_succeeds(BUILT).await;
+    bed.aws.fail("CopyImage", "InvalidParameterValue", 400, 1);
+    bed.step().await.expect("the build's step (copies start at the next)");
+
+    bed.step()
+        .await
+        .expect("a refused copy is a result, not a retry of the reconcile");
+    let status = bed.status().await;
+    assert_eq!(bed.aws.count("CopyImage"), 1);
+    assert_eq!(ready_reason(&status).as_deref(), Some("CopyFailed"), "{status:#?}");
+    let entry = status
+        .distributed_images
+        .iter()
+        .find(|d| d.region == "us-east-1")
+        .expect("an entry for the copy region");
+    assert_eq!(entry.failures, 1);
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("InvalidParameterValue"),
+        "{entry:?}"
+    );
+    assert_eq!(status.failed_job_count, 0, "the build itself is good");
 }

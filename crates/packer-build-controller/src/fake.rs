@@ -90,6 +90,23 @@ impl FakeAws {
         });
     }
 
+    /// Ends every pending copy `available`, as EC2 does when CopyImage finishes.
+    pub fn complete_copies(&self) {
+        for entry in self.world().images.iter_mut().filter(|e| e.token.is_some()) {
+            entry.image.state = Some("available".into());
+        }
+    }
+
+    /// The AMIs of this account in `region`.
+    pub fn own_images_in(&self, region: &str) -> Vec<Image> {
+        self.world()
+            .images
+            .iter()
+            .filter(|e| e.region == region && e.owner == ACCOUNT)
+            .map(|e| e.image.clone())
+            .collect()
+    }
+
     /// An AMI as EC2 describes it now (`None`: not in `region`).
     pub fn image(&self, region: &str, id: &str) -> Option<Image> {
         self.world()
