@@ -114,7 +114,12 @@ impl Bed {
     }
 
     async fn apply(&self) {
-        let amr: AMIRefresher = serde_json::from_value(json!({
+        self.apply_with(|_| {}).await;
+    }
+
+    /// The AMIRefresher with `edit` applied to its spec.
+    async fn apply_with(&self, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut doc = json!({
             "apiVersion": "ami.refresh.ops/v1alpha1",
             "kind": "AMIRefresher",
             "metadata": {"name": NAME, "namespace": self.namespace},
@@ -125,9 +130,24 @@ impl Bed {
                 "amiOwners": ["self"],
                 "expiresIn": "1w",
             }
-        }))
-        .expect("typed");
+        });
+        edit(&mut doc["spec"]);
+        let amr: AMIRefresher = serde_json::from_value(doc).expect("typed");
         self.api().create(&PostParams::default(), &amr).await.expect("create");
+    }
+
+    /// The calls that change what a node group runs.
+    fn mutating(&self) -> Vec<&'static str> {
+        self.aws
+            .calls()
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    *c,
+                    "CreateLaunchTemplateVersion" | "UpdateNodegroupVersion" | "UpdateNodegroupConfig"
+                )
+            })
+            .collect()
     }
 
     /// One reconcile, as the controller runs it (a fresh GET, then one step).
@@ -370,4 +390,123 @@ async fn a_failure_after_the_target_changed_halts_and_a_retry_removes_the_halt()
         old,
         "the failed update changed nothing"
     );
+}
+
+#[tokio::test]
+async fn a_dry_run_or_paused_refresher_plans_and_changes_nothing() {
+    for (field, phase, reason) in [
+        ("dryRun", AMIRefresherPhase::Planned, "DryRun"),
+        ("paused", AMIRefresherPhase::Waiting, "Paused"),
+    ] {
+        let bed = Bed::start().await;
+        let old = bed.ami("ami-old", 48);
+        bed.ami("ami-new", 2);
+        bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+        bed.apply_with(|spec| spec[field] = json!(true)).await;
+        for _ in 0..3 {
+            bed.step().await.expect("reconcile");
+        }
+        let status = bed.status().await;
+        assert_eq!(status.phase, Some(phase), "{field}: {status:#?}");
+        let ready = api_types::conditions::get_condition(&status.conditions, "Ready").expect("Ready");
+        assert_eq!(ready.reason, reason, "{field}");
+        assert_eq!(group(&status, "ng-a").state, NodeGroupState::Pending, "{field}");
+        assert!(bed.mutating().is_empty(), "{field}: {:?}", bed.mutating());
+        assert_eq!(bed.aws.running_image(CLUSTER, "ng-a"), old, "{field}");
+    }
+}
+
+/// A controller that started an update and was killed before writing status (its launch template version carries
+/// this controller's mark): the next one finds the update running, tracks it, and issues nothing again.
+#[tokio::test]
+async fn an_update_started_before_a_lost_status_write_is_adopted_not_repeated() {
+    use crate::capabilities::{LaunchTemplates as _, NodeGroups as _};
+    let bed = Bed::start().await;
+    let old = bed.ami("ami-old", 48);
+    let new = bed.ami("ami-new", 2);
+    bed.aws.add_nodegroup(CLUSTER, "ng-a", &old);
+    let info = bed
+        .aws
+        .describe_nodegroup("us-west-2", CLUSTER, "ng-a")
+        .await
+        .expect("ng");
+    let template = info.launch_template_id.expect("template");
+    let version = bed
+        .aws
+        .create_version("us-west-2", &template, "1", &new)
+        .await
+        .expect("version");
+    let update = bed
+        .aws
+        .update_nodegroup_version("us-west-2", CLUSTER, "ng-a", &template, &version, false)
+        .await
+        .expect("update");
+    bed.apply().await;
+
+    bed.step().await.expect("reconcile");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    let entry = group(&status, "ng-a");
+    assert_eq!(entry.state, NodeGroupState::InProgress, "{status:#?}");
+    assert_eq!(
+        entry.update_id.as_deref(),
+        Some(update.as_str()),
+        "the running update is tracked"
+    );
+    assert_eq!(bed.aws.count("UpdateNodegroupVersion"), 1, "not issued again");
+    assert_eq!(bed.aws.count("CreateLaunchTemplateVersion"), 1, "no second version");
+
+    bed.aws.finish(&update, "Successful", "");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Ready), "{status:#?}");
+    assert_eq!(bed.aws.running_image(CLUSTER, "ng-a"), new);
+}
+
+/// The canary goes alone; the others start only after it succeeded. A failed canary halts the rollout with the
+/// others untouched.
+#[tokio::test]
+async fn the_canary_rolls_alone_and_its_failure_leaves_the_other_groups_untouched() {
+    let bed = Bed::start().await;
+    let old = bed.ami("ami-old", 48);
+    bed.ami("ami-new", 2);
+    for name in ["ng-a", "ng-b", "ng-c"] {
+        bed.aws.add_nodegroup(CLUSTER, name, &old);
+    }
+    bed.apply_with(|spec| spec["refreshConfig"] = json!({"canary": "ng-c", "parallelism": 3}))
+        .await;
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(
+        group(&status, "ng-c").state,
+        NodeGroupState::InProgress,
+        "the canary first: {status:#?}"
+    );
+    for name in ["ng-a", "ng-b"] {
+        assert_eq!(
+            group(&status, name).state,
+            NodeGroupState::Pending,
+            "{name} waits for the canary"
+        );
+    }
+    bed.step().await.expect("reconcile");
+    assert_eq!(
+        bed.aws.count("UpdateNodegroupVersion"),
+        1,
+        "alone, whatever the parallelism"
+    );
+
+    bed.aws.finish(
+        &bed.update_of("ng-c"),
+        "Failed",
+        "NodeCreationFailure: canary nodes never joined",
+    );
+    bed.step().await.expect("reconcile");
+    bed.step().await.expect("reconcile");
+    let status = bed.status().await;
+    assert_eq!(status.phase, Some(AMIRefresherPhase::Degraded), "{status:#?}");
+    assert_eq!(bed.aws.count("UpdateNodegroupVersion"), 1, "nobody else started");
+    for name in ["ng-a", "ng-b"] {
+        assert_eq!(bed.aws.running_image(CLUSTER, name), old, "{name} untouched");
+    }
 }
